@@ -78,3 +78,10 @@ fuzz:
 		-o build/cursor_fuzz
 	build/cursor_fuzz -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
 		-print_final_stats=1 build/fuzz-corpus extension/test/fuzz-seeds
+
+# Keyset pagination (pulse.page) vs LIMIT/OFFSET at depth, with pgbench on a
+# throwaway cluster; writes bench/results/<date>-page-depth.md.  Parameters
+# (ROWS, DURATION, DEPTHS, REPEATS, ...) by environment: bench/page/README.md.
+.PHONY: bench-page
+bench-page: install-ext
+	@bench/page/run.sh

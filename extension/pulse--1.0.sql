@@ -4,6 +4,9 @@
 \echo Use "CREATE EXTENSION pulse" to load this file. \quit
 
 -- The schema "pulse" is created by CREATE EXTENSION (pulse.control: schema).
+-- Every role may call the API; what is private (the cursor secret) is revoked
+-- object by object.
+GRANT USAGE ON SCHEMA pulse TO PUBLIC;
 
 ------------------------------------------------------------------------------
 -- Per-database secret that signs cursors.  Not readable by ordinary roles:
@@ -61,15 +64,23 @@ CREATE FUNCTION pulse.page(query text,
                            args jsonb DEFAULT '[]')
 RETURNS jsonb
 AS 'MODULE_PATHNAME', 'pulse_page'
-LANGUAGE C VOLATILE PARALLEL UNSAFE;
+LANGUAGE C STABLE PARALLEL UNSAFE;
 COMMENT ON FUNCTION pulse.page(text, text, text, int, jsonb) IS
 'one page of query ordered by order_by after (or before) cursor: {"items": [...], "next_cursor": ..., "prev_cursor": ...}';
+
+CREATE FUNCTION pulse.page_cache_stats(OUT entries int, OUT hits bigint,
+                                       OUT prepares bigint)
+RETURNS record
+AS 'MODULE_PATHNAME', 'pulse_page_cache_stats'
+LANGUAGE C STRICT VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION pulse.page_cache_stats() IS
+'this backend''s cache of prepared pulse.page plans: entries, hits and prepares since the backend started';
 
 CREATE FUNCTION pulse.explain_page(query text,
                                    order_by text,
                                    args jsonb DEFAULT '[]')
 RETURNS jsonb
 AS 'MODULE_PATHNAME', 'pulse_explain_page'
-LANGUAGE C VOLATILE PARALLEL UNSAFE;
+LANGUAGE C STABLE PARALLEL UNSAFE;
 COMMENT ON FUNCTION pulse.explain_page(text, text, jsonb) IS
 'whether an index serves the order of a pulse.page query, or a sort over a scan is needed';

@@ -30,11 +30,15 @@ extern uint64 pulse_fingerprint_u64(const char *query);
 
 /* cursor.c */
 
-/* One decoded sort-key value of a cursor: NULL, or the type's text form. */
+/*
+ * One sort-key value of a cursor: NULL, or the bytes of the value (page.c
+ * stores the type's binary send form, which may contain NUL bytes).
+ */
 typedef struct PulseCursorKey
 {
 	bool		isnull;
-	char	   *text;			/* palloc'd, NUL-terminated; NULL when isnull */
+	char	   *text;			/* palloc'd value bytes; NULL when isnull */
+	int			len;			/* number of bytes at text */
 } PulseCursorKey;
 
 /* What a cursor says once its signature and binding have been checked. */

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# `make test`: every suite against real servers on loopback.
+#   1. pg_regress (sql/ <-> expected/) on a throwaway PostgreSQL 15 cluster
+#   2. unit tests of the pure C pieces, under ASan/UBSan
+#   3. a bounded libFuzzer run of the cursor decoder
+#   4. scripted end-to-end tests (extension/test/*.sh), each with its own cluster
+# Prints one line per suite and ends with "N passed, M failed"; exits non-zero
+# if any suite failed.  The extension must already be built and installed
+# (`make test` does that first).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+
+TMP=$(mktemp -d /tmp/pulse-test.XXXXXX)
+chmod 755 "$TMP"
+PORT=$(free_port "${PULSE_TEST_PORT_BASE:-55400}")
+PG="$TMP/pg"
+cleanup() {
+	scripts/cluster.sh destroy "$PG" >/dev/null 2>&1
+	if [ -n "${KEEP_TMP:-}" ]; then echo "test: kept $TMP"; else rm -rf "$TMP"; fi
+}
+trap cleanup EXIT
+
+passed=0
+failed=0
+failures=()
+suite() {
+	local name=$1
+	shift
+	local t0=$SECONDS
+	echo "=== $name"
+	if "$@"; then
+		passed=$((passed + 1))
+		echo "--- $name: ok ($((SECONDS - t0)) s)"
+	else
+		failed=$((failed + 1))
+		failures+=("$name")
+		echo "--- $name: FAILED ($((SECONDS - t0)) s)"
+	fi
+}
+
+PULSE_FSYNC=off PULSE_SYNC_COMMIT=off PULSE_CRON_DB=pulse_regress \
+	scripts/cluster.sh start "$PG" "$PORT" || exit 1
+
+regress() {
+	make --no-print-directory installcheck \
+		PGHOST="$PG" PGPORT="$PORT" PGUSER=postgres \
+		EXTRA_REGRESS_OPTS="--outputdir=$TMP/regress" ${REGRESS:+REGRESS="$REGRESS"}
+	local rc=$?
+	if [ $rc -ne 0 ] && [ -f "$TMP/regress/regression.diffs" ]; then
+		head -n 300 "$TMP/regress/regression.diffs"
+	fi
+	return $rc
+}
+suite "pg_regress" regress
+scripts/cluster.sh stop "$PG" >/dev/null
+
+suite "unit (ASan/UBSan)" make --no-print-directory unit
+suite "fuzz cursor decoder (${FUZZ_SECONDS:-15} s)" \
+	make --no-print-directory fuzz FUZZ_SECONDS="${FUZZ_SECONDS:-15}"
+
+for t in extension/test/*.sh; do
+	[ -e "$t" ] || continue
+	mkdir -p "$TMP/$(basename "$t" .sh)"
+	suite "$(basename "$t")" env PULSE_TEST_PORT="$(free_port $((PORT + 1)))" \
+		PULSE_TEST_TMP="$TMP/$(basename "$t" .sh)" bash "$t"
+done
+
+echo
+[ $failed -eq 0 ] || echo "failed suites: ${failures[*]}"
+echo "suites: $passed passed, $failed failed"
+[ $failed -eq 0 ]
