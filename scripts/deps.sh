@@ -22,6 +22,8 @@ PACKAGES=(
 	libssl-dev
 	zlib1g-dev
 	libyaml-dev
+	libjansson-dev
+	libjwt-dev
 	clang
 	libclang-rt-14-dev
 	wrk
