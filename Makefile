@@ -40,26 +40,26 @@ endif
 RUN_DIR  ?= /tmp/pulse-run
 RUN_PORT ?= 54329
 
-.PHONY: deps run stop test unit fuzz install-ext
+.PHONY: deps run stop test unit fuzz build-ext
 
 deps:
 	@scripts/deps.sh
 
-# Build, then install into the PostgreSQL 15 tree (as root, or through sudo).
-install-ext: deps
+# Build the extension (quietly unless it fails).  `make run`, `make test`
+# and the benchmarks install it into private copies of the PostgreSQL tree
+# (scripts/pgroot.sh); `make install` (PGXS) installs it system-wide.
+build-ext: deps
 	@mkdir -p build
 	@$(MAKE) --no-print-directory all >build/build.log 2>&1 || { cat build/build.log; exit 1; }
-	@if [ "$$(id -u)" -eq 0 ]; then $(MAKE) --no-print-directory install >>build/build.log 2>&1; \
-	 else sudo $(MAKE) --no-print-directory install >>build/build.log 2>&1; fi || { cat build/build.log; exit 1; }
-	@echo "build: pulse.so built and installed (log: build/build.log)"
+	@echo "build: pulse.so built (log: build/build.log)"
 
-run: install-ext
+run: build-ext
 	@RUN_DIR=$(RUN_DIR) RUN_PORT=$(RUN_PORT) scripts/run.sh
 
 stop:
 	@RUN_DIR=$(RUN_DIR) scripts/run.sh stop
 
-test: install-ext
+test: build-ext
 	@scripts/test.sh
 
 # Pure-C unit tests of the cursor codec (no server needed).
@@ -84,7 +84,7 @@ fuzz:
 # throwaway cluster; writes bench/results/<date>-page-depth.md.  Parameters
 # (ROWS, DURATION, DEPTHS, REPEATS, ...) by environment: bench/page/README.md.
 .PHONY: bench-page
-bench-page: install-ext
+bench-page: build-ext
 	@bench/page/run.sh
 
 # ---------------------------------------------------------------------------

@@ -22,7 +22,7 @@ CREATE TABLE demo.events (
 INSERT INTO demo.tenants
 SELECT i, 'tenant ' || i FROM generate_series(1, 50) AS i;
 
-SELECT setseed(0.42);
+DO $$ BEGIN PERFORM setseed(0.42); END $$;
 INSERT INTO demo.events (tenant_id, created_at, kind, amount, note)
 SELECT 1 + (i % 50),
        timestamptz '2026-01-01 00:00:00+00' + (i * interval '37 seconds'),

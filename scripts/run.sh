@@ -8,14 +8,25 @@ RUN_DIR=${RUN_DIR:-/tmp/pulse-run}
 RUN_PORT=${RUN_PORT:-54329}
 
 if [ "${1:-}" = stop ]; then
-	scripts/cluster.sh stop "$RUN_DIR/pg"
+	PGBIN="$RUN_DIR/pgroot/usr/lib/postgresql/15/bin" scripts/cluster.sh stop "$RUN_DIR/pg"
 	exit 0
 fi
 
-mkdir -p "$RUN_DIR"
-chmod 755 "$RUN_DIR"
+mkdir -p "$RUN_DIR/pgroot"
+chmod 755 "$RUN_DIR" "$RUN_DIR/pgroot"
+# A private copy of PostgreSQL 15 with this build of pulse (scripts/pgroot.sh).
+PGBIN=$(BUILD_LOG=build/build.log scripts/pgroot.sh "$RUN_DIR/pgroot")
+export PGBIN
+# A server started before this build still has the old pulse.so loaded.
+so_sum=$(sha256sum "$RUN_DIR/pgroot/usr/lib/postgresql/15/lib/pulse.so" | cut -d' ' -f1)
+if [ -f "$RUN_DIR/pg/data/postmaster.pid" ] && [ "$(cat "$RUN_DIR/pulse.so.sha256" 2>/dev/null)" != "$so_sum" ]; then
+	echo "run: restarting PostgreSQL to load the new build of pulse"
+	scripts/cluster.sh stop "$RUN_DIR/pg" >/dev/null
+fi
 PULSE_CRON_DB=pulse scripts/cluster.sh start "$RUN_DIR/pg" "$RUN_PORT"
+echo "$so_sum" >"$RUN_DIR/pulse.so.sha256"
 export PGHOST="$RUN_DIR/pg" PGPORT="$RUN_PORT" PGUSER=postgres
+export PGOPTIONS="-c client_min_messages=warning"
 psql() { command psql -X -q -v ON_ERROR_STOP=1 "$@"; }
 
 if [ "$(psql -d postgres -Atc "SELECT count(*) FROM pg_database WHERE datname = 'pulse'")" = 0 ]; then

@@ -5,8 +5,9 @@
 #   3. a bounded libFuzzer run of the cursor decoder
 #   4. scripted end-to-end tests (extension/test/*.sh), each with its own cluster
 # Prints one line per suite and ends with "N passed, M failed"; exits non-zero
-# if any suite failed.  The extension must already be built and installed
-# (`make test` does that first).
+# if any suite failed.  The extension must already be built (`make test`
+# does that first); it is installed into a private copy of the PostgreSQL
+# tree under the test directory (scripts/pgroot.sh), never system-wide.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -39,6 +40,8 @@ suite() {
 	fi
 }
 
+PGBIN=$(BUILD_LOG=build/build.log scripts/pgroot.sh "$TMP/pgroot") || exit 1
+export PGBIN
 PULSE_FSYNC=off PULSE_SYNC_COMMIT=off PULSE_CRON_DB=pulse_regress \
 	scripts/cluster.sh start "$PG" "$PORT" || exit 1
 
@@ -56,8 +59,15 @@ suite "pg_regress" regress
 scripts/cluster.sh stop "$PG" >/dev/null
 
 suite "unit (ASan/UBSan)" make --no-print-directory unit
-suite "fuzz cursor decoder (${FUZZ_SECONDS:-15} s)" \
-	make --no-print-directory fuzz FUZZ_SECONDS="${FUZZ_SECONDS:-15}"
+fuzz() {
+	if make --no-print-directory fuzz FUZZ_SECONDS="${FUZZ_SECONDS:-15}" >"$TMP/fuzz.log" 2>&1; then
+		grep -E '^(Done|stat::(number_of_executed_units|new_units_added|peak_rss_mb))' "$TMP/fuzz.log"
+	else
+		tail -n 80 "$TMP/fuzz.log"
+		return 1
+	fi
+}
+suite "fuzz cursor decoder (${FUZZ_SECONDS:-15} s)" fuzz
 
 for t in extension/test/*.sh; do
 	[ -e "$t" ] || continue

@@ -32,7 +32,6 @@ PAGE_SIZE=${PAGE_SIZE:-50}
 PORT=$(free_port "${PORT:-55450}")
 BENCH_DIR=${BENCH_DIR:-/tmp/pulse-bench-page.$$}
 OUT=${OUT:-bench/results/$(date -u +%F)-page-depth.md}
-PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
 DB=pulse_bench
 QUERY='SELECT id, tenant_id, created_at, kind, amount, note FROM bench_events'
 ORDER='created_at, id'
@@ -49,6 +48,7 @@ log() { printf '%s bench-page: %s\n' "$(date -u +%T)" "$*" >&2; }
 
 cleanup() {
 	scripts/cluster.sh destroy "$BENCH_DIR" >/dev/null 2>&1 || true
+	rm -rf "$BENCH_DIR.pgroot"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -56,6 +56,9 @@ trap 'exit 130' INT TERM
 # A read-only benchmark: fsync off only speeds up the load.  shared_buffers
 # holds the whole dataset, so the runs measure CPU, not the disk.
 log "cluster in $BENCH_DIR on port $PORT"
+mkdir -p "$BENCH_DIR.pgroot" && chmod 755 "$BENCH_DIR.pgroot"
+PGBIN=$(scripts/pgroot.sh "$BENCH_DIR.pgroot")
+export PGBIN
 PULSE_FSYNC=off PULSE_SHARED_BUFFERS=${PULSE_SHARED_BUFFERS:-1GB} PULSE_CRON_DB=postgres \
 	scripts/cluster.sh start "$BENCH_DIR" "$PORT" >/dev/null
 export PGHOST=$BENCH_DIR PGPORT=$PORT PGUSER=postgres
