@@ -14,15 +14,19 @@ OBJS = \
 	extension/fingerprint.o \
 	extension/cursor_codec.o \
 	extension/cursor.o \
-	extension/page.o
+	extension/page.o \
+	extension/worker.o \
+	extension/aggregate.o \
+	extension/jobs.o \
+	extension/tags.o
 EXTENSION = pulse
-DATA = extension/pulse--1.0.sql
+DATA = extension/pulse--1.0.sql extension/pulse--1.0--1.1.sql
 PG_CPPFLAGS = -I$(srcdir)/extension
 SHLIB_LINK = -lcrypto
 
 # pg_regress: sql/<feature>.sql <-> expected/<feature>.out
-REGRESS = fingerprint normalize cursor page explain_page errors
-CONTRIB_TESTDB = pulse_regress
+REGRESS = upgrade fingerprint normalize cursor page explain_page errors tags endpoints jobs aggregates
+override CONTRIB_TESTDB = pulse_regress
 REGRESS_OPTS = --inputdir=. --load-extension=pulse
 
 ifneq ($(wildcard $(PGXS)),)
@@ -91,7 +95,7 @@ bench-page: build-ext
 # pulse-proxy (plain rules; -Wall -Wextra -Werror)
 # ---------------------------------------------------------------------------
 PROXY_PKGS    = libh2o-evloop libpq hiredis openssl zlib yaml-0.1 jansson libjwt
-PROXY_CFLAGS  = -std=gnu11 -g -Wall -Wextra -Werror -Iproxy/include \
+PROXY_CFLAGS  = -std=gnu11 -g -Wall -Wextra -Werror -Iproxy/include -DH2O_USE_LIBUV=0 \
 	$(shell pkg-config --cflags $(PROXY_PKGS) 2>/dev/null)
 PROXY_LDLIBS  = $(shell pkg-config --libs $(PROXY_PKGS) 2>/dev/null) -lpthread
 PROXY_SRCS    = $(wildcard proxy/src/*.c)
@@ -100,7 +104,7 @@ PROXY_LIBSRCS = $(filter-out proxy/src/main.c,$(PROXY_SRCS))
 PROXY_TESTS   = $(patsubst proxy/test/%.c,build/proxy-test/%,$(wildcard proxy/test/*_test.c))
 SANITIZE      = -fsanitize=address,undefined -fno-omit-frame-pointer
 
-.PHONY: proxy proxy-asan proxy-unit
+.PHONY: proxy proxy-asan proxy-unit proxy-e2e format format-check
 proxy: build/pulse-proxy
 proxy-asan: build/asan/pulse-proxy
 
@@ -114,9 +118,21 @@ build/asan/pulse-proxy: $(PROXY_SRCS) $(PROXY_HDRS)
 
 # Unit tests of the proxy's pure pieces, under ASan/UBSan: one binary per
 # proxy/test/<name>_test.c, linked with every proxy source but main.c.
-build/proxy-test/%: proxy/test/%.c $(PROXY_LIBSRCS) $(PROXY_HDRS)
+build/proxy-test/%: proxy/test/%.c $(PROXY_LIBSRCS) $(PROXY_HDRS) proxy/test/test.h
 	@mkdir -p $(@D)
 	$(CC) -O1 $(SANITIZE) $(PROXY_CFLAGS) $< $(PROXY_LIBSRCS) -o $@ $(PROXY_LDLIBS)
 
 proxy-unit: $(PROXY_TESTS)
 	@rc=0; for t in $(PROXY_TESTS); do echo "--- $$t"; $$t || rc=1; done; exit $$rc
+
+# End-to-end tests against a throwaway PostgreSQL (PULSE_PROXY_BIN picks the
+# binary; scripts/test.sh runs them for both builds).
+proxy-e2e: build/pulse-proxy
+	@bash proxy/test/e2e.sh
+
+# clang-format (style in .clang-format) over the proxy's C files.
+PROXY_FMT_FILES = $(PROXY_SRCS) $(PROXY_HDRS) $(wildcard proxy/test/*.c proxy/test/*.h)
+format:
+	clang-format -i $(PROXY_FMT_FILES)
+format-check:
+	@clang-format --dry-run --Werror $(PROXY_FMT_FILES) && echo "format-check: $(words $(PROXY_FMT_FILES)) files ok"

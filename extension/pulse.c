@@ -52,6 +52,9 @@ _PG_init(void)
 							   0,
 							   NULL, NULL, NULL);
 
+	pulse_jobs_init();
+	pulse_worker_init();
+
 	MarkGUCPrefixReserved("pulse");
 }
 

@@ -61,4 +61,48 @@ extern char *pulse_cursor_encode(const uint8 binding[8], bool backward,
 extern void pulse_cursor_decode(const char *token, const uint8 binding[8],
 								int expected_nkeys, PulseCursor *out);
 
+/* worker.c */
+
+/*
+ * Defines the worker GUCs and, when loaded from shared_preload_libraries,
+ * registers the launcher.  Called from _PG_init.
+ */
+extern void pulse_worker_init(void);
+
+/*
+ * Wakes the worker of database dboid (if one runs) so that it looks for due
+ * jobs and aggregates now rather than after its nap.  Safe to call from any
+ * backend; does nothing when the library was not preloaded.
+ */
+extern void pulse_worker_wake(Oid dboid);
+
+/* pulse.refresh_work_mem in kB, -1 for work_mem (used by aggregate.c). */
+extern int	pulse_refresh_work_mem;
+
+/* aggregate.c */
+
+/*
+ * Refreshes up to max_refreshes due materialized aggregates of the current
+ * database (pending changes and older than their refresh interval; not
+ * scheduled with pg_cron).  Called by the per-database worker outside any
+ * transaction; runs each refresh in a transaction of its own and never
+ * throws: a failure is logged and recorded in pulse.aggregate_runs.
+ * Returns the number of refreshes attempted.
+ */
+extern int	pulse_aggregates_refresh_due(int max_refreshes);
+
+/* jobs.c */
+
+/* Defines the job GUCs (pulse.job_max_attempts).  Called from _PG_init. */
+extern void pulse_jobs_init(void);
+
+/*
+ * Runs at most max_jobs due jobs of the current database.  Called by the
+ * per-database worker outside any transaction; starts and commits its own
+ * transactions, one per state change, and never throws: a failing job is
+ * recorded as failed (or dead) and the next one runs.  Returns the number of
+ * jobs it ran.
+ */
+extern int	pulse_jobs_run_due(int max_jobs);
+
 #endif							/* PULSE_H */

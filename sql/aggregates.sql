@@ -1,0 +1,294 @@
+--
+-- Materialized aggregates: pulse.create_aggregate / refresh_aggregate /
+-- drop_aggregate, pulse.aggregates, pulse.aggregate_runs, incremental
+-- correctness, the background worker and pg_cron scheduling.
+--
+-- Aggregates refreshed by hand are created with refresh => '1 hour' so that
+-- the worker of this database leaves them alone while the test looks.
+--
+\set SHOW_CONTEXT never
+SET client_min_messages = notice;
+
+-- Runs sql and reports its SQLSTATE and message instead of failing.
+CREATE FUNCTION agg_try(sql text) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE sql;
+    RETURN 'ok';
+EXCEPTION WHEN OTHERS THEN
+    RETURN SQLSTATE || ': ' || SQLERRM;
+END
+$$;
+
+-- Rows in which the aggregate table and its query differ (0 = fresh).
+CREATE FUNCTION agg_diff(agg regclass) RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+    q text;
+    n bigint;
+BEGIN
+    SELECT d.query INTO STRICT q FROM pulse.aggregate_defs d WHERE d.relid = agg;
+    EXECUTE format('SELECT count(*) FROM ((TABLE %s EXCEPT ALL (%s)) UNION ALL ((%s) EXCEPT ALL TABLE %s)) d',
+                   agg, q, q, agg) INTO n;
+    RETURN n;
+END
+$$;
+
+CREATE FUNCTION agg_state(agg text) RETURNS TABLE (mode text, pending bigint, fresh boolean, last_error text)
+LANGUAGE sql AS $$
+    SELECT a.mode, a.pending_changes, a.staleness = '0', a.last_error
+      FROM pulse.aggregates a WHERE a.name = agg
+$$;
+
+CREATE TABLE sales (
+    id      serial PRIMARY KEY,
+    region  text,
+    product text,
+    qty     int NOT NULL,
+    price   numeric(10,2) NOT NULL
+);
+CREATE INDEX ON sales (region);
+INSERT INTO sales (region, product, qty, price) VALUES
+    ('north', 'apple', 3, 1.50), ('north', 'pear', 1, 2.00),
+    ('north', 'apple', 2, 1.40), ('south', 'apple', 5, 1.20),
+    ('south', NULL, 1, 9.99), ('east', 'plum', 4, 0.80),
+    (NULL, 'apple', 7, 1.00), (NULL, NULL, 2, 3.00);
+
+------------------------------------------------------------------------------
+-- Error paths
+------------------------------------------------------------------------------
+SELECT agg_try($$SELECT pulse.create_aggregate('bad', 'SELEC region FROM sales')$$);
+SELECT agg_try($$SELECT pulse.create_aggregate('bad', 'DELETE FROM sales')$$);
+SELECT agg_try($$SELECT pulse.create_aggregate('bad', 'SELECT 1; SELECT 2')$$);
+SELECT agg_try($$SELECT pulse.create_aggregate('bad', 'SELECT count(*) FROM sales')$$);
+SELECT agg_try($$SELECT pulse.create_aggregate('bad', 'SELECT region FROM sales UNION SELECT product FROM sales')$$);
+SELECT agg_try($$SELECT pulse.create_aggregate('bad', 'SELECT count(*) FROM sales GROUP BY region')$$);
+SELECT agg_try($$SELECT pulse.create_aggregate('bad', 'SELECT region, count(*) FROM sales GROUP BY ROLLUP (region)')$$);
+SELECT agg_try($$SELECT pulse.create_aggregate('bad', 'SELECT region, generate_series(1, 2) FROM sales GROUP BY region')$$);
+SELECT agg_try($$SELECT pulse.create_aggregate('bad', 'SELECT region, count(*) FROM no_such_table GROUP BY region')$$);
+SELECT agg_try($$SELECT pulse.create_aggregate('bad', 'SELECT region AS __pulse_x, count(*) FROM sales GROUP BY 1')$$);
+SELECT agg_try($$SELECT pulse.create_aggregate('bad', 'SELECT region, count(*) FROM sales GROUP BY region', '-1 second')$$);
+SELECT agg_try($$SELECT pulse.create_aggregate('bad', 'SELECT region, count(*) FROM sales GROUP BY region', '0')$$);
+SELECT agg_try($$SELECT pulse.create_aggregate('bad', 'SELECT region, count(*) FROM sales GROUP BY region', 'every minute')$$);
+SELECT agg_try($$SELECT pulse.create_aggregate(NULL, 'SELECT region, count(*) FROM sales GROUP BY region')$$);
+SELECT agg_try($$SELECT pulse.create_aggregate('sales', 'SELECT region, count(*) FROM sales GROUP BY region')$$);
+SELECT agg_try($$SELECT pulse.create_aggregate('no_such_schema.bad', 'SELECT region, count(*) FROM sales GROUP BY region')$$);
+SELECT agg_try($$SELECT pulse.create_aggregate('pg_temp.bad', 'SELECT region, count(*) FROM sales GROUP BY region')$$);
+SELECT agg_try($$SELECT pulse.refresh_aggregate('no_such_aggregate')$$);
+SELECT agg_try($$SELECT pulse.refresh_aggregate('sales')$$);
+SELECT agg_try($$SELECT pulse.drop_aggregate('no_such_aggregate')$$);
+CREATE TEMP TABLE scratch (k int, v int);
+SELECT agg_try($$SELECT pulse.create_aggregate('bad', 'SELECT k, sum(v) FROM scratch GROUP BY k')$$);
+DROP TABLE scratch;
+-- messages and hints as the user sees them
+SELECT pulse.create_aggregate('bad', 'SELECT region, count(*) FROM sales WHERE GROUP BY region');
+SELECT pulse.create_aggregate('bad', 'SELECT count(*) FROM sales');
+SELECT pulse.refresh_aggregate('no_such_aggregate');
+-- a schedule needs pg_cron in this database
+SELECT pulse.create_aggregate('bad', 'SELECT region, count(*) FROM sales GROUP BY region',
+                              schedule => '* * * * *');
+-- nothing was left behind by the failures
+SELECT count(*) AS defs FROM pulse.aggregate_defs;
+SELECT count(*) AS tables FROM pg_class WHERE relname = 'bad' OR relname ~ '^aggregate_[0-9]+_';
+
+------------------------------------------------------------------------------
+-- Incremental mode: one key column, NULL keys, min/max
+------------------------------------------------------------------------------
+SELECT pulse.create_aggregate('by_region',
+    'SELECT region, count(*) AS n, count(product) AS products, sum(qty) AS qty,
+            avg(price) AS avg_price, min(price) AS min_price, max(price) AS max_price
+       FROM sales GROUP BY region', '1 hour');
+\d by_region
+SELECT * FROM by_region ORDER BY region COLLATE "C" NULLS FIRST;
+SELECT * FROM agg_state('by_region');
+
+-- inserts: an existing group, a new group, the NULL group
+INSERT INTO sales (region, product, qty, price) VALUES
+    ('north', 'kiwi', 1, 0.50), ('west', 'fig', 2, 4.00), (NULL, 'fig', 1, 0.10);
+SELECT mode, pending, fresh FROM agg_state('by_region');
+SELECT pulse.refresh_aggregate('by_region');
+SELECT agg_diff('by_region'), * FROM agg_state('by_region');
+SELECT * FROM by_region ORDER BY region COLLATE "C" NULLS FIRST;
+
+-- deleting the minimum of a group; a group disappears; the NULL group shrinks
+DELETE FROM sales WHERE region = 'north' AND price = 0.50;
+DELETE FROM sales WHERE region = 'east';
+DELETE FROM sales WHERE region IS NULL AND product IS NULL;
+SELECT pulse.refresh_aggregate('by_region');
+SELECT agg_diff('by_region');
+SELECT * FROM by_region ORDER BY region COLLATE "C" NULLS FIRST;
+
+-- updates that move rows between groups, into and out of the NULL group
+UPDATE sales SET region = 'south' WHERE region = 'west';
+UPDATE sales SET region = NULL WHERE region = 'north' AND product = 'pear';
+UPDATE sales SET region = 'east' WHERE region IS NULL AND product = 'fig';
+UPDATE sales SET qty = qty * 10 WHERE region = 'south';
+SELECT pulse.refresh_aggregate('by_region');
+SELECT agg_diff('by_region');
+SELECT * FROM by_region ORDER BY region COLLATE "C" NULLS FIRST;
+
+-- a change that leaves the aggregate as it was changes no row
+UPDATE sales SET product = product WHERE region = 'south';
+SELECT pulse.refresh_aggregate('by_region');
+-- nothing pending: nothing to do
+SELECT pulse.refresh_aggregate('by_region');
+
+-- a rolled-back write logs nothing
+BEGIN;
+INSERT INTO sales (region, product, qty, price) VALUES ('ghost', 'x', 1, 1);
+ROLLBACK;
+SELECT pending FROM agg_state('by_region');
+
+-- TRUNCATE makes the next refresh full
+TRUNCATE sales;
+SELECT pulse.refresh_aggregate('by_region');
+SELECT count(*) FROM by_region;
+INSERT INTO sales (region, product, qty, price) VALUES
+    ('north', 'apple', 3, 1.50), ('south', 'apple', 5, 1.20), (NULL, NULL, 2, 3.00);
+SELECT pulse.refresh_aggregate('by_region');
+SELECT agg_diff('by_region');
+SELECT mode, rows_changed, error FROM pulse.aggregate_runs
+ WHERE aggregate = 'by_region' ORDER BY id;
+
+------------------------------------------------------------------------------
+-- Incremental mode: two key columns (one of them NULL), WHERE, HAVING,
+-- FILTER, DISTINCT, a schema-qualified name that needs quoting
+------------------------------------------------------------------------------
+CREATE SCHEMA "Reports";
+SELECT pulse.create_aggregate('"Reports"."Region Product"',
+    'SELECT region, product, count(*) AS n, sum(qty) FILTER (WHERE qty > 1) AS big_qty,
+            count(DISTINCT price) AS prices
+       FROM sales WHERE qty > 0 GROUP BY region, product HAVING sum(qty) < 1000',
+    '1 hour');
+INSERT INTO sales (region, product, qty, price) VALUES
+    ('north', NULL, 1, 1.00), ('north', NULL, 4, 2.00), ('north', 'apple', 1000, 1.50),
+    (NULL, 'pear', 3, 1.00);
+SELECT pulse.refresh_aggregate('"Reports"."Region Product"');
+SELECT agg_diff('"Reports"."Region Product"');
+-- north/apple went above the HAVING limit: its row is gone
+SELECT * FROM "Reports"."Region Product"
+ ORDER BY region COLLATE "C" NULLS FIRST, product COLLATE "C" NULLS FIRST;
+UPDATE sales SET qty = 1 WHERE qty = 1000;
+DELETE FROM sales WHERE region = 'north' AND product IS NULL AND qty = 4;
+SELECT pulse.refresh_aggregate('"Reports"."Region Product"');
+SELECT agg_diff('"Reports"."Region Product"');
+SELECT * FROM "Reports"."Region Product"
+ ORDER BY region COLLATE "C" NULLS FIRST, product COLLATE "C" NULLS FIRST;
+SELECT name, mode FROM pulse.aggregates ORDER BY name COLLATE "C";
+
+------------------------------------------------------------------------------
+-- Full mode: a join (tracked), now() (untracked), a failing refresh
+------------------------------------------------------------------------------
+CREATE TABLE regions (region text PRIMARY KEY, country text NOT NULL);
+INSERT INTO regions VALUES ('north', 'NL'), ('south', 'BE'), ('east', 'NL');
+SELECT pulse.create_aggregate('by_country',
+    'SELECT r.country, sum(s.qty) AS qty FROM sales s JOIN regions r USING (region) GROUP BY r.country',
+    '1 hour');
+SELECT * FROM agg_state('by_country');
+INSERT INTO sales (region, product, qty, price) VALUES ('east', 'plum', 4, 0.80);
+UPDATE regions SET country = 'DE' WHERE region = 'east';
+SELECT mode, pending, fresh FROM agg_state('by_country');
+SELECT pulse.refresh_aggregate('by_country');
+SELECT agg_diff('by_country');
+SELECT * FROM by_country ORDER BY country COLLATE "C";
+SELECT pulse.refresh_aggregate('by_region', "full" => true);
+SELECT agg_diff('by_region');
+
+SELECT pulse.create_aggregate('stamped',
+    'SELECT region, count(*) AS n, date_trunc(''day'', now()) AS day FROM sales GROUP BY region',
+    '1 hour');
+SELECT mode, fresh FROM agg_state('stamped');
+
+-- a refresh that fails keeps the old contents and records the error
+SELECT pulse.create_aggregate('per_unit',
+    'SELECT region, sum(100 / qty) AS inverse FROM sales GROUP BY region', '1 hour');
+SELECT * FROM per_unit ORDER BY region COLLATE "C" NULLS FIRST;
+INSERT INTO sales (region, product, qty, price) VALUES ('north', 'zero', 0, 1);
+SELECT pulse.refresh_aggregate('per_unit');
+SELECT * FROM per_unit ORDER BY region COLLATE "C" NULLS FIRST;
+SELECT mode, pending, last_error FROM agg_state('per_unit');
+SELECT mode, rows_changed, error FROM pulse.aggregate_runs
+ WHERE aggregate = 'per_unit' ORDER BY id;
+DELETE FROM sales WHERE qty = 0;
+SELECT pulse.refresh_aggregate('per_unit');
+SELECT agg_diff('per_unit'), * FROM agg_state('per_unit');
+
+------------------------------------------------------------------------------
+-- Duplicate name, drop, DROP TABLE
+------------------------------------------------------------------------------
+SELECT agg_try($$SELECT pulse.create_aggregate('by_region', 'SELECT region, count(*) FROM sales GROUP BY region')$$);
+SELECT pulse.drop_aggregate('per_unit');
+SELECT pulse.drop_aggregate('stamped');
+SELECT to_regclass('per_unit'), count(*) AS defs
+  FROM pulse.aggregate_defs d WHERE d.relid::regclass::text IN ('per_unit', 'stamped');
+-- a plain DROP TABLE forgets the aggregate too (event trigger)
+DROP TABLE by_country;
+SELECT name FROM pulse.aggregates ORDER BY name COLLATE "C";
+-- what is left on the source: the triggers of the two remaining aggregates
+SELECT tgname FROM pg_trigger WHERE tgrelid = 'sales'::regclass AND NOT tgisinternal
+ ORDER BY tgname COLLATE "C";
+SELECT count(*) AS logs FROM pg_class
+ WHERE relnamespace = 'pulse'::regnamespace AND relname LIKE 'aggregate\_%\_log';
+SELECT count(*) AS runs_of_dropped FROM pulse.aggregate_runs
+ WHERE aggregate IN ('per_unit', 'stamped', 'by_country');
+
+------------------------------------------------------------------------------
+-- The worker refreshes by itself
+------------------------------------------------------------------------------
+SELECT pulse.create_aggregate('auto_region',
+    'SELECT region, count(*) AS n, sum(qty) AS qty FROM sales GROUP BY region',
+    '100 milliseconds');
+INSERT INTO sales (region, product, qty, price) VALUES ('north', 'auto', 1, 1), ('far', 'auto', 2, 2);
+DO $$
+DECLARE
+    deadline timestamptz := clock_timestamp() + interval '20 seconds';
+BEGIN
+    LOOP
+        EXIT WHEN (SELECT pending FROM agg_state('auto_region')) = 0
+              AND agg_diff('auto_region') = 0;
+        IF clock_timestamp() > deadline THEN
+            RAISE EXCEPTION 'the worker did not refresh auto_region within 20 s';
+        END IF;
+        PERFORM pg_sleep(0.1);
+    END LOOP;
+END
+$$;
+SELECT * FROM auto_region WHERE region IN ('far', 'north') ORDER BY region COLLATE "C";
+SELECT count(*) > 0 AS worker_runs FROM pulse.aggregate_runs
+ WHERE aggregate = 'auto_region' AND mode = 'incremental' AND error IS NULL;
+SELECT count(*) AS workers FROM pg_stat_activity
+ WHERE backend_type = 'pulse worker' AND datname = current_database();
+SELECT pulse.drop_aggregate('auto_region');
+
+------------------------------------------------------------------------------
+-- pg_cron schedule
+------------------------------------------------------------------------------
+CREATE EXTENSION pg_cron;
+SELECT agg_try($$SELECT pulse.create_aggregate('cron_bad', 'SELECT region, count(*) FROM sales GROUP BY region', schedule => 'every minute')$$);
+SELECT pulse.create_aggregate('cron_region',
+    'SELECT region, count(*) AS n FROM sales GROUP BY region', schedule => '* * * * *');
+SELECT schedule FROM pulse.aggregates WHERE name = 'cron_region';
+SELECT j.jobname, j.schedule, j.command, j.database = current_database() AS here, j.username, j.active
+  FROM cron.job j JOIN pulse.aggregate_defs d ON d.cron_jobid = j.jobid;
+INSERT INTO sales (region, product, qty, price) VALUES ('cron', 'x', 1, 1);
+-- run what pg_cron will run
+DO $$
+BEGIN
+    EXECUTE (SELECT j.command FROM cron.job j JOIN pulse.aggregate_defs d ON d.cron_jobid = j.jobid);
+END
+$$;
+SELECT agg_diff('cron_region'), * FROM agg_state('cron_region');
+SELECT count(*) >= 2 AS full_runs FROM pulse.aggregate_runs
+ WHERE aggregate = 'cron_region' AND mode = 'full' AND error IS NULL;
+SELECT pulse.drop_aggregate('cron_region');
+SELECT count(*) AS cron_jobs FROM cron.job;
+DROP EXTENSION pg_cron;
+
+------------------------------------------------------------------------------
+-- Clean up
+------------------------------------------------------------------------------
+SELECT pulse.drop_aggregate('by_region');
+SELECT pulse.drop_aggregate('"Reports"."Region Product"');
+SELECT count(*) AS defs FROM pulse.aggregate_defs;
+SELECT tgname FROM pg_trigger WHERE tgrelid = 'sales'::regclass AND NOT tgisinternal;
+DROP SCHEMA "Reports";
+DROP TABLE sales, regions;
+DROP FUNCTION agg_try(text), agg_diff(regclass), agg_state(text);
