@@ -1293,6 +1293,71 @@ page_binding(PageQueryInfo *info, Jsonb *args, uint8 binding[8])
 						 pulse_tenant ? pulse_tenant : "", binding);
 }
 
+/*
+ * A key value's bytes in a cursor: the type's binary send form, which means
+ * the same whatever DateStyle, TimeZone or extra_float_digits the session
+ * has; the text form for the rare type that has no binary I/O.
+ */
+static void
+page_key_to_bytes(Oid type, Datum d, PulseCursorKey *key)
+{
+	HeapTuple	tp = SearchSysCache1(TYPEOID, ObjectIdGetDatum(type));
+	Oid			sendfn;
+
+	if (!HeapTupleIsValid(tp))
+		elog(ERROR, "cache lookup failed for type %u", type);
+	sendfn = ((Form_pg_type) GETSTRUCT(tp))->typsend;
+	ReleaseSysCache(tp);
+	if (OidIsValid(sendfn))
+	{
+		bytea	   *b = OidSendFunctionCall(sendfn, d);
+
+		key->len = VARSIZE(b) - VARHDRSZ;
+		key->text = VARDATA(b);
+	}
+	else
+	{
+		Oid			outfn;
+		bool		varlena;
+
+		getTypeOutputInfo(type, &outfn, &varlena);
+		key->text = OidOutputFunctionCall(outfn, d);
+		key->len = strlen(key->text);
+	}
+}
+
+/* The inverse of page_key_to_bytes, for a signed (trusted) cursor. */
+static Datum
+page_key_from_bytes(Oid type, PulseCursorKey *key)
+{
+	HeapTuple	tp = SearchSysCache1(TYPEOID, ObjectIdGetDatum(type));
+	Oid			recvfn;
+	Oid			ioparam;
+
+	if (!HeapTupleIsValid(tp))
+		elog(ERROR, "cache lookup failed for type %u", type);
+	recvfn = ((Form_pg_type) GETSTRUCT(tp))->typreceive;
+	ReleaseSysCache(tp);
+	if (OidIsValid(recvfn))
+	{
+		StringInfoData buf;
+
+		getTypeBinaryInputInfo(type, &recvfn, &ioparam);
+		buf.data = key->text;
+		buf.len = key->len;
+		buf.maxlen = key->len + 1;	/* the decoder NUL-terminates */
+		buf.cursor = 0;
+		return OidReceiveFunctionCall(recvfn, &buf, ioparam, -1);
+	}
+	else
+	{
+		Oid			infn;
+
+		getTypeInputInfo(type, &infn, &ioparam);
+		return OidInputFunctionCall(infn, pnstrdup(key->text, key->len), ioparam, -1);
+	}
+}
+
 /* Encodes a cursor from the key columns (2..n+1) of an SPI result row. */
 static char *
 page_make_cursor(PageQueryInfo *info, const uint8 binding[8], bool backward,
@@ -1308,14 +1373,7 @@ page_make_cursor(PageQueryInfo *info, const uint8 binding[8], bool backward,
 		keys[i].isnull = isnull;
 		if (!isnull)
 		{
-			Oid			sendfn;
-			bool		varlena;
-			bytea	   *b;
-
-			getTypeBinaryOutputInfo(info->keytypes[i], &sendfn, &varlena);
-			b = OidSendFunctionCall(sendfn, d);
-			keys[i].len = VARSIZE(b) - VARHDRSZ;
-			keys[i].text = VARDATA(b);
+			page_key_to_bytes(info->keytypes[i], d, &keys[i]);
 		}
 	}
 	return pulse_cursor_encode(binding, backward, info->nkeys, keys);
@@ -1402,16 +1460,7 @@ pulse_page(PG_FUNCTION_ARGS)
 			}
 			else
 			{
-				Oid			recvfn,
-							ioparam;
-				StringInfoData buf;
-
-				getTypeBinaryInputInfo(info->keytypes[i], &recvfn, &ioparam);
-				buf.data = cur.keys[i].text;
-				buf.len = cur.keys[i].len;
-				buf.maxlen = buf.len + 1;
-				buf.cursor = 0;
-				values[p] = OidReceiveFunctionCall(recvfn, &buf, ioparam, -1);
+				values[p] = page_key_from_bytes(info->keytypes[i], &cur.keys[i]);
 				nulls[p] = ' ';
 			}
 		}

@@ -91,6 +91,16 @@ FROM unnest(ARRAY[
      unnest(ARRAY[1, 4, 25]) AS ps
 ORDER BY o COLLATE "C", ps;
 
+-- A key type without binary I/O (contrib's seg) travels in its text form.
+CREATE EXTENSION seg;
+CREATE TABLE segs (id int PRIMARY KEY, r seg NOT NULL);
+INSERT INTO segs
+SELECT i, ((i % 7)::text || ' .. ' || (i % 7 + i % 3)::text)::seg FROM generate_series(1, 30) i;
+SELECT (walk('SELECT * FROM segs', 'r, id', 4)).*;
+SELECT (walk('SELECT * FROM segs', 'r DESC, id', 7)).*;
+DROP TABLE segs;
+DROP EXTENSION seg;
+
 -- Bound arguments: the query's $1..$n come from args, never from the text.
 SELECT (walk('SELECT * FROM items WHERE grp = $1::int', 'score, id', 4, '[2]')).*;
 SELECT jsonb_array_length(pulse.page('SELECT id FROM items WHERE label = $1', 'id', NULL, 100,
