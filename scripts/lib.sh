@@ -18,3 +18,26 @@ wait_for() {
 		sleep 0.1
 	done
 }
+
+# TAP-style checks for the scripted end-to-end tests:
+#   tap_check "description" CMD...   runs CMD, prints "ok N - ..." or "not ok N - ..."
+#   tap_done                         prints "N passed, M failed"; returns non-zero on failure
+TAP_N=0
+TAP_PASSED=0
+TAP_FAILED=0
+tap_check() {
+	local desc=$1
+	shift
+	TAP_N=$((TAP_N + 1))
+	if "$@"; then
+		TAP_PASSED=$((TAP_PASSED + 1))
+		echo "ok $TAP_N - $desc"
+	else
+		TAP_FAILED=$((TAP_FAILED + 1))
+		echo "not ok $TAP_N - $desc"
+	fi
+}
+tap_done() {
+	echo "$TAP_PASSED passed, $TAP_FAILED failed"
+	[ "$TAP_FAILED" -eq 0 ]
+}
