@@ -136,3 +136,30 @@ format:
 	clang-format -i $(PROXY_FMT_FILES)
 format-check:
 	@clang-format --dry-run --Werror $(PROXY_FMT_FILES) && echo "format-check: $(words $(PROXY_FMT_FILES)) files ok"
+
+# ---------------------------------------------------------------------------
+# Load tests: pulse-proxy side by side with the Flask and Express peers on
+# the same dataset (bench/README.md).  Parameters by environment (ROWS,
+# QUICK=1, DURATION, SERVERS, SOAK_SECONDS, ...); the report goes to
+# bench/results/<UTC date>-<NAME>.md.  A proxy that does not build is
+# reported as not measured.
+# ---------------------------------------------------------------------------
+.PHONY: bench bench-data bench-peers bench-scenario bench-clean
+bench: build-ext
+	-@$(MAKE) --no-print-directory proxy
+	@bench/run.sh
+
+bench-data: build-ext
+	@bench/run.sh data
+
+bench-peers: build-ext
+	-@$(MAKE) --no-print-directory proxy
+	@bench/run.sh peers
+
+# make bench-scenario S="mix page agg cache spike soak"
+bench-scenario: build-ext
+	-@$(MAKE) --no-print-directory proxy
+	@bench/run.sh scenario $(S)
+
+bench-clean:
+	@bench/run.sh clean

@@ -1,6 +1,9 @@
 # Shared shell helpers for Pulse's scripts.  Source it; it defines functions only.
 
 # free_port BASE: prints the first TCP port >= BASE nobody listens on at 127.0.0.1.
+# Pick BASE below the kernel's ephemeral range (32768-60999 on Linux): there a
+# client connection's local port can take the port between this check and
+# the server's bind.
 free_port() {
 	local p=$1
 	while (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; do

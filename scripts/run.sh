@@ -1,13 +1,28 @@
 #!/usr/bin/env bash
 # `make run`: a throwaway PostgreSQL 15 with the pulse extension and the demo
-# dataset, ready for psql.  `make stop` (scripts/run.sh stop) stops it.
-# Idempotent: running it again reuses what is already there.
+# dataset, ready for psql, and pulse-proxy serving its API over HTTP.
+# `make stop` (scripts/run.sh stop) stops both.
+# Idempotent: running it again reuses what is already there (the proxy is
+# restarted, so a rebuilt binary is picked up).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN_DIR=${RUN_DIR:-/tmp/pulse-run}
 RUN_PORT=${RUN_PORT:-54329}
+RUN_PROXY_PORT=${RUN_PROXY_PORT:-8089}
+
+stop_proxy() {
+	local pid
+	pid=$(cat "$RUN_DIR/proxy.pid" 2>/dev/null) || return 0
+	if kill -0 "$pid" 2>/dev/null; then
+		kill -TERM "$pid"
+		for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+		echo "proxy: stopped"
+	fi
+	rm -f "$RUN_DIR/proxy.pid"
+}
 
 if [ "${1:-}" = stop ]; then
+	stop_proxy
 	PGBIN="$RUN_DIR/pgroot/usr/lib/postgresql/15/bin" scripts/cluster.sh stop "$RUN_DIR/pg"
 	exit 0
 fi
@@ -40,6 +55,38 @@ if [ "$(psql -d pulse -Atc "SELECT count(*) FROM pg_namespace WHERE nspname = 'd
 fi
 rows=$(psql -d pulse -Atc "SELECT count(*) FROM demo.events")
 
+# pulse-proxy logs in as pulse_proxy, a member of api: not a superuser, so
+# row-level security applies to it.  It serves what pulse.endpoints lists.
+psql -d pulse <<'SQL'
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pulse_proxy') THEN
+        CREATE ROLE pulse_proxy LOGIN IN ROLE api;
+    END IF;
+END $$;
+SELECT pulse.expose('api.events_page(text,int,text)', 'search', tags => '{demo.events}')
+ WHERE NOT EXISTS (SELECT 1 FROM pulse.endpoint WHERE name = 'events_page');
+SQL
+make --no-print-directory proxy >/dev/null
+[ -f "$RUN_DIR/proxy.secret" ] || openssl rand -hex 32 >"$RUN_DIR/proxy.secret"
+chmod 600 "$RUN_DIR/proxy.secret"
+cat >"$RUN_DIR/proxy.yaml" <<CONF
+# pulse-proxy configuration of \`make run\` (options: proxy/README.md)
+listen: 127.0.0.1:$RUN_PROXY_PORT
+pg_url: host=$RUN_DIR/pg port=$RUN_PORT dbname=pulse user=pulse_proxy
+threads: 2
+pool_size: 4
+access_log: $RUN_DIR/proxy-access.log
+CONF
+stop_proxy >/dev/null
+PULSE_JWT_SECRET=$(cat "$RUN_DIR/proxy.secret") nohup build/pulse-proxy --config "$RUN_DIR/proxy.yaml" \
+	>>"$RUN_DIR/proxy.log" 2>&1 </dev/null &
+echo $! >"$RUN_DIR/proxy.pid"
+. scripts/lib.sh
+wait_for 10 curl -sf "http://127.0.0.1:$RUN_PROXY_PORT/ready" ||
+	{ tail -n 20 "$RUN_DIR/proxy.log" >&2; echo "proxy: did not become ready" >&2; exit 1; }
+TOKEN=$(python3 proxy/test/token.py "$(cat "$RUN_DIR/proxy.secret")" \
+	"{\"tenant\": 7, \"exp\": $(($(date +%s) + 30 * 86400))}")
+
 cat <<MSG
 
 Pulse is running (PostgreSQL 15 with the pulse extension, demo dataset: $rows events).
@@ -56,6 +103,19 @@ Try, as the API role of tenant 7 (row-level security keeps other tenants out):
   SELECT pulse.fingerprint('SELECT * FROM demo.events WHERE id = 42');
   SELECT pulse.normalize('SELECT * FROM demo.events WHERE id = 42');
   SELECT pulse.explain_page('SELECT id, created_at FROM demo.events', 'created_at DESC, id DESC');
+
+pulse-proxy serves the API on http://127.0.0.1:$RUN_PROXY_PORT (log: $RUN_DIR/proxy.log).
+A token for tenant 7, valid 30 days:
+
+  TOKEN=$TOKEN
+
+  curl -s http://127.0.0.1:$RUN_PROXY_PORT/ready
+  curl -si -H "Authorization: Bearer \$TOKEN" 'http://127.0.0.1:$RUN_PROXY_PORT/rpc/events_page?page_size=3'
+  # the Link header names the next page:
+  curl -s -H "Authorization: Bearer \$TOKEN" 'http://127.0.0.1:$RUN_PROXY_PORT/rpc/events_page?page_size=3&kind=purchase'
+  curl -s -H "Authorization: Bearer \$TOKEN" -H 'Content-Type: application/json' \\
+       -d '{"page_size": 2, "kind": "refund"}' http://127.0.0.1:$RUN_PROXY_PORT/rpc/events_page
+  curl -s 'http://127.0.0.1:$RUN_PROXY_PORT/rpc/events_page'          # 401 problem+json
 
 Stop it with: make stop
 MSG

@@ -4,6 +4,8 @@
 #   2. unit tests of the pure C pieces, under ASan/UBSan
 #   3. a bounded libFuzzer run of the cursor decoder
 #   4. scripted end-to-end tests (extension/test/*.sh), each with its own cluster
+#   5. pulse-proxy: unit tests under ASan/UBSan, then proxy/test/e2e.sh twice,
+#      against build/pulse-proxy and against build/asan/pulse-proxy
 # Prints one line per suite and ends with "N passed, M failed"; exits non-zero
 # if any suite failed.  The extension must already be built (`make test`
 # does that first); it is installed into a private copy of the PostgreSQL
@@ -14,7 +16,7 @@ cd "$(dirname "$0")/.."
 
 TMP=$(mktemp -d /tmp/pulse-test.XXXXXX)
 chmod 755 "$TMP"
-PORT=$(free_port "${PULSE_TEST_PORT_BASE:-55400}")
+PORT=$(free_port "${PULSE_TEST_PORT_BASE:-25400}")
 PG="$TMP/pg"
 cleanup() {
 	scripts/cluster.sh destroy "$PG" >/dev/null 2>&1
@@ -75,6 +77,16 @@ for t in extension/test/*.sh; do
 	suite "$(basename "$t")" env PULSE_TEST_PORT="$(free_port $((PORT + 1)))" \
 		PULSE_TEST_TMP="$TMP/$(basename "$t" .sh)" bash "$t"
 done
+
+suite "proxy unit (ASan/UBSan)" make --no-print-directory proxy-unit
+proxy_e2e() { # proxy_e2e MAKE_TARGET BINARY
+	make --no-print-directory "$1" >/dev/null || return 1
+	mkdir -p "$TMP/proxy-e2e-$1"
+	PULSE_PROXY_BIN=$2 PULSE_TEST_PORT="$(free_port $((PORT + 1)))" \
+		PULSE_TEST_TMP="$TMP/proxy-e2e-$1" bash proxy/test/e2e.sh
+}
+suite "proxy e2e (build/pulse-proxy)" proxy_e2e proxy build/pulse-proxy
+suite "proxy e2e (build/asan/pulse-proxy)" proxy_e2e proxy-asan build/asan/pulse-proxy
 
 echo
 [ $failed -eq 0 ] || echo "failed suites: ${failures[*]}"

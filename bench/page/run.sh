@@ -16,7 +16,7 @@
 #   REPEATS    rounds of all scenarios; median taken  (3)
 #   CLIENTS    pgbench clients (= threads)            (2)
 #   PAGE_SIZE  rows per page                          (50)
-#   PORT       first TCP port to try                  (55450)
+#   PORT       first TCP port to try                  (25450)
 #   BENCH_DIR  cluster directory (removed on exit)    (/tmp/pulse-bench-page.PID)
 #   OUT        report file           (bench/results/<UTC date>-page-depth.md)
 set -euo pipefail
@@ -29,7 +29,7 @@ DEPTHS=${DEPTHS:-"0 1000000 4000000"}
 REPEATS=${REPEATS:-3}
 CLIENTS=${CLIENTS:-2}
 PAGE_SIZE=${PAGE_SIZE:-50}
-PORT=$(free_port "${PORT:-55450}")
+PORT=$(free_port "${PORT:-25450}")
 BENCH_DIR=${BENCH_DIR:-/tmp/pulse-bench-page.$$}
 OUT=${OUT:-bench/results/$(date -u +%F)-page-depth.md}
 DB=pulse_bench

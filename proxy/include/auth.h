@@ -1,0 +1,23 @@
+/*
+ * auth.h: verification of the HS256 bearer tokens that carry a request's tenant.
+ */
+#ifndef PULSE_AUTH_H
+#define PULSE_AUTH_H
+
+#include <stddef.h>
+#include <time.h>
+#include "config.h"
+
+#define PULSE_AUTH_MAX_TOKEN 4096
+#define PULSE_AUTH_MAX_TENANT 64
+
+/**
+ * Verifies the compact JWS `token` (`len` bytes, not necessarily NUL-terminated) with libjwt: the header must name HS256,
+ * the signature must match `secret`, the claim `exp` must be a number later than `now` (and `nbf`, when present, not
+ * later), and the claim `tenant` must be a non-empty string of at most PULSE_AUTH_MAX_TENANT bytes or an integer. On
+ * success copies the tenant as text into `tenant` (at least PULSE_AUTH_MAX_TENANT + 1 bytes) and returns 0; otherwise
+ * sets `*reason` to a short static explanation fit for a client and returns -1.
+ */
+int pulse_auth_verify(const char *token, size_t len, const char *secret, time_t now, char *tenant, const char **reason) PULSE_WUR;
+
+#endif

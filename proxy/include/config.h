@@ -1,0 +1,87 @@
+/*
+ * config.h: the proxy's configuration, a flat YAML file plus environment
+ * overrides, described by one declarative table of options (config.c).
+ */
+#ifndef PULSE_CONFIG_H
+#define PULSE_CONFIG_H
+
+#include <stddef.h>
+
+#define PULSE_WUR __attribute__((warn_unused_result))
+
+typedef enum { PULSE_CLASS_READ = 0, PULSE_CLASS_SEARCH, PULSE_CLASS_WRITE, PULSE_CLASS_BATCH, PULSE_CLASS_COUNT } pulse_class_t;
+
+typedef struct pulse_config_t {
+    char *listen;                      /* host:port of the HTTP listener */
+    char *pg_url;                      /* libpq connection string or URI of the pool */
+    char *pg_control_url;              /* connection for LISTEN/catalog; default: pg_url */
+    char *jwt_secret;                  /* HS256 key */
+    char *access_log;                  /* "-" (stderr), "off", or a file path */
+    char *redis_url;                   /* reserved for cache.c */
+    int threads;                       /* event loops; 0: one per core */
+    int pool_size;                     /* PostgreSQL connections per event loop */
+    int queue_limit;                   /* queued calls per event loop before 503 */
+    int queue_timeout_ms;              /* longest wait for a connection before 503 */
+    int call_timeout_ms;               /* longest wait for the server's answer before its connection is closed (503) */
+    int timeout_ms[PULSE_CLASS_COUNT]; /* statement_timeout per endpoint class */
+    int body_limit;                    /* bytes of a request body */
+    int max_header_bytes;              /* bytes of all request header names and values */
+    int max_args;                      /* arguments of one call */
+    int retry_after;                   /* seconds, in Retry-After of 503s */
+    int drain_timeout_ms;              /* SIGTERM: longest wait for in-flight requests */
+    int _refcnt;                       /* see pulse_config_acquire */
+} pulse_config_t;
+
+/**
+ * Loads the configuration: defaults from the options table, then the YAML file at `path` (a flat mapping of option names
+ * to scalars; NULL: no file), then the environment variables PULSE_<OPTION> (upper case). On failure writes a one-line
+ * reason into `err` (size `errlen`) and returns NULL; the caller frees the result with pulse_config_free.
+ */
+pulse_config_t *pulse_config_load(const char *path, char *err, size_t errlen) PULSE_WUR;
+
+/**
+ * Frees a configuration returned by pulse_config_load that was never published with pulse_config_publish.
+ */
+void pulse_config_free(pulse_config_t *conf);
+
+/**
+ * Sets one option by name from its text form, as the file and the environment do. Returns 0, or -1 with a reason in `err`
+ * for an unknown option or a value of the wrong type or out of range.
+ */
+int pulse_config_set(pulse_config_t *conf, const char *name, const char *value, char *err, size_t errlen) PULSE_WUR;
+
+/**
+ * Builds the configuration a reload switches to: a copy of `cur` in which every option marked reloadable in the options
+ * table takes its value from `next`. Options that differ but cannot be reloaded are reported on stderr and kept. Returns
+ * NULL when out of memory.
+ */
+pulse_config_t *pulse_config_merge_reload(const pulse_config_t *cur, const pulse_config_t *next) PULSE_WUR;
+
+/**
+ * Makes `conf` the current configuration (the process takes ownership; NULL at exit); the previous one is freed once the last
+ * request holding it releases it.
+ */
+void pulse_config_publish(pulse_config_t *conf);
+
+/**
+ * Returns the current configuration with a reference held; every caller releases it with pulse_config_release. Safe from
+ * any thread.
+ */
+pulse_config_t *pulse_config_acquire(void);
+
+/**
+ * Releases a reference taken by pulse_config_acquire.
+ */
+void pulse_config_release(pulse_config_t *conf);
+
+/**
+ * Returns the endpoint class named `name` ("read", "search", "write", "batch"), or -1.
+ */
+int pulse_config_class_from_name(const char *name);
+
+/**
+ * Returns the name of an endpoint class.
+ */
+const char *pulse_config_class_name(pulse_class_t cls);
+
+#endif

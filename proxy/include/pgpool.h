@@ -1,0 +1,85 @@
+/*
+ * pgpool.h: a pool of non-blocking libpq connections attached to one h2o
+ * event loop.  Each call runs as one pipeline (libpq pipeline mode) in one
+ * implicit transaction: the request's settings (tenant, request id,
+ * statement_timeout) are applied with set_config(..., true), then the
+ * endpoint's prepared statement runs, then Sync.
+ */
+#ifndef PULSE_PGPOOL_H
+#define PULSE_PGPOOL_H
+
+#include <h2o.h>
+#include "config.h"
+
+typedef struct pulse_pgpool_t pulse_pgpool_t;
+typedef struct pulse_pgjob_t pulse_pgjob_t;
+
+typedef enum {
+    PULSE_PG_OK,          /* body holds the result (body == NULL: SQL NULL) */
+    PULSE_PG_ERROR,       /* the server raised an error: sqlstate, message */
+    PULSE_PG_UNAVAILABLE, /* no connection to the server, or it broke during the call */
+    PULSE_PG_BUSY,        /* the queue is full, or no connection became free in time */
+} pulse_pgstatus_t;
+
+typedef struct pulse_pgresult_t {
+    pulse_pgstatus_t status;
+    const char *sqlstate; /* PULSE_PG_ERROR */
+    const char *message;  /* the server's primary message, or why the call did not run */
+    const char *body;     /* PULSE_PG_OK: the first column of the one row; valid during the callback only */
+    size_t body_len;
+} pulse_pgresult_t;
+
+/* What one call runs; every string is copied by pulse_pgpool_submit. */
+typedef struct pulse_pgquery_t {
+    const char *tenant;       /* pulse.tenant */
+    const char *request_id;   /* put into application_name for log correlation */
+    int statement_timeout_ms; /* 0: the server's default */
+    const char *stmt_name;    /* prepared once per connection */
+    const char *sql;
+    int nparams;
+    const char *const *params; /* text parameters, NULL for SQL NULL */
+} pulse_pgquery_t;
+
+typedef void (*pulse_pgjob_cb)(void *data, const pulse_pgresult_t *res);
+
+/**
+ * Creates a pool of `conf->pool_size` connections to `conf->pg_url` on `loop` and starts connecting them; `id` names the
+ * pool in log messages. At most `conf->queue_limit` calls wait for a free connection, each at most
+ * `conf->queue_timeout_ms`; a call the server does not answer within `conf->call_timeout_ms` closes its connection and
+ * fails with PULSE_PG_UNAVAILABLE. Returns NULL when out of memory.
+ */
+pulse_pgpool_t *pulse_pgpool_create(int id, h2o_loop_t *loop, const pulse_config_t *conf) PULSE_WUR;
+
+/**
+ * Closes every connection and frees the pool; jobs still pending are answered PULSE_PG_UNAVAILABLE. Call it on the
+ * loop's thread.
+ */
+void pulse_pgpool_destroy(pulse_pgpool_t *pool);
+
+/**
+ * Queues one call and stores the job in `*ref`; `cb(data, res)` runs on the loop exactly once unless the job is
+ * canceled, after the pool has set `*ref` to NULL (so the caller always knows whether its job is still pending; the
+ * callback may even run before this function returns, when the connection breaks while sending). Returns 0, or -1
+ * without calling `cb` when the call cannot be queued: then `*status` says why (PULSE_PG_UNAVAILABLE when no connection
+ * is up and the last attempt failed, PULSE_PG_BUSY when the queue is full).
+ */
+int pulse_pgpool_submit(pulse_pgpool_t *pool, const pulse_pgquery_t *q, pulse_pgjob_cb cb, void *data, pulse_pgjob_t **ref,
+                        pulse_pgstatus_t *status) PULSE_WUR;
+
+/**
+ * Forgets the caller of `job` (its request went away; NULL is ignored): the callback will not run. A running call finishes on its
+ * connection and its result is dropped.
+ */
+void pulse_pgpool_cancel(pulse_pgjob_t *job);
+
+/**
+ * Returns how many connections are up (idle or running a call).
+ */
+int pulse_pgpool_alive(const pulse_pgpool_t *pool);
+
+/**
+ * Changes the queue limit (a reloadable option).
+ */
+void pulse_pgpool_set_queue_limit(pulse_pgpool_t *pool, int queue_limit);
+
+#endif

@@ -1,0 +1,132 @@
+/*
+ * auth.c: HS256 bearer token verification with libjwt; the claims are read
+ * with jansson.  Nothing here allocates beyond the call.
+ */
+#include <jansson.h>
+#include <jwt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "auth.h"
+
+/* the JOSE header must say HS256 before the key is even tried */
+static int jwt_header_is_hs256(const char *token, size_t len)
+{
+    const char *dot = memchr(token, '.', len);
+    if (dot == NULL || dot == token)
+        return 0;
+    size_t n = (size_t)(dot - token);
+    if (n > 1024)
+        return 0;
+    /* base64url → JSON */
+    unsigned char out[800];
+    size_t o = 0;
+    unsigned acc = 0;
+    int bits = 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = token[i];
+        int v;
+        if (c >= 'A' && c <= 'Z')
+            v = c - 'A';
+        else if (c >= 'a' && c <= 'z')
+            v = c - 'a' + 26;
+        else if (c >= '0' && c <= '9')
+            v = c - '0' + 52;
+        else if (c == '-')
+            v = 62;
+        else if (c == '_')
+            v = 63;
+        else
+            return 0;
+        acc = (acc << 6) | (unsigned)v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            if (o >= sizeof(out))
+                return 0;
+            out[o++] = (unsigned char)(acc >> bits);
+            acc &= (1u << bits) - 1;
+        }
+    }
+    json_error_t jerr;
+    json_t *hdr = json_loadb((const char *)out, o, 0, &jerr);
+    if (hdr == NULL)
+        return 0;
+    const char *alg = json_string_value(json_object_get(hdr, "alg"));
+    int ok = alg != NULL && strcmp(alg, "HS256") == 0;
+    json_decref(hdr);
+    return ok;
+}
+
+int pulse_auth_verify(const char *token, size_t len, const char *secret, time_t now, char *tenant, const char **reason)
+{
+    char buf[PULSE_AUTH_MAX_TOKEN + 1];
+    jwt_t *jwt = NULL;
+    json_t *claims = NULL;
+    char *claims_text = NULL;
+    int rc = -1;
+
+    if (len == 0 || len > PULSE_AUTH_MAX_TOKEN || memchr(token, '\0', len) != NULL) {
+        *reason = "malformed bearer token";
+        return -1;
+    }
+    if (secret == NULL || secret[0] == '\0') {
+        *reason = "token verification is not configured";
+        return -1;
+    }
+    if (!jwt_header_is_hs256(token, len)) {
+        *reason = "token must be signed with HS256";
+        return -1;
+    }
+    memcpy(buf, token, len);
+    buf[len] = '\0';
+    if (jwt_decode(&jwt, buf, (const unsigned char *)secret, (int)strlen(secret)) != 0 || jwt == NULL) {
+        *reason = "invalid token signature";
+        goto out;
+    }
+    if (jwt_get_alg(jwt) != JWT_ALG_HS256) {
+        *reason = "token must be signed with HS256";
+        goto out;
+    }
+    if ((claims_text = jwt_get_grants_json(jwt, NULL)) == NULL ||
+        (claims = json_loads(claims_text, JSON_DECODE_ANY, NULL)) == NULL || !json_is_object(claims)) {
+        *reason = "malformed token claims";
+        goto out;
+    }
+    json_t *exp = json_object_get(claims, "exp");
+    if (!json_is_number(exp)) {
+        *reason = "token has no exp claim";
+        goto out;
+    }
+    if (json_number_value(exp) <= (double)now) {
+        *reason = "token has expired";
+        goto out;
+    }
+    json_t *nbf = json_object_get(claims, "nbf");
+    if (nbf != NULL && (!json_is_number(nbf) || json_number_value(nbf) > (double)now)) {
+        *reason = "token is not valid yet";
+        goto out;
+    }
+    json_t *t = json_object_get(claims, "tenant");
+    if (json_is_string(t)) {
+        size_t tl = json_string_length(t);
+        if (tl == 0 || tl > PULSE_AUTH_MAX_TENANT || memchr(json_string_value(t), '\0', tl) != NULL) {
+            *reason = "invalid tenant claim";
+            goto out;
+        }
+        memcpy(tenant, json_string_value(t), tl);
+        tenant[tl] = '\0';
+    } else if (json_is_integer(t)) {
+        snprintf(tenant, PULSE_AUTH_MAX_TENANT + 1, "%" JSON_INTEGER_FORMAT, json_integer_value(t));
+    } else {
+        *reason = "token has no tenant claim";
+        goto out;
+    }
+    rc = 0;
+out:
+    json_decref(claims);
+    free(claims_text);
+    if (jwt != NULL)
+        jwt_free(jwt);
+    return rc;
+}

@@ -1,0 +1,257 @@
+/*
+ * generations.c: the process-wide map of cache tag → generation.
+ *
+ * Locking: one pthread read-write lock guards the whole map; lookups take it
+ * shared, updates exclusive.  The map is a chained hash table (FNV-1a) that
+ * doubles when it holds more than two tags per bucket; it owns copies of the
+ * tag names and frees them in pulse_generations_destroy.  Nothing is ever
+ * removed: the set of tags is the set of tables and aggregates tracked.
+ */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include "generations.h"
+
+#define GEN_MAX ((uint64_t)INT64_MAX)
+
+typedef struct gen_entry_t {
+    struct gen_entry_t *next;
+    uint64_t hash;
+    uint64_t gen;
+    size_t len;
+    char tag[];
+} gen_entry_t;
+
+struct pulse_generations_t {
+    pthread_rwlock_t _lock;
+    gen_entry_t **_buckets;
+    size_t _nbuckets; /* a power of two */
+    size_t _count;
+};
+
+static uint64_t gen_hash(const char *s, size_t len)
+{
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (size_t i = 0; i != len; ++i) {
+        h ^= (unsigned char)s[i];
+        h *= 0x100000001b3ULL;
+    }
+    return h;
+}
+
+/* caller holds the lock (shared or exclusive) */
+static gen_entry_t *gen_find(pulse_generations_t *g, const char *tag, size_t len, uint64_t h)
+{
+    for (gen_entry_t *e = g->_buckets[h & (g->_nbuckets - 1)]; e != NULL; e = e->next)
+        if (e->hash == h && e->len == len && memcmp(e->tag, tag, len) == 0)
+            return e;
+    return NULL;
+}
+
+/* caller holds the lock exclusively; a failed resize leaves the table as it was */
+static void gen_grow(pulse_generations_t *g)
+{
+    size_t n = g->_nbuckets * 2;
+    gen_entry_t **b = calloc(n, sizeof(*b));
+    if (b == NULL)
+        return;
+    for (size_t i = 0; i != g->_nbuckets; ++i) {
+        gen_entry_t *e, *next;
+        for (e = g->_buckets[i]; e != NULL; e = next) {
+            next = e->next;
+            e->next = b[e->hash & (n - 1)];
+            b[e->hash & (n - 1)] = e;
+        }
+    }
+    free(g->_buckets);
+    g->_buckets = b;
+    g->_nbuckets = n;
+}
+
+/* caller holds the lock exclusively */
+static int gen_set_locked(pulse_generations_t *g, const char *tag, size_t len, uint64_t gen)
+{
+    uint64_t h = gen_hash(tag, len);
+    gen_entry_t *e = gen_find(g, tag, len, h);
+    if (e != NULL) {
+        if (gen <= e->gen)
+            return 0;
+        e->gen = gen;
+        return 1;
+    }
+    if ((e = malloc(sizeof(*e) + len + 1)) == NULL)
+        return -1;
+    e->hash = h;
+    e->gen = gen;
+    e->len = len;
+    memcpy(e->tag, tag, len);
+    e->tag[len] = '\0';
+    e->next = g->_buckets[h & (g->_nbuckets - 1)];
+    g->_buckets[h & (g->_nbuckets - 1)] = e;
+    if (++g->_count > g->_nbuckets * 2)
+        gen_grow(g);
+    return 1;
+}
+
+pulse_generations_t *pulse_generations_create(void)
+{
+    pulse_generations_t *g = calloc(1, sizeof(*g));
+    if (g == NULL)
+        return NULL;
+    g->_nbuckets = 64;
+    if ((g->_buckets = calloc(g->_nbuckets, sizeof(*g->_buckets))) == NULL || pthread_rwlock_init(&g->_lock, NULL) != 0) {
+        free(g->_buckets);
+        free(g);
+        return NULL;
+    }
+    return g;
+}
+
+void pulse_generations_destroy(pulse_generations_t *g)
+{
+    if (g == NULL)
+        return;
+    for (size_t i = 0; i != g->_nbuckets; ++i) {
+        gen_entry_t *e, *next;
+        for (e = g->_buckets[i]; e != NULL; e = next) {
+            next = e->next;
+            free(e);
+        }
+    }
+    free(g->_buckets);
+    pthread_rwlock_destroy(&g->_lock);
+    free(g);
+}
+
+/* parses 1..INT64_MAX (or 0 when allow_zero) in plain decimal; returns 0 or -1 */
+static int gen_parse_number(const char *s, size_t len, int allow_zero, uint64_t *out)
+{
+    uint64_t v = 0;
+    if (len == 0 || len > 19)
+        return -1;
+    if (s[0] == '0' && len != 1)
+        return -1;
+    for (size_t i = 0; i != len; ++i) {
+        if (s[i] < '0' || s[i] > '9')
+            return -1;
+        v = v * 10 + (uint64_t)(s[i] - '0'); /* 19 digits cannot overflow uint64_t */
+    }
+    if (v > GEN_MAX || (v == 0 && !allow_zero))
+        return -1;
+    *out = v;
+    return 0;
+}
+
+int pulse_generations_parse(const char *payload, size_t len, const char **tag, size_t *tag_len, uint64_t *gen)
+{
+    size_t colon = len;
+    if (payload == NULL)
+        return -1;
+    while (colon != 0 && payload[colon - 1] != ':')
+        --colon;
+    if (colon <= 1) /* no ':' at all, or an empty tag */
+        return -1;
+    if (memchr(payload, '\0', len) != NULL)
+        return -1;
+    if (gen_parse_number(payload + colon, len - colon, 0, gen) != 0)
+        return -1;
+    *tag = payload;
+    *tag_len = colon - 1;
+    return 0;
+}
+
+int pulse_generations_set(pulse_generations_t *g, const char *tag, size_t len, uint64_t gen)
+{
+    if (gen == 0 || gen > GEN_MAX)
+        return -1;
+    pthread_rwlock_wrlock(&g->_lock);
+    int ret = gen_set_locked(g, tag, len, gen);
+    pthread_rwlock_unlock(&g->_lock);
+    return ret;
+}
+
+int pulse_generations_apply_notify(pulse_generations_t *g, const char *payload, size_t len)
+{
+    const char *tag;
+    size_t tag_len;
+    uint64_t gen;
+    if (pulse_generations_parse(payload, len, &tag, &tag_len, &gen) != 0)
+        return -1;
+    return pulse_generations_set(g, tag, tag_len, gen);
+}
+
+int pulse_generations_resync(pulse_generations_t *g, const char *const *tags, size_t ntags, const char *text, size_t len)
+{
+    uint64_t *gens = NULL;
+    size_t n = 0, pos = 1;
+    int moved = 0;
+
+    if (text == NULL || len < 2 || text[0] != '{' || text[len - 1] != '}')
+        return -1;
+    if (ntags != 0 && (gens = malloc(ntags * sizeof(*gens))) == NULL)
+        return -1;
+    /* check everything first: the map changes only for a well-formed answer of the right size */
+    if (len != 2) {
+        for (;;) {
+            size_t start = pos;
+            while (pos < len - 1 && text[pos] != ',')
+                ++pos;
+            if (n == ntags || gen_parse_number(text + start, pos - start, 1, &gens[n]) != 0)
+                goto Fail;
+            ++n;
+            if (pos == len - 1)
+                break;
+            ++pos; /* the ',' */
+        }
+    }
+    if (n != ntags)
+        goto Fail;
+
+    pthread_rwlock_wrlock(&g->_lock);
+    for (size_t i = 0; i != ntags; ++i) {
+        if (gens[i] == 0)
+            continue;
+        int r = gen_set_locked(g, tags[i], strlen(tags[i]), gens[i]);
+        if (r < 0) {
+            moved = -1;
+            break;
+        }
+        moved += r;
+    }
+    pthread_rwlock_unlock(&g->_lock);
+    free(gens);
+    return moved;
+
+Fail:
+    free(gens);
+    return -1;
+}
+
+uint64_t pulse_generations_get(pulse_generations_t *g, const char *tag, size_t len)
+{
+    uint64_t h = gen_hash(tag, len), gen;
+    pthread_rwlock_rdlock(&g->_lock);
+    gen_entry_t *e = gen_find(g, tag, len, h);
+    gen = e != NULL ? e->gen : 0;
+    pthread_rwlock_unlock(&g->_lock);
+    return gen;
+}
+
+void pulse_generations_get_many(pulse_generations_t *g, const char *const *tags, size_t ntags, uint64_t *out)
+{
+    pthread_rwlock_rdlock(&g->_lock);
+    for (size_t i = 0; i != ntags; ++i) {
+        size_t len = strlen(tags[i]);
+        gen_entry_t *e = gen_find(g, tags[i], len, gen_hash(tags[i], len));
+        out[i] = e != NULL ? e->gen : 0;
+    }
+    pthread_rwlock_unlock(&g->_lock);
+}
+
+size_t pulse_generations_count(pulse_generations_t *g)
+{
+    pthread_rwlock_rdlock(&g->_lock);
+    size_t n = g->_count;
+    pthread_rwlock_unlock(&g->_lock);
+    return n;
+}

@@ -1,0 +1,290 @@
+/*
+ * main.c: pulse-proxy's entry point: options, configuration, one h2o event
+ * loop per thread each with its own SO_REUSEPORT listener and PostgreSQL
+ * pool, and signals (SIGHUP reloads, SIGTERM/SIGINT drain and exit).
+ *
+ * Signals are blocked in every thread and taken by the main thread with
+ * sigwait; it only sets flags the loops poll (every 100 ms) and publishes
+ * configurations.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+#include "catalog.h"
+#include "config.h"
+#include "log.h"
+#include "pgpool.h"
+#include "router.h"
+#include "rpc.h"
+
+static h2o_globalconf_t globalconf;
+static atomic_int stopping;
+static const char *config_path;
+static pulse_worker_t *volatile kept_workers; /* workers whose loops still had connections at exit */
+
+static void usage(FILE *fp)
+{
+    fprintf(fp, "usage: pulse-proxy [--config FILE] [--threads N]\n"
+                "Serves the endpoints of the pulse extension's catalog over HTTP; see proxy/README.md.\n");
+}
+
+/* a listening socket on host:port with SO_REUSEPORT, one per loop */
+static int open_listener(const char *listen_addr)
+{
+    char host[256];
+    const char *colon = strrchr(listen_addr, ':');
+    if (colon == NULL || (size_t)(colon - listen_addr) >= sizeof(host)) {
+        fprintf(stderr, "pulse-proxy: listen must be host:port, not \"%s\"\n", listen_addr);
+        return -1;
+    }
+    memcpy(host, listen_addr, (size_t)(colon - listen_addr));
+    host[colon - listen_addr] = '\0';
+    if (host[0] == '[' && host[strlen(host) - 1] == ']') {
+        memmove(host, host + 1, strlen(host));
+        host[strlen(host) - 1] = '\0';
+    }
+    struct addrinfo hints = {0}, *ai;
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    int rc = getaddrinfo(host[0] != '\0' ? host : NULL, colon + 1, &hints, &ai);
+    if (rc != 0) {
+        fprintf(stderr, "pulse-proxy: cannot resolve %s: %s\n", listen_addr, gai_strerror(rc));
+        return -1;
+    }
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0), on = 1;
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)) != 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on)) != 0 || bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 ||
+        listen(fd, SOMAXCONN) != 0) {
+        fprintf(stderr, "pulse-proxy: cannot listen on %s: %s\n", listen_addr, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        freeaddrinfo(ai);
+        return -1;
+    }
+    freeaddrinfo(ai);
+    return fd;
+}
+
+static void on_accept(h2o_socket_t *listener, const char *err)
+{
+    pulse_worker_t *w = listener->data;
+    h2o_socket_t *sock;
+    if (err != NULL)
+        return;
+    /* accept a batch, then let the other loops have their turn */
+    for (int i = 0; i < 16 && (sock = h2o_evloop_socket_accept(listener)) != NULL; i++)
+        h2o_accept(&w->accept_ctx, sock);
+}
+
+/* whether h2o_context_dispose can run: no connection and no timer left in the context */
+static int context_is_idle(h2o_context_t *ctx)
+{
+    h2o_timeout_t *timeouts[] = {&ctx->zero_timeout,
+                                 &ctx->one_sec_timeout,
+                                 &ctx->hundred_ms_timeout,
+                                 &ctx->handshake_timeout,
+                                 &ctx->http1.req_timeout,
+                                 &ctx->http2.idle_timeout,
+                                 &ctx->http2.graceful_shutdown_timeout};
+    for (size_t i = 0; i < sizeof(timeouts) / sizeof(timeouts[0]); i++)
+        if (!h2o_linklist_is_empty(&timeouts[i]->_entries))
+            return 0;
+    return h2o_linklist_is_empty(&ctx->http1._conns) && h2o_linklist_is_empty(&ctx->http2._conns);
+}
+
+static void *worker_main(void *arg)
+{
+    pulse_worker_t *w = arg;
+    pulse_config_t *conf = pulse_config_acquire();
+    w->loop = h2o_evloop_create();
+    h2o_context_init(&w->ctx, w->loop, &globalconf);
+    w->accept_ctx.ctx = &w->ctx;
+    w->accept_ctx.hosts = globalconf.hosts;
+    w->pgpool = pulse_pgpool_create(w->index, w->loop, conf);
+    if (w->pgpool == NULL) {
+        pulse_log_msg("error", NULL, "worker %d: out of memory", w->index);
+        exit(1);
+    }
+    w->listener = h2o_evloop_socket_create(w->loop, w->listen_fd, H2O_SOCKET_FLAG_DONT_READ);
+    w->listener->data = w;
+    h2o_socket_read_start(w->listener, on_accept);
+    pulse_config_release(conf);
+
+    while (!atomic_load(&stopping))
+        h2o_evloop_run(w->loop, 100);
+
+    /* drain: no new connections, no more keep-alive, wait for the requests in flight */
+    h2o_socket_read_stop(w->listener);
+    h2o_socket_close(w->listener);
+    w->listener = NULL;
+    h2o_context_request_shutdown(&w->ctx);
+    conf = pulse_config_acquire();
+    struct timeval t0, now;
+    gettimeofday(&t0, NULL);
+    for (;;) {
+        h2o_evloop_run(w->loop, 10);
+        gettimeofday(&now, NULL);
+        long ms = (now.tv_sec - t0.tv_sec) * 1000 + (now.tv_usec - t0.tv_usec) / 1000;
+        if (w->inflight == 0 || ms > conf->drain_timeout_ms)
+            break;
+    }
+    if (w->inflight != 0)
+        pulse_log_msg("warning", NULL, "worker %d: %d requests still in flight after the drain timeout", w->index, w->inflight);
+    for (int i = 0; i < 5; i++) /* let responses just sent leave the socket buffers */
+        h2o_evloop_run(w->loop, 10);
+    pulse_config_release(conf);
+    pulse_pgpool_destroy(w->pgpool); /* answers what is still pending with 503 */
+    w->pgpool = NULL;
+    for (int i = 0; i < 5; i++)
+        h2o_evloop_run(w->loop, 10);
+    /* h2o cannot dispose a context with open connections (idle keep-alive ones, for instance): then the process exits
+       with them, and the worker stays allocated (main keeps it) */
+    if (!context_is_idle(&w->ctx))
+        return NULL;
+    h2o_context_dispose(&w->ctx);
+    free(w->ctx.queue); /* h2o 2.2.5's h2o_context_dispose destroys the queue but does not free it */
+    h2o_evloop_destroy(w->loop);
+    w->disposed = 1;
+    return NULL;
+}
+
+static void reload(void)
+{
+    char err[512];
+    pulse_config_t *next = pulse_config_load(config_path, err, sizeof(err));
+    if (next == NULL) {
+        pulse_log_msg("error", NULL, "reload: %s; keeping the current configuration", err);
+    } else {
+        pulse_config_t *cur = pulse_config_acquire();
+        pulse_config_t *merged = pulse_config_merge_reload(cur, next);
+        pulse_config_release(cur);
+        pulse_config_free(next);
+        if (merged != NULL) {
+            pulse_config_publish(merged);
+            pulse_log_msg("info", NULL, "reload: configuration reloaded");
+        }
+    }
+    pulse_catalog_request_reload();
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option longopts[] = {{"config", required_argument, NULL, 'c'},
+                                             {"threads", required_argument, NULL, 't'},
+                                             {"help", no_argument, NULL, 'h'},
+                                             {NULL, 0, NULL, 0}};
+    const char *threads_opt = NULL;
+    int ch;
+    signal(SIGPIPE, SIG_IGN);
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGHUP);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL); /* inherited by every thread */
+
+    while ((ch = getopt_long(argc, argv, "c:t:h", longopts, NULL)) != -1) {
+        switch (ch) {
+        case 'c':
+            config_path = optarg;
+            break;
+        case 't':
+            threads_opt = optarg;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    char err[512];
+    pulse_config_t *conf = pulse_config_load(config_path, err, sizeof(err));
+    if (conf == NULL || (threads_opt != NULL && pulse_config_set(conf, "threads", threads_opt, err, sizeof(err)) != 0)) {
+        fprintf(stderr, "pulse-proxy: %s\n", err);
+        return 2;
+    }
+    int nthreads = conf->threads;
+    if (nthreads == 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        nthreads = n > 0 ? (int)n : 1;
+    }
+    pulse_config_publish(conf);
+
+    if (pulse_log_open(conf->access_log) != 0) {
+        fprintf(stderr, "pulse-proxy: cannot open the access log %s: %s\n", conf->access_log, strerror(errno));
+        return 1;
+    }
+
+    h2o_config_init(&globalconf);
+    globalconf.server_name = h2o_iovec_init(H2O_STRLIT("pulse-proxy"));
+    globalconf.max_request_entity_size = (size_t)conf->body_limit;
+    h2o_hostconf_t *hostconf = h2o_config_register_host(&globalconf, h2o_iovec_init(H2O_STRLIT("default")), 65535);
+    if (pulse_rpc_register(hostconf) != 0) {
+        fprintf(stderr, "pulse-proxy: cannot register handlers\n");
+        return 1;
+    }
+
+    pulse_worker_t *workers = calloc((size_t)nthreads, sizeof(pulse_worker_t));
+    pthread_t *tids = calloc((size_t)nthreads, sizeof(pthread_t));
+    if (workers == NULL || tids == NULL)
+        return 1;
+    for (int i = 0; i < nthreads; i++) {
+        workers[i].index = i;
+        if ((workers[i].listen_fd = open_listener(conf->listen)) < 0)
+            return 1;
+    }
+    if (pulse_catalog_start(conf->pg_control_url) != 0) {
+        fprintf(stderr, "pulse-proxy: cannot start the catalog thread\n");
+        return 1;
+    }
+    for (int i = 0; i < nthreads; i++) {
+        if (pthread_create(&tids[i], NULL, worker_main, &workers[i]) != 0) {
+            fprintf(stderr, "pulse-proxy: cannot start thread %d\n", i);
+            return 1;
+        }
+    }
+    pulse_log_msg("info", NULL, "listening on %s with %d threads", conf->listen, nthreads);
+
+    for (;;) {
+        int sig;
+        if (sigwait(&sigs, &sig) != 0)
+            continue;
+        if (sig == SIGHUP) {
+            reload();
+            continue;
+        }
+        break;
+    }
+    pulse_log_msg("info", NULL, "shutting down: draining requests in flight");
+    atomic_store(&stopping, 1);
+    for (int i = 0; i < nthreads; i++)
+        pthread_join(tids[i], NULL);
+    int all_disposed = 1;
+    for (int i = 0; i < nthreads; i++)
+        all_disposed &= workers[i].disposed;
+    if (all_disposed)
+        free(workers);
+    else
+        kept_workers = workers;
+    free(tids);
+    pulse_catalog_stop();
+    pulse_log_msg("info", NULL, "stopped");
+    pulse_log_close();
+    h2o_config_dispose(&globalconf);
+    pulse_router_publish(NULL);
+    pulse_config_publish(NULL);
+    return 0;
+}

@@ -1,0 +1,112 @@
+/*
+ * auth_test.c: HS256 bearer token verification (auth.c).
+ */
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <stdlib.h>
+#include <time.h>
+#include "auth.h"
+#include "test.h"
+
+static void b64url(const unsigned char *in, size_t len, char *out)
+{
+    static const char tbl[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    size_t o = 0;
+    for (size_t i = 0; i < len; i += 3) {
+        unsigned v = (unsigned)in[i] << 16 | (i + 1 < len ? (unsigned)in[i + 1] << 8 : 0) | (i + 2 < len ? in[i + 2] : 0);
+        out[o++] = tbl[(v >> 18) & 63];
+        out[o++] = tbl[(v >> 12) & 63];
+        if (i + 1 < len)
+            out[o++] = tbl[(v >> 6) & 63];
+        if (i + 2 < len)
+            out[o++] = tbl[v & 63];
+    }
+    out[o] = '\0';
+}
+
+/* header and claims are JSON texts; signs with HMAC-SHA256 under `key` unless `key` is NULL (empty signature) */
+static char *make_token(const char *header, const char *claims, const char *key)
+{
+    static char tok[4096];
+    char h[1024], c[2048], s[128] = "";
+    b64url((const unsigned char *)header, strlen(header), h);
+    b64url((const unsigned char *)claims, strlen(claims), c);
+    snprintf(tok, sizeof(tok), "%s.%s", h, c);
+    if (key != NULL) {
+        unsigned char mac[EVP_MAX_MD_SIZE];
+        unsigned maclen = 0;
+        HMAC(EVP_sha256(), key, (int)strlen(key), (const unsigned char *)tok, strlen(tok), mac, &maclen);
+        b64url(mac, maclen, s);
+    }
+    size_t n = strlen(tok);
+    snprintf(tok + n, sizeof(tok) - n, ".%s", s);
+    return tok;
+}
+
+static int verify(const char *tok, char *tenant, const char **reason)
+{
+    return pulse_auth_verify(tok, strlen(tok), "sekrit", time(NULL), tenant, reason);
+}
+
+int main(void)
+{
+    char tenant[PULSE_AUTH_MAX_TENANT + 1], claims[256];
+    const char *reason = NULL;
+    const char *hs = "{\"alg\":\"HS256\",\"typ\":\"JWT\"}";
+    long later = (long)time(NULL) + 600, earlier = (long)time(NULL) - 600;
+
+    snprintf(claims, sizeof(claims), "{\"tenant\":\"acme\",\"exp\":%ld}", later);
+    CHECK(verify(make_token(hs, claims, "sekrit"), tenant, &reason) == 0, "good token is accepted");
+    CHECK_STR(tenant, "acme", "string tenant claim");
+
+    snprintf(claims, sizeof(claims), "{\"tenant\":42,\"exp\":%ld}", later);
+    CHECK(verify(make_token(hs, claims, "sekrit"), tenant, &reason) == 0, "numeric tenant is accepted");
+    CHECK_STR(tenant, "42", "numeric tenant claim as text");
+
+    snprintf(claims, sizeof(claims), "{\"tenant\":\"acme\",\"exp\":%ld}", later);
+    CHECK(verify(make_token(hs, claims, "other"), tenant, &reason) != 0, "bad signature is refused");
+    char *t = make_token(hs, claims, "sekrit");
+    t[strlen(t) - 2] = t[strlen(t) - 2] == 'A' ? 'B' : 'A';
+    CHECK(verify(t, tenant, &reason) != 0, "tampered signature is refused");
+
+    snprintf(claims, sizeof(claims), "{\"tenant\":\"acme\",\"exp\":%ld}", earlier);
+    CHECK(verify(make_token(hs, claims, "sekrit"), tenant, &reason) != 0, "expired token is refused");
+    CHECK_STR(reason, "token has expired", "expired: reason");
+
+    CHECK(verify(make_token(hs, "{\"tenant\":\"acme\"}", "sekrit"), tenant, &reason) != 0, "token without exp is refused");
+
+    snprintf(claims, sizeof(claims), "{\"tenant\":\"acme\",\"exp\":%ld,\"nbf\":%ld}", later, later);
+    CHECK(verify(make_token(hs, claims, "sekrit"), tenant, &reason) != 0, "token not valid yet (nbf) is refused");
+
+    snprintf(claims, sizeof(claims), "{\"tenant\":\"acme\",\"exp\":%ld}", later);
+    CHECK(verify(make_token("{\"alg\":\"none\"}", claims, NULL), tenant, &reason) != 0, "alg none is refused");
+    CHECK(verify(make_token("{\"alg\":\"none\"}", claims, "sekrit"), tenant, &reason) != 0, "alg none with a signature is refused");
+    CHECK(verify(make_token("{\"alg\":\"RS256\"}", claims, "sekrit"), tenant, &reason) != 0, "alg RS256 is refused");
+    CHECK(verify(make_token("{\"alg\":\"HS512\"}", claims, "sekrit"), tenant, &reason) != 0, "alg HS512 is refused");
+
+    snprintf(claims, sizeof(claims), "{\"sub\":\"x\",\"exp\":%ld}", later);
+    CHECK(verify(make_token(hs, claims, "sekrit"), tenant, &reason) != 0, "missing tenant is refused");
+    CHECK_STR(reason, "token has no tenant claim", "missing tenant: reason");
+    snprintf(claims, sizeof(claims), "{\"tenant\":\"\",\"exp\":%ld}", later);
+    CHECK(verify(make_token(hs, claims, "sekrit"), tenant, &reason) != 0, "empty tenant is refused");
+    snprintf(claims, sizeof(claims), "{\"tenant\":[1],\"exp\":%ld}", later);
+    CHECK(verify(make_token(hs, claims, "sekrit"), tenant, &reason) != 0, "array tenant is refused");
+    snprintf(claims, sizeof(claims), "{\"tenant\":\"%0100d\",\"exp\":%ld}", 7, later);
+    CHECK(verify(make_token(hs, claims, "sekrit"), tenant, &reason) != 0, "over-long tenant is refused");
+
+    CHECK(verify("", tenant, &reason) != 0, "empty token is refused");
+    CHECK(verify("abc", tenant, &reason) != 0, "token without dots is refused");
+    CHECK(verify("a.b.c", tenant, &reason) != 0, "garbage token is refused");
+    CHECK(verify("....", tenant, &reason) != 0, "dots only are refused");
+    char *big = malloc(PULSE_AUTH_MAX_TOKEN + 10);
+    memset(big, 'a', PULSE_AUTH_MAX_TOKEN + 9);
+    big[PULSE_AUTH_MAX_TOKEN + 9] = '\0';
+    CHECK(verify(big, tenant, &reason) != 0, "over-long token is refused");
+    free(big);
+    CHECK(pulse_auth_verify("a\0b", 3, "sekrit", time(NULL), tenant, &reason) != 0, "NUL in token is refused");
+    snprintf(claims, sizeof(claims), "{\"tenant\":\"acme\",\"exp\":%ld}", later);
+    CHECK(pulse_auth_verify(make_token(hs, claims, "sekrit"), strlen(make_token(hs, claims, "sekrit")), "", time(NULL), tenant,
+                            &reason) != 0,
+          "no secret configured: refused");
+    TEST_DONE();
+}

@@ -1,0 +1,329 @@
+#!/usr/bin/env bash
+# End-to-end tests of pulse-proxy against a real PostgreSQL on loopback.
+#
+#   PULSE_PROXY_BIN  proxy binary (default build/pulse-proxy)
+#   PULSE_TEST_PORT  PostgreSQL port (default: a free one from 25600)
+#   PULSE_TEST_TMP   scratch directory (default: a fresh one, removed at exit)
+#
+# Starts its own cluster (scripts/cluster.sh), installs the pulse extension
+# and proxy/test/fixture.sql, starts the proxy and checks it with curl.
+# Prints "ok N - ..." / "not ok N - ..." and ends with "N passed, M failed".
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+. scripts/lib.sh
+
+BIN=${PULSE_PROXY_BIN:-build/pulse-proxy}
+# under ASan: h2o keeps per-thread caches of freed memory that LeakSanitizer
+# cannot see at exit; everything else must be freed
+export LSAN_OPTIONS="suppressions=$PWD/proxy/test/lsan.supp:print_suppressions=0${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
+OWN_TMP=
+if [ -z "${PULSE_TEST_TMP:-}" ]; then
+	PULSE_TEST_TMP=$(mktemp -d /tmp/pulse-proxy-e2e.XXXXXX)
+	OWN_TMP=1
+fi
+TMP=$PULSE_TEST_TMP
+mkdir -p "$TMP"
+chmod 755 "$TMP"
+PGPORT=${PULSE_TEST_PORT:-$(free_port 25600)}
+HTTP_PORT=$(free_port $((PGPORT + 1)))
+[ "$HTTP_PORT" != "$PGPORT" ] || HTTP_PORT=$(free_port $((PGPORT + 2)))
+PG="$TMP/pg"
+BASE="http://127.0.0.1:$HTTP_PORT"
+SECRET=e2e-secret-$$
+PROXY_PID=
+
+cleanup() {
+	if [ -n "$PROXY_PID" ] && kill -0 "$PROXY_PID" 2>/dev/null; then
+		kill -TERM "$PROXY_PID" 2>/dev/null
+		for _ in $(seq 50); do kill -0 "$PROXY_PID" 2>/dev/null || break; sleep 0.1; done
+		kill -KILL "$PROXY_PID" 2>/dev/null
+	fi
+	scripts/cluster.sh destroy "$PG" >/dev/null 2>&1
+	[ -z "$OWN_TMP" ] || rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+passed=0
+failed=0
+n=0
+ok() { n=$((n + 1)); passed=$((passed + 1)); echo "ok $n - $1"; }
+notok() { n=$((n + 1)); failed=$((failed + 1)); echo "not ok $n - $1"; [ -z "${2:-}" ] || echo "#   $2"; }
+check() { # check DESCRIPTION COMMAND...
+	local d=$1
+	shift
+	if "$@"; then ok "$d"; else notok "$d" "last response: $(head -c 300 "$TMP/body" 2>/dev/null)"; fi
+}
+
+psql_su() { command psql -X -q -v ON_ERROR_STOP=1 -h "$PG" -p "$PGPORT" -U postgres "$@"; }
+
+# --- setup ------------------------------------------------------------------
+[ -x "$BIN" ] || { echo "not ok 1 - no proxy binary at $BIN (make proxy)"; echo "0 passed, 1 failed"; exit 1; }
+PULSE_FSYNC=off PULSE_SYNC_COMMIT=off PULSE_CRON_DB=pulse_e2e scripts/cluster.sh start "$PG" "$PGPORT" >/dev/null ||
+	{ echo "not ok 1 - cannot start PostgreSQL"; echo "0 passed, 1 failed"; exit 1; }
+psql_su -d postgres -c "CREATE DATABASE pulse_e2e" >/dev/null &&
+	psql_su -d pulse_e2e -c "CREATE EXTENSION pulse" >/dev/null &&
+	psql_su -d pulse_e2e -f proxy/test/fixture.sql >/dev/null ||
+	{ echo "not ok 1 - cannot install the extension and the fixture"; echo "0 passed, 1 failed"; exit 1; }
+
+cat >"$TMP/proxy.yaml" <<CONF
+# pulse-proxy configuration of the e2e test
+listen: 127.0.0.1:$HTTP_PORT
+pg_url: host=127.0.0.1 port=$PGPORT dbname=pulse_e2e user=pulse_proxy connect_timeout=2
+threads: 2
+pool_size: 2
+timeout_read_ms: 1000
+queue_timeout_ms: 3000
+call_timeout_ms: 3000
+body_limit: 65536
+max_args: 8
+max_header_bytes: 8192
+access_log: $TMP/access.log
+CONF
+
+start_proxy() {
+	PULSE_JWT_SECRET=$SECRET "$BIN" --config "$TMP/proxy.yaml" 2>>"$TMP/proxy.err" &
+	PROXY_PID=$!
+	wait_for 10 curl -sf "$BASE/ready"
+}
+alive() { kill -0 "$PROXY_PID" 2>/dev/null; }
+
+token() { python3 proxy/test/token.py "${2:-$SECRET}" "$1" "${3:-HS256}"; }
+NOW=$(date +%s)
+T1=$(token "{\"tenant\": 1, \"exp\": $((NOW + 3600))}")
+T2=$(token "{\"tenant\": \"2\", \"exp\": $((NOW + 3600))}")
+
+# req METHOD PATH [TOKEN] [curl args...]: sets $status, body in $TMP/body, headers in $TMP/headers
+req() {
+	local method=$1 path=$2 tok=${3:-}
+	shift 3 2>/dev/null || shift $#
+	local auth=()
+	[ -z "$tok" ] || auth=(-H "Authorization: Bearer $tok")
+	status=$(curl -s -o "$TMP/body" -D "$TMP/headers" -w '%{http_code}' -X "$method" "${auth[@]}" "$@" "$BASE$path")
+}
+header() { grep -i "^$1:" "$TMP/headers" | head -n 1 | cut -d' ' -f2- | tr -d '\r'; }
+jq_() { python3 -c "import json,sys; d=json.load(open('$TMP/body')); print($1)"; }
+is_problem() { # is_problem STATUS
+	[ "$status" = "$1" ] && header content-type | grep -q '^application/problem+json' &&
+		[ "$(jq_ 'd["status"]')" = "$1" ] && [ -n "$(jq_ 'd["request_id"]')" ]
+}
+
+if start_proxy; then ok "proxy starts and is ready"; else notok "proxy starts and is ready" "$(tail -n 5 "$TMP/proxy.err")"; fi
+
+# --- health -------------------------------------------------------------------
+req GET /health ""
+check "/health is 200" [ "$status" = 200 ]
+req GET /ready ""
+check "/ready is 200 with PostgreSQL up" [ "$status" = 200 ]
+
+# --- serving --------------------------------------------------------------------
+req GET "/rpc/events_page?page_size=3" "$T1"
+check "GET read endpoint: 200, application/json" \
+	eval '[ "$status" = 200 ] && header content-type | grep -q "^application/json"'
+check "body is the function's JSON, passed through" \
+	eval '[ "$(jq_ "len(d[\"items\"])")" = 3 ] && [ -n "$(jq_ "d[\"next_cursor\"]")" ]'
+link=$(header link)
+check "Link rel=next with the encoded cursor" \
+	eval '[[ "$link" == "</rpc/events_page?page_size=3&cursor="*"; rel=\"next\"" ]]'
+check "X-Request-Id is generated" eval '[ -n "$(header x-request-id)" ]'
+check "Content-Length matches the body" eval '[ "$(header content-length)" = "$(wc -c <"$TMP/body")" ]'
+
+# page through tenant 1 (100 rows) with the Link headers
+seen=0 pages=0 other=0 ids=""
+path="/rpc/events_page?page_size=30"
+while [ -n "$path" ] && [ $pages -lt 10 ]; do
+	req GET "$path" "$T1"
+	[ "$status" = 200 ] || break
+	pages=$((pages + 1))
+	seen=$((seen + $(jq_ 'len(d["items"])')))
+	other=$((other + $(jq_ 'sum(1 for r in d["items"] if r["tenant_id"] != 1)')))
+	ids="$ids $(jq_ '" ".join(str(r["id"]) for r in d["items"])')"
+	path=$(header link | sed -n 's/^<\([^>]*\)>; rel="next"$/\1/p')
+done
+uniq_ids=$(echo $ids | tr ' ' '\n' | sort -u | wc -l)
+check "cursor paging through Link headers: 100 rows in 4 pages, no repeats" \
+	[ "$seen" = 100 -a "$pages" = 4 -a "$uniq_ids" = 100 ]
+check "tenant 1 sees only its rows" [ "$other" = 0 ]
+
+t1_id=$(echo $ids | cut -d' ' -f1)
+req GET "/rpc/event?id=$t1_id" "$T1"
+check "tenant 1 reads its event" eval '[ "$status" = 200 ] && [ "$(jq_ "d[\"tenant_id\"]")" = 1 ]'
+req GET "/rpc/event?id=$t1_id" "$T2"
+check "tenant 2 never sees tenant 1's event (RLS)" eval '[ "$status" = 200 ] && [ "$(cat "$TMP/body")" = null ]'
+
+req GET /rpc/counts "$T2"
+check "set-returning endpoint: a JSON array of rows" \
+	eval '[ "$status" = 200 ] && [ "$(jq_ "sum(r[\"n\"] for r in d)")" = 100 ]'
+
+req POST /rpc/events_page "$T1" -H 'Content-Type: application/json' --data '{"page_size": 2, "kind": "buy"}'
+check "POST with a JSON object body" \
+	eval '[ "$status" = 200 ] && [ "$(jq_ "[r[\"kind\"] for r in d[\"items\"]]")" = "['"'"'buy'"'"', '"'"'buy'"'"']" ]'
+
+req POST /rpc/add_event "$T2" -H 'Content-Type: application/json' --data '{"kind": "buy", "note": "via proxy"}'
+check "write endpoint by POST: runs in the tenant's scope" \
+	eval '[ "$status" = 200 ] && [ "$(jq_ "d[\"tenant_id\"]")" = 2 ]'
+
+req GET /rpc/whoami "$T2" -H 'X-Request-Id: e2e-req-42'
+check "tenant and request id reach PostgreSQL; X-Request-Id echoed" \
+	eval '[ "$(jq_ "d[\"tenant\"]")" = 2 ] && [[ "$(jq_ "d[\"application_name\"]")" == *e2e-req-42* ]] && [ "$(header x-request-id)" = e2e-req-42 ]'
+req GET /rpc/whoami "$T2" -H 'X-Request-Id: bad id with spaces!'
+check "an invalid X-Request-Id is replaced" eval '[ "$(header x-request-id)" != "bad id with spaces!" ] && [ -n "$(header x-request-id)" ]'
+
+# --- client errors ----------------------------------------------------------------
+req GET "/rpc/events_page?cursor=not-a-cursor" "$T1"
+check "bad cursor: 400 problem+json" is_problem 400
+req GET "/rpc/events_page?page_size=abc" "$T1"
+check "argument of the wrong type: 400" is_problem 400
+req GET "/rpc/events_page?nope=1" "$T1"
+check "unknown argument: 400" is_problem 400
+req GET "/rpc/events_page?page_size=1&page_size=2" "$T1"
+check "repeated argument: 400" is_problem 400
+req GET "/rpc/event" "$T1"
+check "missing required argument: 400" is_problem 400
+req GET "/rpc/events_page?kind=%00x" "$T1"
+check "NUL byte in an argument: 400" is_problem 400
+req GET "/rpc/events_page?kind=%zz" "$T1"
+check "malformed percent-encoding: 400" is_problem 400
+req GET "/rpc/events_page?a=1&b=2&c=3&d=4&e=5&f=6&g=7&h=8&i=9" "$T1"
+check "too many arguments: 400" is_problem 400
+req POST /rpc/events_page "$T1" -H 'Content-Type: application/json' --data '{"page_size": '
+check "malformed JSON body: 400" is_problem 400
+req POST /rpc/events_page "$T1" -H 'Content-Type: application/json' --data '[1, 2]'
+check "JSON body that is not an object: 400" is_problem 400
+req POST /rpc/events_page "$T1" -H 'Content-Type: text/plain' --data 'x'
+check "non-JSON content type: 415" is_problem 415
+
+# --- authentication ----------------------------------------------------------------
+req GET /rpc/whoami ""
+check "missing token: 401 with WWW-Authenticate" eval 'is_problem 401 && header www-authenticate | grep -q "^Bearer"'
+req GET /rpc/whoami "$(token "{\"tenant\": 1, \"exp\": $((NOW + 3600))}" wrong-secret)"
+check "bad signature: 401" is_problem 401
+req GET /rpc/whoami "$(token "{\"tenant\": 1, \"exp\": $((NOW - 10))}")"
+check "expired token: 401" is_problem 401
+req GET /rpc/whoami "$(token "{\"tenant\": 1, \"exp\": $((NOW + 3600))}" "$SECRET" none)"
+check "alg none: 401" is_problem 401
+req GET /rpc/whoami "$(token "{\"tenant\": 1, \"exp\": $((NOW + 3600))}" "$SECRET" RS256)"
+check "alg RS256: 401" is_problem 401
+req GET /rpc/whoami "$(token "{\"exp\": $((NOW + 3600))}")"
+check "no tenant claim: 401" is_problem 401
+req GET /rpc/whoami "$(token "{\"tenant\": 1}")"
+check "no exp claim: 401" is_problem 401
+req GET /rpc/whoami "garbage.token.here"
+check "garbage token: 401" is_problem 401
+req GET /rpc/whoami "" -H "Authorization: Basic dXNlcjpwYXNz"
+check "Basic scheme: 401" is_problem 401
+
+# --- other statuses ----------------------------------------------------------------
+req GET /rpc/secret "$T1"
+check "permission denied in the database: 403" is_problem 403
+req GET /rpc/nope "$T1"
+check "unknown endpoint: 404" is_problem 404
+req GET /elsewhere ""
+check "unknown path: 404 problem+json" is_problem 404
+req DELETE /rpc/events_page "$T1"
+check "DELETE: 405 with Allow" eval 'is_problem 405 && [ "$(header allow)" = "GET, POST" ]'
+req GET "/rpc/add_event?kind=x" "$T1"
+check "GET on a write endpoint: 405" eval 'is_problem 405 && [ "$(header allow)" = POST ]'
+req GET /rpc/fail "$T1"
+check "function error: 500 without the server's message" \
+	eval 'is_problem 500 && ! grep -q "internal detail" "$TMP/body"'
+rid=$(header x-request-id)
+check "... logged with its request id and SQLSTATE" eval 'sleep 0.3; grep "$rid" "$TMP/proxy.err" | grep -q P0001'
+req GET "/rpc/slow?seconds=3" "$T1"
+check "statement timeout (timeout_read_ms): 503 with Retry-After" eval 'is_problem 503 && [ -n "$(header retry-after)" ]'
+
+# --- concurrency ------------------------------------------------------------------
+# 4 connections (2 loops x pool_size 2) serve 40 concurrent calls through the queue
+seq 40 | xargs -P 20 -I{} curl -s -o /dev/null -w '%{http_code}\n' -H "Authorization: Bearer $T1" \
+	"$BASE/rpc/events_page?page_size=5&kind=view" >"$TMP/concurrent"
+check "40 concurrent calls on 4 connections: all 200" [ "$(grep -c '^200$' "$TMP/concurrent")" = 40 ]
+# clients that go away while their call runs or waits
+pids=()
+for _ in 1 2 3 4 5 6; do
+	curl -s -o /dev/null -m 0.2 -H "Authorization: Bearer $T1" "$BASE/rpc/slow?seconds=0.5" &
+	pids+=($!)
+done
+wait "${pids[@]}"
+req GET "/rpc/event?id=$t1_id" "$T1"
+check "clients gone mid-call: proxy alive and serving" eval '[ "$status" = 200 ] && alive'
+
+# --- malformed input never kills the proxy ----------------------------------------
+head -c 200000 /dev/zero | tr '\0' 'a' >"$TMP/big"
+req POST /rpc/events_page "$T1" --data-binary @"$TMP/big"
+check "body over body_limit: 413, proxy alive" eval '[ "$status" = 413 ] && alive'
+req GET "/rpc/events_page" "$T1" -H "X-Junk: $(head -c 20000 "$TMP/big")"
+check "headers over max_header_bytes: 431, proxy alive" eval 'is_problem 431 && alive'
+{ exec 3<>"/dev/tcp/127.0.0.1/$HTTP_PORT" && printf 'GARBAGE \x01\x02\x03 HTTP/9.9\r\n\r\n' >&3 && timeout 2 cat <&3 >/dev/null; exec 3>&-; } 2>/dev/null
+{ exec 3<>"/dev/tcp/127.0.0.1/$HTTP_PORT" && head -c 3000 /dev/urandom >&3 && timeout 2 cat <&3 >/dev/null; exec 3>&-; } 2>/dev/null
+{ exec 3<>"/dev/tcp/127.0.0.1/$HTTP_PORT" && printf 'POST /rpc/events_page HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"a"' >&3; exec 3>&-; } 2>/dev/null
+curl -s -o /dev/null --data-binary $'\xff\xfe{"k\xc3":"\xff"}' -H "Authorization: Bearer $T1" "$BASE/rpc/events_page"
+curl -s -o /dev/null -H "Authorization: Bearer $(head -c 6000 "$TMP/big")" "$BASE/rpc/events_page"
+curl -s -o /dev/null -H "Authorization: Bearer a.$(printf '%s' '{"alg":"HS256"' | base64 -w0).b" "$BASE/rpc/events_page"
+req GET /health ""
+check "garbage HTTP, truncated bodies, invalid UTF-8, junk tokens: proxy alive" eval '[ "$status" = 200 ] && alive'
+
+# --- catalog reload ------------------------------------------------------------------
+psql_su -d pulse_e2e -c "CREATE FUNCTION api.added() RETURNS json LANGUAGE sql STABLE AS \$\$ SELECT '{\"added\": true}'::json \$\$; GRANT EXECUTE ON FUNCTION api.added() TO api; SELECT pulse.expose('api.added()')" >/dev/null
+wait_for 5 eval 'curl -sf -H "Authorization: Bearer $T1" "$BASE/rpc/added" | grep -q added'
+check "NOTIFY pulse_reload: a newly exposed endpoint is served" [ $? = 0 ]
+psql_su -d pulse_e2e -c "SELECT pulse.unexpose('api.counts()')" >/dev/null
+wait_for 5 eval '[ "$(curl -s -o /dev/null -w "%{http_code}" -H "Authorization: Bearer $T1" "$BASE/rpc/counts")" = 404 ]'
+check "an unexposed endpoint is gone (404)" [ $? = 0 ]
+sed -i 's/^max_args: 8$/max_args: 2/' "$TMP/proxy.yaml"
+kill -HUP "$PROXY_PID"
+sleep 0.5
+req GET /rpc/added "$T1"
+check "SIGHUP reloads and keeps serving" eval '[ "$status" = 200 ] && alive'
+req GET "/rpc/events_page?page_size=1&kind=x&cursor=" "$T1"
+check "SIGHUP applied a reloadable option (max_args 2: three arguments are a 400)" \
+	eval 'is_problem 400 && [[ "$(jq_ "d[\"detail\"]")" == "too many arguments"* ]]'
+
+# --- PostgreSQL hung ---------------------------------------------------------------
+backends=$(psql_su -d pulse_e2e -Atc "SELECT pid FROM pg_stat_activity WHERE usename = 'pulse_proxy' AND application_name <> 'pulse-proxy catalog'")
+kill -STOP $backends
+t0=$SECONDS
+req GET /rpc/whoami "$T1"
+elapsed=$((SECONDS - t0))
+kill -CONT $backends
+check "server not answering: 503 after call_timeout_ms (3 s), not a hang" eval 'is_problem 503 && [ "$elapsed" -le 6 ]'
+wait_for 10 eval 'curl -sf -H "Authorization: Bearer $T1" "$BASE/rpc/whoami" >/dev/null'
+check "... and served again on fresh connections" [ $? = 0 ]
+
+# --- PostgreSQL restart ------------------------------------------------------------
+scripts/cluster.sh stop "$PG" >/dev/null
+sleep 0.5
+req GET /rpc/whoami "$T1"
+check "PostgreSQL down: 503 with Retry-After" eval 'is_problem 503 && [ -n "$(header retry-after)" ]'
+req GET /ready ""
+check "PostgreSQL down: /ready is 503" [ "$status" = 503 ]
+req GET /health ""
+check "PostgreSQL down: /health is still 200" [ "$status" = 200 ]
+scripts/cluster.sh start "$PG" "$PGPORT" >/dev/null
+wait_for 15 eval 'curl -sf -H "Authorization: Bearer $T1" "$BASE/rpc/whoami" >/dev/null'
+check "PostgreSQL back: served again without a proxy restart" [ $? = 0 ]
+wait_for 10 curl -sf "$BASE/ready"
+check "PostgreSQL back: /ready is 200 again" [ $? = 0 ]
+
+# --- SIGTERM drains ----------------------------------------------------------------
+# an idle keep-alive connection and a half-sent request stay open across the shutdown
+exec 7<>"/dev/tcp/127.0.0.1/$HTTP_PORT"
+printf 'GET /health HTTP/1.1\r\nHost: x\r\n\r\n' >&7
+exec 8<>"/dev/tcp/127.0.0.1/$HTTP_PORT"
+printf 'GET /hea' >&8
+curl -s -o "$TMP/drain" -w '%{http_code}' -H "Authorization: Bearer $T1" "$BASE/rpc/slow?seconds=0.7" >"$TMP/drain_status" &
+curl_pid=$!
+sleep 0.3
+kill -TERM "$PROXY_PID"
+wait "$curl_pid"
+wait "$PROXY_PID"
+rc=$?
+exec 7>&- 8>&-
+check "SIGTERM: the request in flight completes" [ "$(cat "$TMP/drain_status")" = 200 ]
+check "SIGTERM: exit status 0" [ "$rc" = 0 ]
+check "no sanitizer report, no stray stderr" eval '! grep -a -v "^{" "$TMP/proxy.err" | grep -q .' 
+PROXY_PID=
+check "access log has one JSON line per request" \
+	eval '[ "$(wc -l <"$TMP/access.log")" -gt 40 ] && python3 -c "import json,sys; [json.loads(l) for l in open(\"$TMP/access.log\")]"'
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

@@ -1,0 +1,71 @@
+-- Fixture of proxy/test/e2e.sh: three tenants isolated by row-level security
+-- on pulse.tenant, and a handful of endpoints covering every answer the
+-- proxy gives.  Loaded by a superuser into a database with the pulse
+-- extension.
+CREATE SCHEMA demo;
+CREATE SCHEMA api;
+CREATE TABLE demo.events (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    tenant_id   int NOT NULL,
+    created_at  timestamptz NOT NULL,
+    kind        text NOT NULL,
+    note        text
+);
+INSERT INTO demo.events (tenant_id, created_at, kind, note)
+SELECT 1 + (i % 3), timestamptz '2026-01-01 00:00:00+00' + i * interval '1 minute',
+       (ARRAY['view', 'click', 'buy'])[1 + (i % 7) % 3], 'note ' || i
+  FROM generate_series(1, 300) AS i;
+CREATE INDEX ON demo.events (tenant_id, created_at DESC, id DESC);
+CREATE TABLE demo.secrets (id int PRIMARY KEY, secret text);
+
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'api') THEN CREATE ROLE api NOLOGIN; END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pulse_proxy') THEN CREATE ROLE pulse_proxy LOGIN IN ROLE api; END IF;
+END $$;
+GRANT USAGE ON SCHEMA demo, api, pulse TO api;
+GRANT SELECT, INSERT ON demo.events TO api;
+ALTER TABLE demo.events ENABLE ROW LEVEL SECURITY;
+CREATE POLICY events_tenant ON demo.events
+    USING (tenant_id = nullif(current_setting('pulse.tenant', true), '')::int)
+    WITH CHECK (tenant_id = nullif(current_setting('pulse.tenant', true), '')::int);
+
+CREATE FUNCTION api.events_page(cursor text DEFAULT NULL, page_size int DEFAULT 20, kind text DEFAULT NULL)
+RETURNS jsonb LANGUAGE sql STABLE AS $$
+    SELECT pulse.page('SELECT id, tenant_id, created_at, kind FROM demo.events
+                        WHERE $1::text IS NULL OR kind = $1',
+                      'created_at DESC, id DESC', cursor, page_size, jsonb_build_array(kind))
+$$;
+CREATE FUNCTION api.event(id bigint) RETURNS json LANGUAGE sql STABLE AS $$
+    SELECT row_to_json(e) FROM demo.events e WHERE e.id = event.id
+$$;
+CREATE FUNCTION api.counts() RETURNS TABLE (kind text, n bigint) LANGUAGE sql STABLE AS $$
+    SELECT kind, count(*) FROM demo.events GROUP BY kind ORDER BY kind
+$$;
+CREATE FUNCTION api.whoami() RETURNS json LANGUAGE sql STABLE AS $$
+    SELECT json_build_object('tenant', current_setting('pulse.tenant', true),
+                             'application_name', current_setting('application_name'))
+$$;
+CREATE FUNCTION api.slow(seconds float8) RETURNS json LANGUAGE sql STABLE AS $$
+    SELECT json_build_object('slept', pg_sleep(seconds) IS NULL)
+$$;
+CREATE FUNCTION api.secret() RETURNS json LANGUAGE sql STABLE AS $$
+    SELECT json_agg(secret) FROM demo.secrets
+$$;
+CREATE FUNCTION api.fail() RETURNS json LANGUAGE plpgsql STABLE AS $$
+BEGIN RAISE EXCEPTION 'internal detail that must not leak'; END
+$$;
+CREATE FUNCTION api.add_event(kind text, note text DEFAULT NULL) RETURNS json LANGUAGE sql VOLATILE AS $$
+    INSERT INTO demo.events (tenant_id, created_at, kind, note)
+    VALUES (current_setting('pulse.tenant')::int, now(), kind, note)
+    RETURNING json_build_object('id', id, 'tenant_id', tenant_id)
+$$;
+GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA api TO api;
+
+SELECT pulse.expose('api.events_page(text,int,text)', 'search');
+SELECT pulse.expose('api.event(bigint)');
+SELECT pulse.expose('api.counts()');
+SELECT pulse.expose('api.whoami()');
+SELECT pulse.expose('api.slow(float8)');
+SELECT pulse.expose('api.secret()');
+SELECT pulse.expose('api.fail()');
+SELECT pulse.expose('api.add_event(text,text)', 'write');
