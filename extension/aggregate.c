@@ -38,13 +38,20 @@
  * deletes or updates (old and new keys, from the transition tables), and a
  * refresh recomputes only the logged groups: it filters the query's output
  * on the logged keys (a filter the planner pushes below the GROUP BY, so the
- * source is read through its index on the keys when there is one), deletes
- * the groups that disappeared and upserts the others, skipping rows whose
- * values did not change.  A TRUNCATE of the source, or more than
- * AGG_MAX_INCREMENTAL_KEYS changed keys, makes the next refresh full.
+ * source is read through its index on the keys when there is one), and
+ * applies the difference to the same groups of the table.  A TRUNCATE of
+ * the source, or more than AGG_MAX_INCREMENTAL_KEYS changed keys, makes the
+ * next refresh full.
  *
  * Full mode (any other GROUP BY query): the refresh recomputes the whole
- * query and applies the difference (delete vanished groups, upsert the rest).
+ * query and applies the difference.
+ *
+ * Either way the difference is computed set-based (agg_apply): one SELECT
+ * joins the fresh groups to the table's rows on the keys and keeps the new,
+ * vanished and changed groups only; it may run in parallel, which a
+ * data-modifying statement never does.  Then one DELETE (vanished groups)
+ * and one INSERT ... ON CONFLICT (new and changed groups) write just those
+ * rows; unchanged groups are not written.
  * A full-mode aggregate is "tracked" when the rewritten query reads only
  * plain or partitioned tables and calls immutable functions only: triggers on
  * every table it reads log one row per writing statement, and the worker
@@ -90,6 +97,7 @@
 #include "catalog/pg_class.h"
 #include "catalog/pg_inherits.h"
 #include "catalog/pg_namespace.h"
+#include "catalog/pg_operator.h"
 #include "catalog/pg_type.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
@@ -118,6 +126,15 @@
 
 /* Above this many distinct changed keys (in any key column), refresh fully. */
 #define AGG_MAX_INCREMENTAL_KEYS	100000
+
+/*
+ * Up to this many changed rows, a refresh holds its difference in memory and
+ * applies it with two statements; above, with one streaming statement (see
+ * agg_apply).  Overridable at build time to test the streaming path.
+ */
+#ifndef AGG_MAX_DIFF_ROWS
+#define AGG_MAX_DIFF_ROWS			100000
+#endif
 
 /* Runs kept in pulse.aggregate_runs per aggregate; older ones are deleted. */
 #define AGG_RUNS_KEPT				200
@@ -805,30 +822,309 @@ agg_append_key_filter(StringInfo sql, AggDef *def, AggKeys *keys,
 	}
 }
 
+/* "ROW(alias.v1, ...)" of the value columns, as text when not comparable. */
+static void
+agg_append_values_row(StringInfo sql, AggDef *def, TupleDesc reldesc,
+					  const char *alias)
+{
+	ListCell   *lc;
+
+	appendStringInfoString(sql, "ROW(");
+	foreach(lc, def->values)
+	{
+		int			attno = SPI_fnumber(reldesc, (char *) lfirst(lc));
+		bool		comparable = false;
+
+		if (attno > 0)
+			comparable = OidIsValid(lookup_type_cache(TupleDescAttr(reldesc, attno - 1)->atttypid,
+													  TYPECACHE_EQ_OPR)->eq_opr);
+		/* compare the text of values whose type has no equality */
+		appendStringInfo(sql, "%s%s.%s%s", foreach_current_index(lc) > 0 ? ", " : "",
+						 alias, quote_identifier((char *) lfirst(lc)),
+						 comparable ? "" : "::text");
+	}
+	appendStringInfoChar(sql, ')');
+}
+
+/*
+ * One branch of agg_diff_query: the FULL JOIN of the fresh groups (CTE f)
+ * and the table's rows that pass rowfilter (on both sides, none if NULL),
+ * on joincond, keeping the rows to change.
+ */
+static void
+agg_append_diff_branch(StringInfo sql, AggDef *def, AggKeys *keys,
+					   const char *name, TupleDesc reldesc,
+					   const char *rowfilter, const char *joincond)
+{
+	appendStringInfo(sql,
+					 "SELECT a.__pulse_ctid, f.__pulse_f, %s%s%s FROM ",
+					 agg_column_list(def->keys, "f."),
+					 def->values ? ", " : "",
+					 agg_column_list(def->values, "f."));
+	if (rowfilter)
+		appendStringInfo(sql, "(SELECT * FROM f WHERE %s) f", rowfilter);
+	else
+		appendStringInfoString(sql, "f");
+	appendStringInfo(sql, " FULL JOIN (SELECT a.ctid AS __pulse_ctid, %s%s%s FROM %s a",
+					 agg_column_list(def->keys, "a."),
+					 def->values ? ", " : "",
+					 agg_column_list(def->values, "a."),
+					 name);
+	if (keys != NULL || rowfilter)
+		appendStringInfoString(sql, " WHERE ");
+	if (keys != NULL)
+		agg_append_key_filter(sql, def, keys, "a");
+	if (keys != NULL && rowfilter)
+		appendStringInfoString(sql, " AND ");
+	if (rowfilter)
+		appendStringInfoString(sql, rowfilter);
+	appendStringInfo(sql, ") a ON %s "
+					 "WHERE f.__pulse_f IS NULL OR a.__pulse_ctid IS NULL",
+					 joincond);
+	if (def->values != NIL)
+	{
+		appendStringInfoString(sql, " OR ");
+		agg_append_values_row(sql, def, reldesc, "a");
+		appendStringInfoString(sql, " IS DISTINCT FROM ");
+		agg_append_values_row(sql, def, reldesc, "f");
+	}
+}
+
+/* "OPERATOR(schema.name)" designating operator opno whatever the search_path. */
+static char *
+agg_operator(Oid opno)
+{
+	HeapTuple	tup = SearchSysCache1(OPEROID, ObjectIdGetDatum(opno));
+	Form_pg_operator op;
+	char	   *result;
+
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for operator %u", opno);
+	op = (Form_pg_operator) GETSTRUCT(tup);
+	result = psprintf("OPERATOR(%s.%s)",
+					  quote_identifier(get_namespace_name(op->oprnamespace)),
+					  NameStr(op->oprname));
+	ReleaseSysCache(tup);
+	return result;
+}
+
+/*
+ * The SELECT computing the difference between the query's groups of keys
+ * (all groups when keys is NULL) and the aggregate table: one row per group
+ * to change, columns
+ *	__pulse_ctid	the table's row (NULL: a new group, to insert),
+ *	__pulse_f		true, or NULL for a vanished group (to delete),
+ *	keys, values	the fresh row (NULLs for a vanished group).
+ * A FULL JOIN of the fresh groups with the table's rows on the keys keeps
+ * the new, the vanished and the changed groups only; an unchanged group
+ * costs a hash probe.  The groups whose keys are all non-NULL are joined
+ * with "=" (a hash join); the others, if any, with record equality, which
+ * matches NULL keys as the unique index does (a merge join that sorts the
+ * records: slower, so only for them, or for all when a key type's equality
+ * cannot be hashed).  Being a plain SELECT, it may run in parallel.
+ * reldesc is the table's.
+ */
+static char *
+agg_diff_query(AggDef *def, const char *name, AggKeys *keys, TupleDesc reldesc)
+{
+	StringInfoData sql;
+	StringInfoData notnull;
+	StringInfoData eq;
+	char	   *receq;
+	ListCell   *lc;
+	bool		null_keys = (keys == NULL);
+	bool		hashable = true;
+
+	initStringInfo(&notnull);
+	initStringInfo(&eq);
+	foreach(lc, def->keys)
+	{
+		const char *k = quote_identifier((char *) lfirst(lc));
+		int			attno = SPI_fnumber(reldesc, (char *) lfirst(lc));
+
+		Oid			typid = attno > 0 ? TupleDescAttr(reldesc, attno - 1)->atttypid : InvalidOid;
+		Oid			eqop = OidIsValid(typid) ?
+			lookup_type_cache(typid, TYPECACHE_EQ_OPR)->eq_opr : InvalidOid;
+
+		appendStringInfo(&notnull, "%s%s IS NOT NULL",
+						 foreach_current_index(lc) > 0 ? " AND " : "", k);
+		if (keys != NULL && keys->has_null[foreach_current_index(lc)])
+			null_keys = true;
+		/* the type's default equality, spelled out: search_path-proof */
+		if (!OidIsValid(eqop) || !op_hashjoinable(eqop, typid))
+			hashable = false;
+		else
+			appendStringInfo(&eq, "%sf.%s %s a.%s",
+							 foreach_current_index(lc) > 0 ? " AND " : "", k,
+							 agg_operator(eqop), k);
+	}
+	receq = psprintf("ROW(%s)::record = ROW(%s)::record",
+					 agg_column_list(def->keys, "f."),
+					 agg_column_list(def->keys, "a."));
+
+	initStringInfo(&sql);
+	appendStringInfo(&sql,
+					 "WITH f AS MATERIALIZED (SELECT q.*, true AS __pulse_f FROM (%s\n) q",
+					 def->query);
+	if (keys != NULL)
+	{
+		appendStringInfoString(&sql, " WHERE ");
+		agg_append_key_filter(&sql, def, keys, "q");
+	}
+	appendStringInfoString(&sql, ") ");
+	if (!hashable)
+		agg_append_diff_branch(&sql, def, keys, name, reldesc, NULL, receq);
+	else
+	{
+		agg_append_diff_branch(&sql, def, keys, name, reldesc, notnull.data,
+							   eq.data);
+		/* keys is NULL, or NULL keys were logged: the groups with NULL keys */
+		if (null_keys)
+		{
+			appendStringInfoString(&sql, " UNION ALL ");
+			agg_append_diff_branch(&sql, def, keys, name, reldesc,
+								   psprintf("NOT (%s)", notnull.data), receq);
+		}
+	}
+	return sql.data;
+}
+
+/* "INSERT INTO name AS a (cols) " for the upsert of agg_apply. */
+static void
+agg_append_insert(StringInfo sql, AggDef *def, const char *name)
+{
+	appendStringInfo(sql, "INSERT INTO %s AS a (%s%s%s) ", name,
+					 agg_column_list(def->keys, ""),
+					 def->values ? ", " : "",
+					 agg_column_list(def->values, ""));
+}
+
+/* " ON CONFLICT (keys) DO ..." for the upsert of agg_apply. */
+static void
+agg_append_on_conflict(StringInfo sql, AggDef *def)
+{
+	ListCell   *lc;
+
+	appendStringInfo(sql, " ON CONFLICT (%s) DO ", agg_column_list(def->keys, ""));
+	if (def->values == NIL)
+	{
+		appendStringInfoString(sql, "NOTHING");
+		return;
+	}
+	appendStringInfoString(sql, "UPDATE SET ");
+	foreach(lc, def->values)
+	{
+		const char *v = quote_identifier((char *) lfirst(lc));
+
+		appendStringInfo(sql, "%s%s = excluded.%s",
+						 foreach_current_index(lc) > 0 ? ", " : "", v, v);
+	}
+}
+
+/*
+ * Applies the difference computed by diff (agg_diff_query) in a single
+ * statement that streams it: for differences too large to hold in memory.
+ * Returns the number of rows changed.  Caller is connected to SPI, as the
+ * table's owner.
+ */
+static int64
+agg_apply_streaming(AggDef *def, const char *name, const char *diff,
+					AggKeys *keys, const char *nulls)
+{
+	StringInfoData sql;
+	bool		isnull;
+
+	initStringInfo(&sql);
+	appendStringInfo(&sql,
+					 "WITH diff AS MATERIALIZED (SELECT * FROM (%s) d), "
+					 "del AS (DELETE FROM %s a USING diff d "
+					 "WHERE d.__pulse_f IS NULL AND a.ctid = d.__pulse_ctid RETURNING 1), "
+					 "ups AS (",
+					 diff, name);
+	agg_append_insert(&sql, def, name);
+	appendStringInfo(&sql, "SELECT %s%s%s FROM diff d WHERE d.__pulse_f",
+					 agg_column_list(def->keys, "d."),
+					 def->values ? ", " : "",
+					 agg_column_list(def->values, "d."));
+	agg_append_on_conflict(&sql, def);
+	appendStringInfoString(&sql,
+						   " RETURNING 1) "
+						   "SELECT (SELECT count(*) FROM del) + (SELECT count(*) FROM ups)");
+	agg_exec(sql.data, keys ? keys->nkeys : 0,
+			 keys ? keys->array_types : NULL,
+			 keys ? keys->arrays : NULL, nulls);
+	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+									   SPI_tuptable->tupdesc, 1, &isnull));
+}
+
+/*
+ * Column c (0-based, after __pulse_ctid and __pulse_f) of the rows of tt
+ * whose __pulse_f is (upserts) or is not (deletes, c = -1: the ctids) true,
+ * as an array of elemtype.
+ */
+static Datum
+agg_diff_column(SPITupleTable *tt, uint64 ntuples, int c, bool upserts,
+				Oid elemtype, int *nitems)
+{
+	Datum	   *elems = palloc(sizeof(Datum) * (ntuples + 1));
+	bool	   *enulls = palloc(sizeof(bool) * (ntuples + 1));
+	int			n = 0;
+	int			dims[1];
+	int			lbs[1] = {1};
+	int16		typlen;
+	bool		typbyval;
+	char		typalign;
+
+	for (uint64 i = 0; i < ntuples; i++)
+	{
+		bool		isnull;
+
+		(void) SPI_getbinval(tt->vals[i], tt->tupdesc, 2, &isnull);
+		if (isnull == upserts)
+			continue;
+		elems[n] = SPI_getbinval(tt->vals[i], tt->tupdesc, c < 0 ? 1 : 3 + c,
+								 &enulls[n]);
+		n++;
+	}
+	*nitems = n;
+	dims[0] = n;
+	get_typlenbyvalalign(elemtype, &typlen, &typbyval, &typalign);
+	return PointerGetDatum(construct_md_array(elems, enulls, 1, dims, lbs,
+											  elemtype, typlen, typbyval,
+											  typalign));
+}
+
 /*
  * Recomputes the groups of keys (all groups when keys is NULL) and applies
  * the difference to the aggregate table; returns the number of rows
  * deleted, inserted or updated.  Runs the query as the table's owner with
  * the creation-time search_path.  Caller is connected to SPI.
+ *
+ * The difference is computed by one SELECT (agg_diff_query), which the
+ * planner may parallelize (a data-modifying statement never runs in
+ * parallel); when it has at most AGG_MAX_DIFF_ROWS rows, one DELETE by ctid
+ * and one INSERT ... ON CONFLICT fed from arrays apply it.  Otherwise, or
+ * when a column's type has no array type, a single statement recomputes and
+ * applies it without holding it in memory (the first result is dropped).  Nothing but refreshes writes
+ * the table, and one refresh runs at a time, so the ctids read by the first
+ * statement still designate the rows the second deletes.
  */
 static int64
 agg_apply(AggDef *def, const char *name, AggKeys *keys)
 {
-	StringInfoData sql;
-	ListCell   *lc;
-	char	   *keylist = agg_column_list(def->keys, "");
-	char	   *fkeys = agg_column_list(def->keys, "f.");
-	char	   *akeys = agg_column_list(def->keys, "a.");
 	HeapTuple	classtup;
 	Oid			owner;
 	Oid			save_userid;
 	int			save_sec_context;
 	int			save_nestlevel;
-	TupleDesc	reldesc;
 	Relation	rel;
-	bool		isnull;
-	int64		rows;
+	TupleDesc	reldesc;
+	char	   *diff;
+	int			ncols = list_length(def->keys) + list_length(def->values);
+	Oid		   *coltypes = palloc(sizeof(Oid) * (ncols + 1));
+	bool		in_memory = true;
 	char	   *nulls = NULL;
+	int64		rows;
 
 	classtup = SearchSysCache1(RELOID, ObjectIdGetDatum(def->relid));
 	if (!HeapTupleIsValid(classtup))
@@ -841,65 +1137,7 @@ agg_apply(AggDef *def, const char *name, AggKeys *keys)
 	/* The value columns' types tell how to compare old and new values. */
 	rel = relation_open(def->relid, AccessShareLock);
 	reldesc = RelationGetDescr(rel);
-
-	initStringInfo(&sql);
-	appendStringInfo(&sql, "WITH fresh AS MATERIALIZED (SELECT q.* FROM (%s\n) q", def->query);
-	if (keys != NULL)
-	{
-		appendStringInfoString(&sql, " WHERE ");
-		agg_append_key_filter(&sql, def, keys, "q");
-	}
-	appendStringInfo(&sql, "), del AS (DELETE FROM %s a WHERE ", name);
-	if (keys != NULL)
-	{
-		agg_append_key_filter(&sql, def, keys, "a");
-		appendStringInfoString(&sql, " AND ");
-	}
-	appendStringInfo(&sql,
-					 "NOT EXISTS (SELECT FROM fresh f WHERE ROW(%s)::record = ROW(%s)::record) RETURNING 1)"
-					 ", ups AS (INSERT INTO %s AS a (%s%s%s) SELECT %s%s%s FROM fresh f ON CONFLICT (%s) DO ",
-					 fkeys, akeys,
-					 name, keylist, def->values ? ", " : "",
-					 agg_column_list(def->values, ""),
-					 fkeys, def->values ? ", " : "",
-					 agg_column_list(def->values, "f."),
-					 keylist);
-	if (def->values == NIL)
-		appendStringInfoString(&sql, "NOTHING");
-	else
-	{
-		StringInfoData olds;
-		StringInfoData news;
-
-		initStringInfo(&olds);
-		initStringInfo(&news);
-		appendStringInfoString(&sql, "UPDATE SET ");
-		foreach(lc, def->values)
-		{
-			const char *v = quote_identifier((char *) lfirst(lc));
-			int			attno = SPI_fnumber(reldesc, (char *) lfirst(lc));
-			Oid			typid;
-			bool		comparable = false;
-
-			if (attno > 0)
-			{
-				typid = TupleDescAttr(reldesc, attno - 1)->atttypid;
-				comparable = OidIsValid(lookup_type_cache(typid, TYPECACHE_EQ_OPR)->eq_opr);
-			}
-			appendStringInfo(&sql, "%s%s = excluded.%s",
-							 foreach_current_index(lc) > 0 ? ", " : "", v, v);
-			/* compare the text of values whose type has no equality */
-			appendStringInfo(&olds, "%sa.%s%s", foreach_current_index(lc) > 0 ? ", " : "",
-							 v, comparable ? "" : "::text");
-			appendStringInfo(&news, "%sexcluded.%s%s", foreach_current_index(lc) > 0 ? ", " : "",
-							 v, comparable ? "" : "::text");
-		}
-		appendStringInfo(&sql, " WHERE ROW(%s) IS DISTINCT FROM ROW(%s)",
-						 olds.data, news.data);
-	}
-	appendStringInfoString(&sql,
-						   " RETURNING 1) "
-						   "SELECT (SELECT count(*) FROM del) + (SELECT count(*) FROM ups)");
+	diff = agg_diff_query(def, name, keys, reldesc);
 	relation_close(rel, AccessShareLock);
 
 	if (keys != NULL)
@@ -920,11 +1158,68 @@ agg_apply(AggDef *def, const char *name, AggKeys *keys)
 							 GUC_ACTION_SAVE, true, 0, false);
 	agg_set_work_mem();
 
-	agg_exec(sql.data, keys ? keys->nkeys : 0,
-			 keys ? keys->array_types : NULL,
-			 keys ? keys->arrays : NULL, nulls);
-	rows = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
-									   SPI_tuptable->tupdesc, 1, &isnull));
+	if (in_memory)
+	{
+		/* a LIMIT, not an SPI row count, which would forbid parallelism */
+		if (agg_exec(psprintf("%s LIMIT %d", diff, AGG_MAX_DIFF_ROWS + 1),
+					 keys ? keys->nkeys : 0, keys ? keys->array_types : NULL,
+					 keys ? keys->arrays : NULL, nulls) > AGG_MAX_DIFF_ROWS)
+		{
+			SPI_freetuptable(SPI_tuptable);
+			in_memory = false;
+		}
+	}
+
+	/* the arrays are of the types of the query's columns, cast on insert */
+	if (in_memory)
+	{
+		for (int c = 0; c < ncols; c++)
+		{
+			coltypes[c] = SPI_gettypeid(SPI_tuptable->tupdesc, 3 + c);
+			if (!OidIsValid(get_array_type(coltypes[c])))
+				in_memory = false;
+		}
+		if (!in_memory)
+			SPI_freetuptable(SPI_tuptable);
+	}
+
+	if (in_memory)
+	{
+		SPITupleTable *tt = SPI_tuptable;
+		uint64		ntuples = SPI_processed;
+		Oid		   *argtypes = palloc(sizeof(Oid) * (ncols + 1));
+		Datum	   *args = palloc(sizeof(Datum) * (ncols + 1));
+		int			n;
+		StringInfoData sql;
+
+		rows = 0;
+		args[0] = agg_diff_column(tt, ntuples, -1, false, TIDOID, &n);
+		if (n > 0)
+		{
+			argtypes[0] = get_array_type(TIDOID);
+			rows += agg_exec(psprintf("DELETE FROM %s WHERE ctid = ANY($1)", name),
+							 1, argtypes, args, NULL);
+		}
+		for (int c = 0; c < ncols; c++)
+		{
+			args[c] = agg_diff_column(tt, ntuples, c, true, coltypes[c], &n);
+			argtypes[c] = get_array_type(coltypes[c]);
+		}
+		if (n > 0)
+		{
+			initStringInfo(&sql);
+			agg_append_insert(&sql, def, name);
+			appendStringInfoString(&sql, "SELECT * FROM unnest(");
+			for (int c = 0; c < ncols; c++)
+				appendStringInfo(&sql, "%s$%d", c > 0 ? ", " : "", c + 1);
+			appendStringInfoChar(&sql, ')');
+			agg_append_on_conflict(&sql, def);
+			rows += agg_exec(sql.data, ncols, argtypes, args, NULL);
+		}
+		SPI_freetuptable(tt);
+	}
+	else
+		rows = agg_apply_streaming(def, name, diff, keys, nulls);
 
 	AtEOXact_GUC(false, save_nestlevel);
 	SetUserIdAndSecContext(save_userid, save_sec_context);
