@@ -113,18 +113,8 @@ typedef struct JobClaim
 	int			attempt;		/* attempts, this one included */
 } JobClaim;
 
-/* Saved identity while acting as the owner of pulse.jobs. */
-typedef struct JobAsOwner
-{
-	Oid			save_userid;
-	int			save_sec_context;
-	int			save_nestlevel;
-} JobAsOwner;
 
 static void job_xact_callback(XactEvent event, void *arg);
-static Oid	job_table_owner(bool missing_ok);
-static void job_enter_owner(JobAsOwner *st, Oid owner);
-static void job_leave_owner(JobAsOwner *st);
 static void job_parse_error_callback(void *arg);
 static char *job_check_query(const char *query);
 static int	job_timeout_ms(Interval *timeout);
@@ -178,65 +168,6 @@ job_xact_callback(XactEvent event, void *arg)
 		default:
 			break;
 	}
-}
-
-/*
- * job_table_owner
- *		Owner of pulse.jobs; InvalidOid when missing_ok and the table does not
- *		exist (pulse 1.1 is not installed in this database).
- */
-static Oid
-job_table_owner(bool missing_ok)
-{
-	Oid			nspid = get_namespace_oid("pulse", true);
-	Oid			relid = InvalidOid;
-	HeapTuple	tuple;
-	Oid			owner;
-
-	if (OidIsValid(nspid))
-		relid = get_relname_relid("jobs", nspid);
-	if (!OidIsValid(relid))
-	{
-		if (missing_ok)
-			return InvalidOid;
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("table pulse.jobs does not exist"),
-				 errhint("Run ALTER EXTENSION pulse UPDATE.")));
-	}
-
-	tuple = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
-	if (!HeapTupleIsValid(tuple))
-		elog(ERROR, "cache lookup failed for relation %u", relid);
-	owner = ((Form_pg_class) GETSTRUCT(tuple))->relowner;
-	ReleaseSysCache(tuple);
-	return owner;
-}
-
-/*
- * job_enter_owner / job_leave_owner
- *		Act as owner, with search_path pinned to pg_catalog, until
- *		job_leave_owner.  An error in between is cleaned up by the
- *		(sub)transaction abort, which restores both.
- */
-static void
-job_enter_owner(JobAsOwner *st, Oid owner)
-{
-	GetUserIdAndSecContext(&st->save_userid, &st->save_sec_context);
-	st->save_nestlevel = NewGUCNestLevel();
-	(void) set_config_option("search_path", "pg_catalog, pg_temp",
-							 PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-	SetUserIdAndSecContext(owner, st->save_sec_context |
-						   SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_RESTRICTED_OPERATION);
-}
-
-static void
-job_leave_owner(JobAsOwner *st)
-{
-	SetUserIdAndSecContext(st->save_userid, st->save_sec_context);
-	AtEOXact_GUC(true, st->save_nestlevel);
 }
 
 /*
@@ -390,7 +321,7 @@ pulse_submit_job(PG_FUNCTION_ARGS)
 	Interval   *timeout;
 	const char *tenant = pulse_tenant ? pulse_tenant : "";
 	Oid			userid = GetUserId();
-	JobAsOwner	st;
+	PulseAsUser	st;
 	Oid			argtypes[7] = {TEXTOID, JSONBOID, TEXTOID, INT4OID,
 	INTERVALOID, OIDOID, TEXTOID};
 	Datum		values[7];
@@ -449,7 +380,7 @@ pulse_submit_job(PG_FUNCTION_ARGS)
 	values[5] = ObjectIdGetDatum(userid);
 	values[6] = CStringGetTextDatum(tenant);
 
-	job_enter_owner(&st, job_table_owner(false));
+	pulse_become_user(&st, pulse_table_owner("jobs", false), true);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 
@@ -482,7 +413,7 @@ pulse_submit_job(PG_FUNCTION_ARGS)
 									 SPI_tuptable->tupdesc, 1, &isnull));
 
 	SPI_finish();
-	job_leave_owner(&st);
+	pulse_restore_user(&st);
 
 	if (inserted)
 	{
@@ -510,7 +441,7 @@ Datum
 pulse_job(PG_FUNCTION_ARGS)
 {
 	int64		id = PG_GETARG_INT64(0);
-	JobAsOwner	st;
+	PulseAsUser	st;
 	Oid			argtypes[1] = {INT8OID};
 	Datum		values[1] = {Int64GetDatum(id)};
 	Oid			submitted_by = InvalidOid;
@@ -519,7 +450,7 @@ pulse_job(PG_FUNCTION_ARGS)
 	bool		isnull;
 	int			rc;
 
-	job_enter_owner(&st, job_table_owner(false));
+	pulse_become_user(&st, pulse_table_owner("jobs", false), true);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 
@@ -554,7 +485,7 @@ pulse_job(PG_FUNCTION_ARGS)
 	}
 
 	SPI_finish();
-	job_leave_owner(&st);
+	pulse_restore_user(&st);
 
 	if (tenant == NULL || !job_visible(submitted_by, tenant))
 		PG_RETURN_NULL();
@@ -575,7 +506,7 @@ Datum
 pulse_cancel_job(PG_FUNCTION_ARGS)
 {
 	int64		id = PG_GETARG_INT64(0);
-	JobAsOwner	st;
+	PulseAsUser	st;
 	Oid			argtypes[1] = {INT8OID};
 	Datum		values[1] = {Int64GetDatum(id)};
 	Oid			submitted_by = InvalidOid;
@@ -585,7 +516,7 @@ pulse_cancel_job(PG_FUNCTION_ARGS)
 	bool		canceled = false;
 	int			rc;
 
-	job_enter_owner(&st, job_table_owner(false));
+	pulse_become_user(&st, pulse_table_owner("jobs", false), true);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 
@@ -605,7 +536,7 @@ pulse_cancel_job(PG_FUNCTION_ARGS)
 	/* the visibility check is about the caller, not the owner */
 	SetUserIdAndSecContext(st.save_userid, st.save_sec_context);
 	visible = (tenant != NULL && job_visible(submitted_by, tenant));
-	SetUserIdAndSecContext(job_table_owner(false), st.save_sec_context |
+	SetUserIdAndSecContext(pulse_table_owner("jobs", false), st.save_sec_context |
 						   SECURITY_LOCAL_USERID_CHANGE |
 						   SECURITY_RESTRICTED_OPERATION);
 
@@ -630,7 +561,7 @@ pulse_cancel_job(PG_FUNCTION_ARGS)
 	}
 
 	SPI_finish();
-	job_leave_owner(&st);
+	pulse_restore_user(&st);
 
 	if (!visible)
 		PG_RETURN_NULL();
@@ -662,7 +593,7 @@ job_recover_orphans(MemoryContext cxt)
 {
 	PG_TRY();
 	{
-		JobAsOwner	st;
+		PulseAsUser	st;
 		Oid			owner;
 		SPITupleTable *tuptable;
 		uint64		n;
@@ -673,10 +604,10 @@ job_recover_orphans(MemoryContext cxt)
 		StartTransactionCommand();
 		PushActiveSnapshot(GetTransactionSnapshot());
 
-		owner = job_table_owner(true);
+		owner = pulse_table_owner("jobs", true);
 		if (OidIsValid(owner))
 		{
-			job_enter_owner(&st, owner);
+			pulse_become_user(&st, owner, true);
 			if (SPI_connect() != SPI_OK_CONNECT)
 				elog(ERROR, "SPI_connect failed");
 
@@ -724,7 +655,7 @@ job_recover_orphans(MemoryContext cxt)
 			}
 
 			SPI_finish();
-			job_leave_owner(&st);
+			pulse_restore_user(&st);
 		}
 
 		PopActiveSnapshot();
@@ -764,7 +695,7 @@ job_claim(JobClaim *job, MemoryContext cxt)
 
 	PG_TRY();
 	{
-		JobAsOwner	st;
+		PulseAsUser	st;
 		Oid			owner;
 		int			rc;
 
@@ -772,10 +703,10 @@ job_claim(JobClaim *job, MemoryContext cxt)
 		StartTransactionCommand();
 		PushActiveSnapshot(GetTransactionSnapshot());
 
-		owner = job_table_owner(true);
+		owner = pulse_table_owner("jobs", true);
 		if (OidIsValid(owner))
 		{
-			job_enter_owner(&st, owner);
+			pulse_become_user(&st, owner, true);
 			if (SPI_connect() != SPI_OK_CONNECT)
 				elog(ERROR, "SPI_connect failed");
 
@@ -849,7 +780,7 @@ job_claim(JobClaim *job, MemoryContext cxt)
 			}
 
 			SPI_finish();
-			job_leave_owner(&st);
+			pulse_restore_user(&st);
 		}
 
 		PopActiveSnapshot();
@@ -1010,7 +941,7 @@ job_run(JobClaim *job, MemoryContext cxt)
 
 	PG_TRY();
 	{
-		JobAsOwner	st;
+		PulseAsUser	st;
 		Oid			owner;
 		Oid			argtypes[2] = {INT8OID, JSONBOID};
 		Datum		values[2];
@@ -1028,8 +959,8 @@ job_run(JobClaim *job, MemoryContext cxt)
 		values[0] = Int64GetDatum(job->id);
 		values[1] = (Datum) 0;
 
-		owner = job_table_owner(false);
-		job_enter_owner(&st, owner);
+		owner = pulse_table_owner("jobs", false);
+		pulse_become_user(&st, owner, true);
 		rc = SPI_execute_with_args("SELECT cancel_requested FROM pulse.jobs "
 								   "WHERE id = $1", 1, argtypes, values, NULL,
 								   true, 1);
@@ -1038,7 +969,7 @@ job_run(JobClaim *job, MemoryContext cxt)
 		canceled = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
 											  SPI_tuptable->tupdesc, 1,
 											  &isnull));
-		job_leave_owner(&st);
+		pulse_restore_user(&st);
 
 		if (!canceled)
 		{
@@ -1047,7 +978,7 @@ job_run(JobClaim *job, MemoryContext cxt)
 		}
 
 		/* a cancel that came while the query ran wins over its result */
-		job_enter_owner(&st, owner);
+		pulse_become_user(&st, owner, true);
 		rc = SPI_execute_with_args("UPDATE pulse.jobs SET "
 								   "state = CASE WHEN cancel_requested "
 								   "THEN 'dead' ELSE 'done' END, "
@@ -1065,7 +996,7 @@ job_run(JobClaim *job, MemoryContext cxt)
 		if (rc != SPI_OK_UPDATE)
 			elog(ERROR, "could not record the result of job " INT64_FORMAT,
 				 job->id);
-		job_leave_owner(&st);
+		pulse_restore_user(&st);
 
 		SPI_finish();
 		PopActiveSnapshot();
@@ -1108,7 +1039,7 @@ job_record_failure(JobClaim *job, ErrorData *edata)
 
 	PG_TRY();
 	{
-		JobAsOwner	st;
+		PulseAsUser	st;
 		Oid			argtypes[4] = {INT8OID, TEXTOID, TEXTOID, INT4OID};
 		Datum		values[4];
 		int			rc;
@@ -1116,7 +1047,7 @@ job_record_failure(JobClaim *job, ErrorData *edata)
 		SetCurrentStatementStartTimestamp();
 		StartTransactionCommand();
 		PushActiveSnapshot(GetTransactionSnapshot());
-		job_enter_owner(&st, job_table_owner(false));
+		pulse_become_user(&st, pulse_table_owner("jobs", false), true);
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "SPI_connect failed");
 
@@ -1144,7 +1075,7 @@ job_record_failure(JobClaim *job, ErrorData *edata)
 				 job->id);
 
 		SPI_finish();
-		job_leave_owner(&st);
+		pulse_restore_user(&st);
 		PopActiveSnapshot();
 		CommitTransactionCommand();
 	}

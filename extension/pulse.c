@@ -12,10 +12,15 @@
  */
 #include "postgres.h"
 
+#include "catalog/namespace.h"
+#include "catalog/pg_class.h"
 #include "fmgr.h"
+#include "miscadmin.h"
 #include "port.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/lsyscache.h"
+#include "utils/syscache.h"
 
 #include "pulse.h"
 
@@ -83,4 +88,64 @@ pulse_random_bytes(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INTERNAL_ERROR),
 				 errmsg("could not generate random bytes")));
 	PG_RETURN_BYTEA_P(result);
+}
+
+/*
+ * pulse_table_owner
+ *		Owner of table pulse.<relname>; InvalidOid when missing_ok and the
+ *		table does not exist (the extension is older than the table).
+ */
+Oid
+pulse_table_owner(const char *relname, bool missing_ok)
+{
+	Oid			nspid = get_namespace_oid("pulse", true);
+	Oid			relid = InvalidOid;
+	HeapTuple	tuple;
+	Oid			owner;
+
+	if (OidIsValid(nspid))
+		relid = get_relname_relid(relname, nspid);
+	if (!OidIsValid(relid))
+	{
+		if (missing_ok)
+			return InvalidOid;
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("table pulse.%s does not exist", relname),
+				 errhint("Run ALTER EXTENSION pulse UPDATE.")));
+	}
+
+	tuple = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	if (!HeapTupleIsValid(tuple))
+		elog(ERROR, "cache lookup failed for relation %u", relid);
+	owner = ((Form_pg_class) GETSTRUCT(tuple))->relowner;
+	ReleaseSysCache(tuple);
+	return owner;
+}
+
+/*
+ * pulse_become_user / pulse_restore_user
+ *		Act as userid, with search_path pinned to pg_catalog (and, when
+ *		restricted, as a security-restricted operation), until
+ *		pulse_restore_user.  An error in between is cleaned up by the
+ *		(sub)transaction abort, which restores both.
+ */
+void
+pulse_become_user(PulseAsUser *st, Oid userid, bool restricted)
+{
+	GetUserIdAndSecContext(&st->save_userid, &st->save_sec_context);
+	st->save_nestlevel = NewGUCNestLevel();
+	(void) set_config_option("search_path", "pg_catalog, pg_temp",
+							 PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	SetUserIdAndSecContext(userid, st->save_sec_context |
+						   SECURITY_LOCAL_USERID_CHANGE |
+						   (restricted ? SECURITY_RESTRICTED_OPERATION : 0));
+}
+
+void
+pulse_restore_user(PulseAsUser *st)
+{
+	SetUserIdAndSecContext(st->save_userid, st->save_sec_context);
+	AtEOXact_GUC(true, st->save_nestlevel);
 }

@@ -17,6 +17,25 @@
 extern bool pulse_require_index_for_page;
 extern char *pulse_tenant;
 
+/* Saved identity while acting as another role (pulse_become_user). */
+typedef struct PulseAsUser
+{
+	Oid			save_userid;
+	int			save_sec_context;
+	int			save_nestlevel;
+} PulseAsUser;
+
+/* Owner of table pulse.<relname>; InvalidOid if missing and missing_ok. */
+extern Oid	pulse_table_owner(const char *relname, bool missing_ok);
+
+/*
+ * Act as userid with search_path pinned to pg_catalog until
+ * pulse_restore_user; restricted adds SECURITY_RESTRICTED_OPERATION.  Caller
+ * is in a transaction; an error in between is cleaned up by its abort.
+ */
+extern void pulse_become_user(PulseAsUser *st, Oid userid, bool restricted);
+extern void pulse_restore_user(PulseAsUser *st);
+
 /* fingerprint.c */
 
 /*

@@ -94,7 +94,6 @@ static bool tag_callbacks_registered = false;
 static SPIPlanPtr tag_bump_plan = NULL;
 
 static void tag_check_name(const char *tag);
-static Oid	tag_table_owner(bool missing_ok);
 static int64 tag_bump(const char *tag, bool at_commit);
 static void tag_flush_pending(void);
 static void tag_xact_callback(XactEvent event, void *arg);
@@ -127,39 +126,6 @@ tag_check_name(const char *tag)
 }
 
 /*
- * tag_table_owner
- *		Owner of pulse.cache_tags, as whom generations are written;
- *		InvalidOid when missing_ok and the table does not exist.
- */
-static Oid
-tag_table_owner(bool missing_ok)
-{
-	Oid			nspid = get_namespace_oid("pulse", true);
-	Oid			relid = InvalidOid;
-	HeapTuple	tuple;
-	Oid			owner;
-
-	if (OidIsValid(nspid))
-		relid = get_relname_relid("cache_tags", nspid);
-	if (!OidIsValid(relid))
-	{
-		if (missing_ok)
-			return InvalidOid;
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("table pulse.cache_tags does not exist"),
-				 errhint("Run ALTER EXTENSION pulse UPDATE.")));
-	}
-
-	tuple = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
-	if (!HeapTupleIsValid(tuple))
-		elog(ERROR, "cache lookup failed for relation %u", relid);
-	owner = ((Form_pg_class) GETSTRUCT(tuple))->relowner;
-	ReleaseSysCache(tuple);
-	return owner;
-}
-
-/*
  * tag_bump
  *		Adds one to the generation of tag (creating it at 1), queues the
  *		NOTIFY and returns the new generation.
@@ -177,10 +143,8 @@ tag_table_owner(bool missing_ok)
 static int64
 tag_bump(const char *tag, bool at_commit)
 {
-	Oid			owner = tag_table_owner(false);
-	Oid			save_userid;
-	int			save_sec_context;
-	int			save_nestlevel;
+	Oid			owner = pulse_table_owner("cache_tags", false);
+	PulseAsUser as_owner;
 	int			save_isolevel = XactIsoLevel;
 	Snapshot	snapshot = InvalidSnapshot;
 	Datum		arg;
@@ -190,14 +154,7 @@ tag_bump(const char *tag, bool at_commit)
 
 	tag_check_name(tag);
 
-	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	save_nestlevel = NewGUCNestLevel();
-	(void) set_config_option("search_path", "pg_catalog, pg_temp",
-							 PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-	SetUserIdAndSecContext(owner, save_sec_context |
-						   SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_RESTRICTED_OPERATION);
+	pulse_become_user(&as_owner, owner, true);
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
@@ -254,8 +211,7 @@ tag_bump(const char *tag, bool at_commit)
 	}
 
 	SPI_finish();
-	SetUserIdAndSecContext(save_userid, save_sec_context);
-	AtEOXact_GUC(true, save_nestlevel);
+	pulse_restore_user(&as_owner);
 
 	snprintf(payload, sizeof(payload), "%s:" INT64_FORMAT, tag, generation);
 	Async_Notify(TAG_CHANNEL, payload);
@@ -304,7 +260,7 @@ tag_flush_pending(void)
 		return;
 	tag_pending = NIL;
 	/* the transaction dropped pulse after writing a tracked table */
-	if (!OidIsValid(tag_table_owner(true)))
+	if (!OidIsValid(pulse_table_owner("cache_tags", true)))
 		return;
 	list_sort(todo, tag_pending_cmp);
 	foreach(lc, todo)
@@ -580,9 +536,7 @@ pulse_track(PG_FUNCTION_ARGS)
 
 	if (!exists || current == NULL || strcmp(current, tag) != 0)
 	{
-		Oid			save_userid;
-		int			save_sec_context;
-		int			save_nestlevel;
+		PulseAsUser as_fn_owner;
 		StringInfoData sql;
 
 		initStringInfo(&sql);
@@ -597,17 +551,10 @@ pulse_track(PG_FUNCTION_ARGS)
 		 * As the owner of the trigger function: only it may attach the
 		 * function to a table (see the file header).
 		 */
-		GetUserIdAndSecContext(&save_userid, &save_sec_context);
-		save_nestlevel = NewGUCNestLevel();
-		(void) set_config_option("search_path", "pg_catalog, pg_temp",
-								 PGC_USERSET, PGC_S_SESSION,
-								 GUC_ACTION_SAVE, true, 0, false);
-		SetUserIdAndSecContext(trigfn_owner, save_sec_context |
-							   SECURITY_LOCAL_USERID_CHANGE);
+		pulse_become_user(&as_fn_owner, trigfn_owner, false);
 		if (SPI_execute(sql.data, false, 0) != SPI_OK_UTILITY)
 			elog(ERROR, "could not create the tracking trigger");
-		SetUserIdAndSecContext(save_userid, save_sec_context);
-		AtEOXact_GUC(true, save_nestlevel);
+		pulse_restore_user(&as_fn_owner);
 	}
 
 	SPI_finish();
