@@ -6,7 +6,8 @@ set -euo pipefail
 
 # Build and runtime dependencies.  The load tools (wrk, h2load, pgbench) and
 # the fuzzing toolchain are here too so that `make test` and `make bench`
-# work from a clean machine.
+# work from a clean machine, and so are the benchmark's peers (Flask under
+# Gunicorn; Node.js, whose npm installs bench/peers/express's packages).
 PACKAGES=(
 	build-essential
 	pkg-config
@@ -30,6 +31,11 @@ PACKAGES=(
 	nghttp2-client
 	gnuplot-nox
 	util-linux
+	python3-flask
+	python3-psycopg2
+	python3-jwt
+	gunicorn
+	nodejs
 )
 
 missing=()

@@ -1,0 +1,118 @@
+-- bench/data/api.sql: the api.* functions of the load tests and their
+-- endpoints.  Idempotent (CREATE OR REPLACE, pulse.expose upserts): loaded
+-- after the dataset and again at the start of every run of bench/run.sh, so
+-- changing the API does not need a reload of the data.
+--
+-- Endpoints (/rpc/<name>; the same for pulse-proxy and the peers):
+--   event(id)                                     read    one event by id
+--   search_events(kind, since, until, cursor, page_size)
+--                                                 search  keyset pages (pulse.page)
+--   search_events_offset(kind, since, until, start, page_size)
+--                                                 search  the same with LIMIT/OFFSET
+--   add_event(kind, amount, note)                 write   insert an event
+--   tenant_stats()                                read    per-kind totals from the
+--                                                         pulse.create_aggregate table
+--   tenant_stats_live()                           read    the same computed on demand
+
+CREATE OR REPLACE FUNCTION api.event(id bigint)
+RETURNS json LANGUAGE sql STABLE AS $$
+    SELECT row_to_json(e)
+      FROM (SELECT id, tenant_id, created_at, kind, amount, note
+              FROM bench.events WHERE bench.events.id = event.id) AS e
+$$;
+
+-- Newest first; kind and the [since, until) window are optional.  Two base
+-- queries, so that each has one plan that uses its own index.
+CREATE OR REPLACE FUNCTION api.search_events(kind text DEFAULT NULL,
+                                  since timestamptz DEFAULT NULL,
+                                  until timestamptz DEFAULT NULL,
+                                  cursor text DEFAULT NULL,
+                                  page_size int DEFAULT 20)
+RETURNS jsonb LANGUAGE sql STABLE AS $$
+    SELECT CASE WHEN kind IS NULL THEN
+        pulse.page('SELECT id, tenant_id, created_at, kind, amount, note FROM bench.events
+                     WHERE created_at >= coalesce($1::timestamptz, ''-infinity'')
+                       AND created_at < coalesce($2::timestamptz, ''infinity'')',
+                   'created_at DESC, id DESC', cursor, least(greatest(page_size, 1), 100),
+                   jsonb_build_array(since, until))
+    ELSE
+        pulse.page('SELECT id, tenant_id, created_at, kind, amount, note FROM bench.events
+                     WHERE kind = $1
+                       AND created_at >= coalesce($2::timestamptz, ''-infinity'')
+                       AND created_at < coalesce($3::timestamptz, ''infinity'')',
+                   'created_at DESC, id DESC', cursor, least(greatest(page_size, 1), 100),
+                   jsonb_build_array(kind, since, until))
+    END
+$$;
+
+-- The baseline of the pagination scenario: the same rows with LIMIT/OFFSET,
+-- in PL/pgSQL so that its plans are prepared and kept per session like the
+-- keyset ones, one query per filter shape (no "kind IS NULL OR ...").
+CREATE OR REPLACE FUNCTION api.search_events_offset(kind text DEFAULT NULL,
+                                                    since timestamptz DEFAULT NULL,
+                                                    until timestamptz DEFAULT NULL,
+                                                    start int DEFAULT 0,
+                                                    page_size int DEFAULT 20)
+RETURNS jsonb LANGUAGE plpgsql STABLE AS $$
+#variable_conflict use_column
+DECLARE
+    n      int := least(greatest(page_size, 1), 100);
+    skip   int := greatest(start, 0);
+    lo     timestamptz := coalesce(since, '-infinity');
+    hi     timestamptz := coalesce(until, 'infinity');
+    items  jsonb;
+BEGIN
+    IF search_events_offset.kind IS NULL THEN
+        SELECT coalesce(jsonb_agg(to_jsonb(s) ORDER BY s.created_at DESC, s.id DESC), '[]') INTO items
+          FROM (SELECT id, tenant_id, created_at, kind, amount, note FROM bench.events
+                 WHERE created_at >= lo AND created_at < hi
+                 ORDER BY created_at DESC, id DESC LIMIT n OFFSET skip) AS s;
+    ELSE
+        SELECT coalesce(jsonb_agg(to_jsonb(s) ORDER BY s.created_at DESC, s.id DESC), '[]') INTO items
+          FROM (SELECT id, tenant_id, created_at, kind, amount, note FROM bench.events
+                 WHERE kind = search_events_offset.kind AND created_at >= lo AND created_at < hi
+                 ORDER BY created_at DESC, id DESC LIMIT n OFFSET skip) AS s;
+    END IF;
+    RETURN jsonb_build_object('items', items,
+                              'next_start', CASE WHEN jsonb_array_length(items) = n THEN skip + n END);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION api.add_event(kind text, amount numeric, note text DEFAULT NULL)
+RETURNS json LANGUAGE sql VOLATILE AS $$
+    INSERT INTO bench.events (tenant_id, created_at, kind, amount, note)
+    VALUES (nullif(current_setting('pulse.tenant', true), '')::int, now(), kind, amount, note)
+    RETURNING json_build_object('id', id, 'created_at', created_at)
+$$;
+
+CREATE OR REPLACE FUNCTION api.tenant_stats()
+RETURNS jsonb LANGUAGE sql STABLE AS $$
+    SELECT coalesce(jsonb_agg(jsonb_build_object('kind', kind, 'n', n, 'total', total,
+                                                 'last_at', last_at) ORDER BY kind), '[]')
+      FROM bench.tenant_kind_stats
+     WHERE tenant_id = nullif(current_setting('pulse.tenant', true), '')::int
+$$;
+
+CREATE OR REPLACE FUNCTION api.tenant_stats_live()
+RETURNS jsonb LANGUAGE sql STABLE AS $$
+    SELECT coalesce(jsonb_agg(jsonb_build_object('kind', kind, 'n', n, 'total', total,
+                                                 'last_at', last_at) ORDER BY kind), '[]')
+      FROM (SELECT kind, count(*) AS n, sum(amount) AS total, max(created_at) AS last_at
+              FROM bench.events
+             WHERE tenant_id = nullif(current_setting('pulse.tenant', true), '')::int
+             GROUP BY kind) AS s
+$$;
+
+GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA api TO api;
+
+-- Events are append-only through this API (no update or delete endpoint),
+-- so an event, once read, never changes: no tag.  Everything that lists or
+-- counts events carries the tag of the table it reads.
+SELECT pulse.expose('api.event(bigint)', 'read', '60 seconds');
+SELECT pulse.expose('api.search_events(text, timestamptz, timestamptz, text, int)',
+                    'search', '10 seconds', '{bench.events}');
+SELECT pulse.expose('api.search_events_offset(text, timestamptz, timestamptz, int, int)',
+                    'search', '10 seconds', '{bench.events}');
+SELECT pulse.expose('api.add_event(text, numeric, text)', 'write');
+SELECT pulse.expose('api.tenant_stats()', 'read', '10 seconds', '{bench.tenant_kind_stats}');
+SELECT pulse.expose('api.tenant_stats_live()', 'read', '10 seconds', '{bench.events}');

@@ -1,0 +1,452 @@
+#!/usr/bin/env bash
+# The load-test suite: pulse-proxy and its peers (Flask, Express) on the same
+# data, the same load, the same machine, one invocation.  See bench/README.md.
+#
+#   bench/run.sh                  everything: dataset, services, all scenarios,
+#                                 report (`make bench`)
+#   bench/run.sh data             the dataset only (`make bench-data`)
+#   bench/run.sh peers            services up, a smoke test of every server
+#                                 with curl and a short wrk run, report
+#                                 (`make bench-peers`)
+#   bench/run.sh scenario S...    the named scenarios and their report
+#                                 (`make bench-scenario S="mix page"`)
+#   bench/run.sh report WORKDIR   rebuild the report of a finished run
+#   bench/run.sh clean            remove BENCH_DIR (cluster and dataset)
+#
+# Scenarios (bench/scenarios.sh): mix, page, agg, cache, spike, soak.
+#
+# Everything runs on loopback.  The PostgreSQL cluster and the dataset stay
+# in BENCH_DIR between invocations (reloaded when ROWS, TENANTS or
+# bench/data/ change); every server this script starts is stopped when it
+# exits, whatever happens, and every load run is bounded by `timeout`.
+#
+# Parameters (environment; defaults in brackets):
+#   ROWS, TENANTS      dataset size                     [10000000, 1000]
+#   QUICK=1            short runs: DURATION 5, fewer load steps, ROWS 200000
+#   DURATION           seconds per measured load step   [15]
+#   SERVERS            servers to measure               ["proxy express flask"]
+#   BASELINES          0: skip the features-off runs    [1]
+#   THREADS            wrk threads                      [2]
+#   RAMP_CONNS         closed-loop steps (connections)  ["4 8 16 32 64 128"]
+#   RAMP_RATES         constant-rate steps (req/s)      ["100 200 400 800 1600 3200 6400 12800 25600"]
+#   SLO_P95, SLO_P99   read SLOs in ms                  [100, 200]
+#   PAGE_DEPTHS        rows skipped, scenario page      ["0 10000 100000 500000"]
+#   PAGE_WALK          pages read from there            [10]
+#   SPIKE_BASE         req/s before the 5x spike        [capacity/5 from mix, else 200]
+#   SOAK_SECONDS       soak length                      [60; the issue's soak: 1800]
+#   NAME, OUT          report name and file  [load, bench/results/<UTC date>-<NAME>.md]
+#   BENCH_DIR          cluster, dataset, logs           [/tmp/pulse-bench]
+#   PORT               first port tried (below the ephemeral range, so that
+#                      the load's client sockets cannot hold it)  [25800]
+#   PROXY_THREADS, PROXY_POOL, EXPRESS_WORKERS, EXPRESS_POOL, FLASK_WORKERS
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+
+QUICK=${QUICK:-0}
+if [ "$QUICK" = 1 ]; then
+	ROWS=${ROWS:-200000}
+	DURATION=${DURATION:-5}
+	RAMP_CONNS=${RAMP_CONNS:-"4 16 64"}
+	RAMP_RATES=${RAMP_RATES:-"200 800 3200 12800"}
+	PAGE_DEPTHS=${PAGE_DEPTHS:-"0 1000 10000"}
+	SOAK_SECONDS=${SOAK_SECONDS:-20}
+fi
+ROWS=${ROWS:-10000000}
+TENANTS=${TENANTS:-1000}
+DURATION=${DURATION:-15}
+SERVERS=${SERVERS:-"proxy express flask"}
+BASELINES=${BASELINES:-1}
+THREADS=${THREADS:-2}
+RAMP_CONNS=${RAMP_CONNS:-"4 8 16 32 64 128"}
+RAMP_RATES=${RAMP_RATES:-"100 200 400 800 1600 3200 6400 12800 25600"}
+SLO_P95=${SLO_P95:-100}
+SLO_P99=${SLO_P99:-200}
+PAGE_DEPTHS=${PAGE_DEPTHS:-"0 10000 100000 500000"}
+PAGE_WALK=${PAGE_WALK:-10}
+PAGE_CONNS=${PAGE_CONNS:-4}
+AGG_CONNS=${AGG_CONNS:-16}
+AGG_WRITERS=${AGG_WRITERS:-4}
+CACHE_CONNS=${CACHE_CONNS:-16}
+SPIKE_BASE=${SPIKE_BASE:-}
+SPIKE_SECONDS=${SPIKE_SECONDS:-10}
+SOAK_SECONDS=${SOAK_SECONDS:-60}
+SOAK_CONNS=${SOAK_CONNS:-16}
+SOAK_EVERY=${SOAK_EVERY:-5}
+H2_TENANT=${H2_TENANT:-1}
+H2_PER_CLIENT=${H2_PER_CLIENT:-50}
+NAME=${NAME:-load}
+DATE=$(date -u +%F)
+OUT=${OUT:-bench/results/$DATE-$NAME.md}
+BENCH_DIR=${BENCH_DIR:-/tmp/pulse-bench}
+PROXY_BIN=${PROXY_BIN:-build/pulse-proxy}
+PROXY_THREADS=${PROXY_THREADS:-$(nproc)}
+PROXY_POOL=${PROXY_POOL:-8}
+EXPRESS_WORKERS=${EXPRESS_WORKERS:-$(nproc)}
+EXPRESS_POOL=${EXPRESS_POOL:-8}
+FLASK_WORKERS=${FLASK_WORKERS:-4}
+DB=pulse_bench
+SECRET=bench-secret-$$-$RANDOM
+ALL_SCENARIOS="mix page agg cache spike soak"
+
+log() { printf '%s bench: %s\n' "$(date -u +%T)" "$*" >&2; }
+die() { log "$*"; exit 1; }
+
+# ---------------------------------------------------------------------------
+# Services.  Each start_* records its pid in $PIDS/<name>.pid; stop_all
+# stops them all (the EXIT trap).  URL_<server> is where a server listens.
+# ---------------------------------------------------------------------------
+PIDS=$BENCH_DIR/pids
+PG=$BENCH_DIR/pg
+declare -A URL=() VARIANT=() PORTS=()
+REDIS_PORT=
+
+next_port() { # next_port NAME: a free port for NAME in PORTS[NAME]
+	local base=${PORTS[_last]:-${PORT:-25800}}
+	PORTS[$1]=$(free_port "$((base + 1))")
+	PORTS[_last]=${PORTS[$1]}
+}
+
+start_pg() {
+	mkdir -p "$BENCH_DIR" "$PIDS" && chmod 755 "$BENCH_DIR"
+	mkdir -p "$BENCH_DIR/pgroot" && chmod 755 "$BENCH_DIR/pgroot"
+	PGBIN=$(BUILD_LOG=$BENCH_DIR/pgroot.log scripts/pgroot.sh "$BENCH_DIR/pgroot")
+	export PGBIN
+	local port
+	next_port pg
+	port=${PORTS[pg]}
+	if [ -f "$PG/data/postgresql.conf" ]; then # keep the cluster, change its port
+		sed -i "s/^port = [0-9]*$/port = $port/" "$PG/data/postgresql.conf"
+	fi
+	# fsync on (checkpoints are real), synchronous_commit off (a commit does
+	# not wait for its WAL flush): the same for every server under test.
+	PULSE_FSYNC=${PULSE_FSYNC:-on} PULSE_SYNC_COMMIT=${PULSE_SYNC_COMMIT:-off} \
+		PULSE_SHARED_BUFFERS=${PULSE_SHARED_BUFFERS:-2GB} PULSE_CRON_DB=$DB \
+		scripts/cluster.sh start "$PG" "$port" >/dev/null
+	export PGHOST=$PG PGPORT=$port PGUSER=postgres
+	PG_DSN="host=127.0.0.1 port=$port dbname=$DB user=pulse_proxy"
+}
+
+psql_() { command psql -X -q -v ON_ERROR_STOP=1 -d "$DB" "$@"; }
+
+start_redis() {
+	next_port redis
+	REDIS_PORT=${PORTS[redis]}
+	redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
+		--daemonize yes --pidfile "$PIDS/redis.pid" --logfile "$BENCH_DIR/redis.log" >/dev/null
+	wait_for 10 redis-cli -p "$REDIS_PORT" ping || die "redis did not start"
+}
+
+# stop_pidfile FILE: TERM, then KILL after 10 s.
+stop_pidfile() {
+	[ -f "$1" ] || return 0
+	local pid
+	pid=$(cat "$1")
+	kill -TERM "$pid" 2>/dev/null || true
+	for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+	kill -KILL "$pid" 2>/dev/null || true
+	rm -f "$1"
+}
+
+# start_proxy VARIANT: pulse-proxy with the cache (VARIANT cache) or without
+# (nocache: no Redis URL).  The only place that knows the proxy's
+# configuration format (proxy/include/config.h, proxy/src/config.c): a flat
+# YAML file, the secret from PULSE_JWT_SECRET.
+start_proxy() {
+	local variant=$1 port conf redis=
+	[ -n "${PORTS[proxy]:-}" ] || next_port proxy
+	port=${PORTS[proxy]}
+	conf=$BENCH_DIR/proxy.yaml
+	[ "$variant" = nocache ] || redis="redis://127.0.0.1:$REDIS_PORT"
+	cat >"$conf" <<CONF
+# written by bench/run.sh
+listen: 127.0.0.1:$port
+pg_url: $PG_DSN
+redis_url: $redis
+threads: $PROXY_THREADS
+pool_size: $PROXY_POOL
+access_log: "off"
+CONF
+	[ -x "${PROXY_RUN_BIN:-}" ] || { log "proxy: no binary at $PROXY_BIN (make proxy)"; return 1; }
+	PULSE_JWT_SECRET=$SECRET "$PROXY_RUN_BIN" --config "$conf" >"$BENCH_DIR/proxy.log" 2>&1 &
+	echo $! >"$PIDS/proxy.pid"
+	if ! wait_for 15 curl -sf "http://127.0.0.1:$port/health"; then
+		log "proxy did not answer /health: $(tail -n 3 "$BENCH_DIR/proxy.log" | tr '\n' ' ')"
+		stop_pidfile "$PIDS/proxy.pid"
+		return 1
+	fi
+	URL[proxy]=http://127.0.0.1:$port
+}
+
+start_express() {
+	local variant=$1 port cache=tags
+	[ -n "${PORTS[express]:-}" ] || next_port express
+	port=${PORTS[express]}
+	[ "$variant" != nocache ] || cache=off
+	PORT=$port BENCH_PG_DSN=$PG_DSN PULSE_JWT_SECRET=$SECRET REDIS_URL=redis://127.0.0.1:$REDIS_PORT \
+		CACHE=$cache WORKERS=$EXPRESS_WORKERS PG_POOL=$EXPRESS_POOL \
+		bench/peers/express/run.sh start "$BENCH_DIR/express" || return 1
+	cp "$BENCH_DIR/express/express.pid" "$PIDS/express.pid"
+	URL[express]=http://127.0.0.1:$port
+}
+
+start_flask() {
+	local port
+	[ -n "${PORTS[flask]:-}" ] || next_port flask
+	port=${PORTS[flask]}
+	PORT=$port BENCH_PG_DSN=$PG_DSN PULSE_JWT_SECRET=$SECRET WORKERS=$FLASK_WORKERS \
+		bench/peers/flask/run.sh start "$BENCH_DIR/flask" || return 1
+	cp "$BENCH_DIR/flask/flask.pid" "$PIDS/flask.pid"
+	URL[flask]=http://127.0.0.1:$port
+}
+
+stop_server() {
+	stop_pidfile "$PIDS/$1.pid"
+	unset "URL[$1]" "VARIANT[$1]"
+}
+
+# serve SERVER VARIANT: makes SERVER run in VARIANT (cache | nocache; Flask
+# has no cache), restarting it if needed, and stops the other servers so
+# the one under test has the machine.  Returns 1 when it cannot start.
+serve() {
+	local s=$1 v=$2 o
+	[ "$s" != flask ] || v=nocache
+	for o in proxy express flask; do
+		[ "$o" = "$s" ] || stop_server "$o"
+	done
+	if [ "${VARIANT[$s]:-}" = "$v" ] && [ -n "${URL[$s]:-}" ]; then return 0; fi
+	stop_server "$s"
+	if ! "start_$s" "$v"; then # once more on another port
+		next_port "$s"
+		"start_$s" "$v" || return 1
+	fi
+	VARIANT[$s]=$v
+	redis-cli -p "$REDIS_PORT" flushall >/dev/null
+}
+
+stop_all() {
+	local s
+	for s in proxy express flask; do stop_pidfile "$PIDS/$s.pid"; done
+	stop_pidfile "$PIDS/redis.pid"
+	[ ! -d "$PG/data" ] || scripts/cluster.sh stop "$PG" >/dev/null 2>&1 || true
+}
+
+# ---------------------------------------------------------------------------
+# Dataset
+# ---------------------------------------------------------------------------
+# The dataset's identity: its size and the scripts that build it (not
+# api.sql, which every run applies again).
+dataset_id() {
+	echo "ROWS=$ROWS TENANTS=$TENANTS SQL=$(cat bench/data/schema.sql bench/data/load.sql bench/data/finish.sql \
+		bench/data/load.sh | sha1sum | cut -c1-12)"
+}
+
+ensure_data() {
+	if [ "$(cat "$BENCH_DIR/dataset.id" 2>/dev/null)" = "$(dataset_id)" ] &&
+		psql_ -Atc "SELECT 1 FROM pulse.endpoints LIMIT 1" >/dev/null 2>&1; then
+		log "dataset: reusing $(cat "$BENCH_DIR/dataset.id")"
+		psql_ -f bench/data/api.sql >/dev/null
+		return
+	fi
+	rm -f "$BENCH_DIR/dataset.id"
+	command psql -X -q -d postgres -c "SET client_min_messages = warning" \
+		-c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB"
+	psql_ -c "CREATE EXTENSION pulse"
+	ROWS=$ROWS TENANTS=$TENANTS bench/data/load.sh "$DB" "$BENCH_DIR/data"
+	dataset_id >"$BENCH_DIR/dataset.id"
+}
+
+# reset_data: removes the events the load added, so every run starts from
+# the generated dataset.
+reset_data() {
+	psql_ -c "DELETE FROM bench.events WHERE id > $ROWS" \
+		-c "VACUUM (ANALYZE) bench.events" \
+		-c "SELECT pulse.refresh_aggregate('bench.tenant_kind_stats')" >/dev/null 2>&1 ||
+		log "reset_data: could not reset (ignored)"
+}
+
+# ---------------------------------------------------------------------------
+# Load tools.  Every result is one line of $RES (tab-separated):
+#   scenario server variant x rps p50 p90 p95 p99 max errors requests bad hits
+# ---------------------------------------------------------------------------
+export BENCH_LUA_DIR=$PWD/bench/scenarios
+
+# run_wrk SCEN SERVER VARIANT X CONNS SECS SCRIPT [VAR=VALUE...]: one wrk run
+# against SERVER; the VAR=VALUE pairs go to the Lua script's environment.
+# WRK_THREADS, when set, overrides THREADS.
+run_wrk() {
+	local scen=$1 s=$2 v=$3 x=$4 c=$5 secs=$6 script=$7 t=${WRK_THREADS:-$THREADS} out
+	shift 7
+	[ "$c" -ge "$t" ] || t=$c
+	out=$LOGS/$scen-$s-$v-$x.wrk
+	local cmd=(wrk -t"$t" -c"$c" -d"${secs}s" --timeout 10s -s "bench/scenarios/$script" "${URL[$s]}")
+	echo "$* ${cmd[*]}" >>"$WORK/commands.txt"
+	env BENCH_SAMPLES="$BENCH_DIR/data/samples.tsv" BENCH_TOKENS="$WORK/tokens.tsv" "$@" \
+		timeout $((secs + 30)) "${cmd[@]}" >"$out" 2>&1 || log "wrk exited with $? ($out)"
+	local r line
+	r=$(grep '^RESULT ' "$out" | tail -n 1)
+	[ -n "$r" ] || { log "no result in $out: $(tail -n 2 "$out" | tr '\n' ' ')"; return 0; }
+	line=$(echo "$r" | awk -v sc="$scen" -v s="$s" -v v="$v" -v x="$x" '{
+		for (i = 2; i <= NF; i++) { split($i, kv, "="); f[kv[1]] = kv[2] }
+		printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", sc, s, v, x, f["rps"], f["p50"], f["p90"],
+			f["p95"], f["p99"], f["max"], f["errors"], f["requests"], f["bad"], f["hits"] }')
+	echo "$line" >>"$RES"
+	log "$scen $s $v x=$x: $(echo "$line" | awk -F'\t' '{printf "%s req/s, p50 %s ms, p99 %s ms, errors %s, non-2xx %s", $5, $6, $9, $11, $13}')"
+}
+
+# uri_files SERVER: the h2load inputs for SERVER in $WORK/h2-SERVER.*
+uri_files() {
+	local s=$1 base=${URL[$1]}
+	awk -v t="$H2_TENANT" -v b="$base" 'BEGIN {srand(7)} $2 == t {print rand() "\t" b "/rpc/event?id=" $1}' \
+		"$BENCH_DIR/data/samples.tsv" | sort -k1,1 | cut -f2 >"$WORK/h2-$s.read"
+	: >"$WORK/h2-$s.search"
+	for m in 01 02 03 04 05 06 07 08 09 10 11 12; do
+		for k in view click signup purchase refund; do
+			echo "$base/rpc/search_events?kind=$k&page_size=20&until=2025-$m-01T00:00:00Z" >>"$WORK/h2-$s.search"
+		done
+	done
+	echo "$base/rpc/add_event" >"$WORK/h2-$s.write"
+	echo '{"kind":"click","amount":12.34,"note":"bench write"}' >"$WORK/h2-write.json"
+}
+
+# h2load_log_stats LOG SECS OFFERED: "rps p50 p90 p95 p99 max errors requests bad"
+# from an h2load --log-file (start_us status duration_us per request).
+h2load_log_stats() {
+	sort -t$'\t' -k3,3n "$1" | awk -F'\t' -v secs="$2" '
+		{ d[NR] = $3 / 1000; if ($2 < 200 || $2 > 299) bad++ }
+		function pct(p,  i) { i = int(NR * p + 0.999999); if (i < 1) i = 1; return d[i] }
+		END {
+			if (NR == 0) { print "0 0 0 0 0 0 0 0 0"; exit }
+			printf "%.1f %.3f %.3f %.3f %.3f %.3f 0 %d %d\n", NR / secs, pct(0.5), pct(0.9), pct(0.95), pct(0.99), d[NR], NR, bad + 0
+		}'
+}
+
+# run_h2load NAME SERVER CLASS RATE SECS: one constant-rate h2load process
+# in the background (its pid in H2PID); CLASS read | write | search.
+run_h2load() {
+	local name=$1 s=$2 cls=$3 rate=$4 secs=$5 c rps args
+	c=$(awk -v r="$rate" -v p="$H2_PER_CLIENT" 'BEGIN {c = int((r + p - 1) / p); print (c < 1) ? 1 : c}')
+	rps=$(awk -v r="$rate" -v c="$c" 'BEGIN {printf "%.3f", r / c}')
+	args=(--h1 -t 1 -c "$c" --rps "$rps" -D "$secs" -H "Authorization: Bearer $H2_TOKEN"
+		--log-file="$LOGS/$name.log")
+	case $cls in
+	read) args+=(-i "$WORK/h2-$s.read") ;;
+	search) args+=(-i "$WORK/h2-$s.search") ;;
+	write) args+=(-H "Content-Type: application/json" -d "$WORK/h2-write.json" -i "$WORK/h2-$s.write") ;;
+	esac
+	rm -f "$LOGS/$name.log"
+	echo "h2load ${args[*]}" | sed "s/Bearer [^ ]*/Bearer <jwt of tenant $H2_TENANT>/" >>"$WORK/commands.txt"
+	timeout $((secs + 30)) h2load "${args[@]}" >"$LOGS/$name.out" 2>&1 &
+	H2PID=$!
+}
+
+# run_rate SCEN SERVER VARIANT RATE: the 60/30/10 mix at RATE req/s offered,
+# as three concurrent constant-rate h2load processes (one per class, one
+# tenant: h2load sends one header set); one result line per class.
+run_rate() {
+	local scen=$1 s=$2 v=$3 rate=$4 pids=() cls share
+	for cls in read:0.6 write:0.3 search:0.1; do
+		share=${cls#*:}
+		cls=${cls%%:*}
+		run_h2load "$scen-$s-$v-$rate-$cls" "$s" "$cls" "$(awk -v r="$rate" -v f="$share" 'BEGIN {print r * f}')" "$DURATION"
+		pids+=("$H2PID")
+	done
+	for p in "${pids[@]}"; do wait "$p" || true; done
+	for cls in read write search; do
+		local st
+		st=$(h2load_log_stats "$LOGS/$scen-$s-$v-$rate-$cls.log" "$DURATION")
+		echo "$scen $s $v/$cls $rate $st -" | tr ' ' '\t' >>"$RES"
+	done
+	log "$scen $s $v offered $rate req/s: $(awk -F'\t' -v sc="$scen" -v s="$s" -v v="$v" -v r="$rate" '
+		$1 == sc && $2 == s && $4 == r && index($3, v "/") == 1 {printf "%s %s req/s p95 %s p99 %s non-2xx %s; ", substr($3, length(v) + 2), $5, $8, $9, $13}' "$RES")"
+}
+
+# capacity_closed and capacity_rate: bench/report.sh.
+
+# proc_rss PID: resident KB of PID and its children.
+proc_rss() {
+	local total=0 p
+	for p in $1 $(pgrep -P "$1" 2>/dev/null); do
+		total=$((total + $(awk '/^VmRSS/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0)))
+	done
+	echo "$total"
+}
+
+# shellcheck source=bench/scenarios.sh
+. bench/scenarios.sh
+# shellcheck source=bench/report.sh
+. bench/report.sh
+
+# ---------------------------------------------------------------------------
+# Main
+# ---------------------------------------------------------------------------
+# Wrapped in a function so that bash has read the whole file before it
+# runs: editing the script during a run does not break the run.
+main() {
+	BENCH_CMD=${1:-all}
+	[ $# -eq 0 ] || shift
+	case $BENCH_CMD in
+	clean)
+		scripts/cluster.sh destroy "$PG" >/dev/null 2>&1 || true
+		rm -rf "$BENCH_DIR"
+		exit 0
+		;;
+	report)
+		WORK=${1:?usage: run.sh report WORKDIR}
+		# shellcheck disable=SC1091
+		. "$WORK/meta.env"
+		write_report "$WORK" "$OUT"
+		exit 0
+		;;
+	all) scenarios=$ALL_SCENARIOS ;;
+	data) scenarios= ;;
+	peers) scenarios=smoke ;;
+	scenario)
+		scenarios=${*:-}
+		[ -n "$scenarios" ] || die "usage: run.sh scenario NAME... (one of: $ALL_SCENARIOS)"
+		for s in $scenarios; do
+			case " $ALL_SCENARIOS " in *" $s "*) ;; *) die "unknown scenario $s (one of: $ALL_SCENARIOS)" ;; esac
+		done
+		;;
+	*) die "usage: run.sh [all|data|peers|scenario NAME...|report WORKDIR|clean]" ;;
+	esac
+
+	trap stop_all EXIT
+	trap 'exit 130' INT TERM
+	for tool in wrk h2load gnuplot redis-server curl; do
+		command -v $tool >/dev/null || die "$tool is missing: run scripts/deps.sh"
+	done
+
+	start_pg
+	log "PostgreSQL on 127.0.0.1:$PGPORT ($PG)"
+	ensure_data
+	[ -n "$scenarios" ] || { log "dataset ready in $BENCH_DIR"; exit 0; }
+
+	WORK=$BENCH_DIR/run-$(date -u +%Y%m%dT%H%M%S)
+	LOGS=$WORK/logs
+	RES=$WORK/results.tsv
+	mkdir -p "$LOGS"
+	: >"$RES"
+	: >"$WORK/commands.txt"
+	# The proxy binary of the whole run, copied: a rebuild during the run
+	# does not change what is measured.
+	PROXY_RUN_BIN=
+	if [ -x "$PROXY_BIN" ] && cp "$PROXY_BIN" "$WORK/pulse-proxy" 2>/dev/null; then
+		PROXY_RUN_BIN=$WORK/pulse-proxy
+	fi
+	python3 bench/data/tokens.py "$SECRET" "$TENANTS" 86400 >"$WORK/tokens.tsv"
+	H2_TOKEN=$(awk -v t="$H2_TENANT" '$1 == t {print $2}' "$WORK/tokens.tsv")
+	start_redis
+	log "Redis on 127.0.0.1:$REDIS_PORT; results in $WORK"
+
+	save_meta "$WORK" "$scenarios"
+	for s in $scenarios; do
+		reset_data
+		"scenario_$s"
+	done
+	finish_meta "$WORK"
+	write_report "$WORK" "$OUT"
+	log "report: $OUT"
+}
+
+main "$@"; exit
