@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make run`: a throwaway PostgreSQL 15 with the pulse extension and the demo
-# dataset, ready for psql, and pulse-proxy serving its API over HTTP.
-# `make stop` (scripts/run.sh stop) stops both.
+# dataset, ready for psql, and pulse-proxy serving its API over HTTP with a
+# redis-server on loopback as its response cache.
+# `make stop` (scripts/run.sh stop) stops all three.
 # Idempotent: running it again reuses what is already there (the proxy is
 # restarted, so a rebuilt binary is picked up).
 set -euo pipefail
@@ -9,6 +10,7 @@ cd "$(dirname "$0")/.."
 RUN_DIR=${RUN_DIR:-/tmp/pulse-run}
 RUN_PORT=${RUN_PORT:-54329}
 RUN_PROXY_PORT=${RUN_PROXY_PORT:-8089}
+RUN_REDIS_PORT=${RUN_REDIS_PORT:-6389}
 
 stop_proxy() {
 	local pid
@@ -21,8 +23,20 @@ stop_proxy() {
 	rm -f "$RUN_DIR/proxy.pid"
 }
 
+stop_redis() {
+	local pid
+	pid=$(cat "$RUN_DIR/redis.pid" 2>/dev/null) || return 0
+	if kill -0 "$pid" 2>/dev/null; then
+		kill -TERM "$pid"
+		for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+		echo "redis: stopped"
+	fi
+	rm -f "$RUN_DIR/redis.pid"
+}
+
 if [ "${1:-}" = stop ]; then
 	stop_proxy
+	stop_redis
 	PGBIN="$RUN_DIR/pgroot/usr/lib/postgresql/15/bin" scripts/cluster.sh stop "$RUN_DIR/pg"
 	exit 0
 fi
@@ -63,10 +77,20 @@ DO $$ BEGIN
         CREATE ROLE pulse_proxy LOGIN IN ROLE api;
     END IF;
 END $$;
-SELECT pulse.expose('api.events_page(text,int,text)', 'search', tags => '{demo.events}')
+-- writes to demo.events bump the cache tag demo.events: cached pages are invalidated at once
+SELECT pulse.track('demo.events')
+ WHERE NOT EXISTS (SELECT 1 FROM pulse.tracked WHERE rel = 'demo.events'::regclass);
+SELECT pulse.expose('api.events_page(text,int,text)', 'search', ttl => '30 seconds', tags => '{demo.events}')
  WHERE NOT EXISTS (SELECT 1 FROM pulse.endpoint WHERE name = 'events_page');
 SQL
 make --no-print-directory proxy >/dev/null
+. scripts/lib.sh
+# the response cache: a redis-server of its own on loopback, nothing on disk (kept across runs, like PostgreSQL)
+if ! { [ -f "$RUN_DIR/redis.pid" ] && kill -0 "$(cat "$RUN_DIR/redis.pid")" 2>/dev/null; }; then
+	redis-server --port "$RUN_REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
+		--daemonize yes --pidfile "$RUN_DIR/redis.pid" --logfile "$RUN_DIR/redis.log"
+	wait_for 10 redis-cli -p "$RUN_REDIS_PORT" ping || { echo "redis: did not start (see $RUN_DIR/redis.log)" >&2; exit 1; }
+fi
 [ -f "$RUN_DIR/proxy.secret" ] || openssl rand -hex 32 >"$RUN_DIR/proxy.secret"
 chmod 600 "$RUN_DIR/proxy.secret"
 cat >"$RUN_DIR/proxy.yaml" <<CONF
@@ -76,12 +100,12 @@ pg_url: host=$RUN_DIR/pg port=$RUN_PORT dbname=pulse user=pulse_proxy
 threads: 2
 pool_size: 4
 access_log: $RUN_DIR/proxy-access.log
+redis_url: redis://127.0.0.1:$RUN_REDIS_PORT
 CONF
 stop_proxy >/dev/null
 PULSE_JWT_SECRET=$(cat "$RUN_DIR/proxy.secret") nohup build/pulse-proxy --config "$RUN_DIR/proxy.yaml" \
 	>>"$RUN_DIR/proxy.log" 2>&1 </dev/null &
 echo $! >"$RUN_DIR/proxy.pid"
-. scripts/lib.sh
 wait_for 10 curl -sf "http://127.0.0.1:$RUN_PROXY_PORT/ready" ||
 	{ tail -n 20 "$RUN_DIR/proxy.log" >&2; echo "proxy: did not become ready" >&2; exit 1; }
 TOKEN=$(python3 proxy/test/token.py "$(cat "$RUN_DIR/proxy.secret")" \
@@ -104,7 +128,8 @@ Try, as the API role of tenant 7 (row-level security keeps other tenants out):
   SELECT pulse.normalize('SELECT * FROM demo.events WHERE id = 42');
   SELECT pulse.explain_page('SELECT id, created_at FROM demo.events', 'created_at DESC, id DESC');
 
-pulse-proxy serves the API on http://127.0.0.1:$RUN_PROXY_PORT (log: $RUN_DIR/proxy.log).
+pulse-proxy serves the API on http://127.0.0.1:$RUN_PROXY_PORT (log: $RUN_DIR/proxy.log),
+caching events_page for 30 s in the redis-server on 127.0.0.1:$RUN_REDIS_PORT (X-Cache: miss, then hit).
 A token for tenant 7, valid 30 days:
 
   TOKEN=$TOKEN

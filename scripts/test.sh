@@ -5,7 +5,8 @@
 #   3. a bounded libFuzzer run of the cursor decoder
 #   4. scripted end-to-end tests (extension/test/*.sh), each with its own cluster
 #   5. pulse-proxy: unit tests under ASan/UBSan, then proxy/test/e2e.sh twice,
-#      against build/pulse-proxy and against build/asan/pulse-proxy
+#      against build/pulse-proxy and against build/asan/pulse-proxy (each run
+#      starts its own PostgreSQL and redis-server)
 # Prints one line per suite and ends with "N passed, M failed"; exits non-zero
 # if any suite failed.  The extension must already be built (`make test`
 # does that first); it is installed into a private copy of the PostgreSQL

@@ -3,19 +3,23 @@
  * (never on an event loop) that LISTENs on pulse_reload, loads the endpoint
  * catalog into the router at start, on every notification, after every
  * reconnect and on request (SIGHUP), and tells /ready whether PostgreSQL
- * answers.
+ * answers.  The same connection LISTENs on pulse_invalidate and keeps the
+ * cache tag generations (generations.h) up to date: each notification
+ * raises one tag, and after every (re)connect and catalog load the
+ * generations of all the routes' tags are read with pulse.tag_generations.
  */
 #ifndef PULSE_CATALOG_H
 #define PULSE_CATALOG_H
 
 #include "config.h"
+#include "generations.h"
 
 /**
- * Starts the catalog thread on `conninfo`. The first load is attempted before returning (so a proxy that can reach its
- * database starts with its routes); failures are logged and retried every half second. Returns 0, or -1 when the
- * thread cannot be created.
+ * Starts the catalog thread on `conninfo`, feeding `gens` (NULL: no cache, pulse_invalidate is ignored). The first load is
+ * attempted before returning (so a proxy that can reach its database starts with its routes); failures are logged and
+ * retried every half second. Returns 0, or -1 when the thread cannot be created.
  */
-int pulse_catalog_start(const char *conninfo) PULSE_WUR;
+int pulse_catalog_start(const char *conninfo, pulse_generations_t *gens) PULSE_WUR;
 
 /**
  * Stops the catalog thread and closes its connection.

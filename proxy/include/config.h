@@ -17,7 +17,7 @@ typedef struct pulse_config_t {
     char *pg_control_url;              /* connection for LISTEN/catalog; default: pg_url */
     char *jwt_secret;                  /* HS256 key */
     char *access_log;                  /* "-" (stderr), "off", or a file path */
-    char *redis_url;                   /* reserved for cache.c */
+    char *redis_url;                   /* redis://host:port[/db] of the response cache; empty: no cache */
     int threads;                       /* event loops; 0: one per core */
     int pool_size;                     /* PostgreSQL connections per event loop */
     int queue_limit;                   /* queued calls per event loop before 503 */
@@ -29,6 +29,11 @@ typedef struct pulse_config_t {
     int max_args;                      /* arguments of one call */
     int retry_after;                   /* seconds, in Retry-After of 503s */
     int drain_timeout_ms;              /* SIGTERM: longest wait for in-flight requests */
+    int swr_ms[PULSE_CLASS_COUNT];     /* stale-while-revalidate window per class (read, search; 0 for the others) */
+    int sie_ms[PULSE_CLASS_COUNT];     /* stale-if-error window per class (read, search; 0 for the others) */
+    int redis_connect_timeout_ms;      /* Redis connection and probe */
+    int redis_command_timeout_ms;      /* each Redis command: beyond, the database answers */
+    int redis_backoff_max_ms;          /* longest wait between Redis reconnection attempts */
     int _refcnt;                       /* see pulse_config_acquire */
 } pulse_config_t;
 

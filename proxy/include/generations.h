@@ -69,6 +69,12 @@ uint64_t pulse_generations_get(pulse_generations_t *g, const char *tag, size_t l
 void pulse_generations_get_many(pulse_generations_t *g, const char *const *tags, size_t ntags, uint64_t *out);
 
 /**
+ * Returns the text[] literal of `ntags` tags ("{\"a\",\"b\"}", every element double-quoted, '"' and '\\' escaped), the
+ * parameter of pulse.tag_generations($1::text[]), from malloc; NULL when out of memory.
+ */
+char *pulse_generations_text_array(const char *const *tags, size_t ntags) PULSE_WUR;
+
+/**
  * Returns the number of tags known.
  */
 size_t pulse_generations_count(pulse_generations_t *g);

@@ -27,6 +27,9 @@ typedef struct pulse_pgresult_t {
     const char *message;  /* the server's primary message, or why the call did not run */
     const char *body;     /* PULSE_PG_OK: the first column of the one row; valid during the callback only */
     size_t body_len;
+    const char *after; /* the text of pulse_pgquery_t.after_sql's first column (NULL when none, or it failed); valid during the
+                          callback only */
+    size_t after_len;
 } pulse_pgresult_t;
 
 /* What one call runs; every string is copied by pulse_pgpool_submit. */
@@ -38,6 +41,9 @@ typedef struct pulse_pgquery_t {
     const char *sql;
     int nparams;
     const char *const *params; /* text parameters, NULL for SQL NULL */
+    const char *after_sql;     /* NULL, or a statement with one parameter run after the call's transaction ended, in the same
+                                  pipeline (a write's tag generations, read after its COMMIT); its errors are only logged */
+    const char *after_param;
 } pulse_pgquery_t;
 
 typedef void (*pulse_pgjob_cb)(void *data, const pulse_pgresult_t *res);

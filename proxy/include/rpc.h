@@ -6,17 +6,23 @@
  *   1. request id, route lookup (404), method check (405)
  *   2. bearer token → tenant (401)
  *   3. arguments → pulse_call_t, typed SQL (400)
- *   4. [cache lookup goes here: a hit answers and stops]
- *   5. database call through the worker's pgpool (4xx/5xx by SQLSTATE, 503)
- *   6. [cache store goes here]
+ *   4. cacheable call (read/search with a TTL, Redis configured): cache key,
+ *      Redis lookup; a usable entry answers (and may start a background
+ *      refresh), a miss joins the loop's single-flight table
+ *   5. database call through the worker's pgpool (4xx/5xx by SQLSTATE, 503);
+ *      a write with tags reads their generations after its COMMIT
+ *   6. cache store of a 200, waiters of the flight answered
  *   7. response: the JSON body unchanged, Link rel="next" when it has next_cursor
  */
 #ifndef PULSE_RPC_H
 #define PULSE_RPC_H
 
 #include <h2o.h>
+#include "cache.h"
 #include "config.h"
+#include "generations.h"
 #include "pgpool.h"
+#include "redis.h"
 
 /* One event loop with its HTTP context and its PostgreSQL pool; owned by its thread (main.c). */
 typedef struct pulse_worker_t {
@@ -26,7 +32,10 @@ typedef struct pulse_worker_t {
     h2o_socket_t *listener;
     int listen_fd;
     pulse_pgpool_t *pgpool;
-    int inflight; /* /rpc requests not yet disposed (SIGTERM waits for 0) */
+    pulse_redis_t *redis;           /* NULL: no cache (no redis_url), or the worker is stopping */
+    pulse_cache_flights_t *flights; /* single-flight of this loop's misses; NULL when redis is */
+    pulse_generations_t *gens;      /* the process's map (main.c), shared by every worker */
+    int inflight;                   /* /rpc requests not yet disposed (SIGTERM waits for 0) */
     int index;
     int disposed; /* its context and loop were freed at exit */
 } pulse_worker_t;

@@ -1,8 +1,11 @@
 /*
  * catalog.c: the catalog thread (see catalog.h).
  *
- * It owns its PGconn; the only state it shares is three flags (atomics) and
- * the route table, which it hands to the router with pulse_router_publish.
+ * It owns its PGconn; the only state it shares is three flags (atomics),
+ * the route table, which it hands to the router with pulse_router_publish,
+ * and the generations map (thread-safe, generations.h), which it feeds with
+ * the pulse_invalidate notifications and resyncs after every (re)connect
+ * and every catalog load (new routes may bring new tags).
  */
 #include <libpq-fe.h>
 #include <poll.h>
@@ -13,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 #include "catalog.h"
+#include "generations.h"
 #include "log.h"
 #include "router.h"
 
@@ -21,6 +25,53 @@ static char *conninfo;
 static atomic_int stop_requested, reload_requested, ready, started;
 static int load_failed;           /* the last read of the catalog failed: retried every few seconds (catalog thread only) */
 static unsigned connect_failures; /* in a row; only some are logged (catalog thread, or before it starts) */
+static pulse_generations_t *gens; /* shared with the event loops; NULL: no cache */
+
+/*
+ * Reads the generations of every tag of the current routes with pulse.tag_generations and raises the map to them: after
+ * a (re)connect, notifications sent while the connection was down are lost. Returns -1 when the connection must be reset.
+ */
+static int cat_resync(PGconn *pg)
+{
+    if (gens == NULL)
+        return 0;
+    pulse_routes_t *routes = pulse_router_acquire();
+    size_t ntags = 0;
+    const char **tags = NULL;
+    char *lit = NULL;
+    int rc = 0;
+    if (routes != NULL)
+        for (size_t i = 0; i < routes->n; i++)
+            ntags += routes->v[i].ntags;
+    if (ntags == 0 || (tags = calloc(ntags, sizeof(*tags))) == NULL)
+        goto out;
+    ntags = 0;
+    for (size_t i = 0; i < routes->n; i++)
+        for (size_t j = 0; j < routes->v[i].ntags; j++)
+            tags[ntags++] = routes->v[i].tags[j];
+    if ((lit = pulse_generations_text_array(tags, ntags)) == NULL)
+        goto out;
+    const char *params[1] = {lit};
+    PGresult *res = PQexecParams(pg, "SELECT pulse.tag_generations($1::text[])::text", 1, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
+        int moved = pulse_generations_resync(gens, tags, ntags, PQgetvalue(res, 0, 0), (size_t)PQgetlength(res, 0, 0));
+        if (moved < 0)
+            pulse_log_msg("error", NULL, "catalog: unexpected pulse.tag_generations result");
+        else if (moved > 0)
+            pulse_log_msg("info", NULL, "catalog: resync moved %d cache tags", moved);
+    } else {
+        pulse_log_msg("error", NULL, "catalog: cannot read the tag generations: %s", PQerrorMessage(pg));
+        if (PQstatus(pg) == CONNECTION_BAD)
+            rc = -1;
+    }
+    PQclear(res);
+out:
+    free(tags);
+    free(lit);
+    if (routes != NULL)
+        pulse_router_release(routes);
+    return rc;
+}
 
 static void cat_sleep_ms(int ms)
 {
@@ -56,7 +107,7 @@ static int cat_load(PGconn *pg)
     load_failed = 0;
     pulse_log_msg("info", NULL, "catalog: %zu endpoints loaded", routes->n);
     pulse_router_publish(routes);
-    return 0;
+    return cat_resync(pg);
 }
 
 static void cat_notice(void *arg, const char *message)
@@ -77,7 +128,7 @@ static PGconn *cat_connect(void)
     }
     PQsetNoticeProcessor(pg, cat_notice, NULL);
     connect_failures = 0;
-    PGresult *res = PQexec(pg, "SET application_name = 'pulse-proxy catalog'; LISTEN pulse_reload");
+    PGresult *res = PQexec(pg, "SET application_name = 'pulse-proxy catalog'; LISTEN pulse_reload; LISTEN pulse_invalidate");
     int ok = PQresultStatus(res) == PGRES_COMMAND_OK;
     PQclear(res);
     if (!ok || cat_load(pg) != 0) {
@@ -115,7 +166,10 @@ static void *cat_main(void *arg)
             }
             PGnotify *note;
             while ((note = PQnotifies(pg)) != NULL) {
-                reload = 1;
+                if (strcmp(note->relname, "pulse_invalidate") != 0)
+                    reload = 1;
+                else if (gens != NULL && pulse_generations_apply_notify(gens, note->extra, strlen(note->extra)) < 0)
+                    pulse_log_msg("warning", NULL, "catalog: ignoring the pulse_invalidate payload \"%.80s\"", note->extra);
                 PQfreemem(note);
             }
         }
@@ -135,8 +189,9 @@ static void *cat_main(void *arg)
     return NULL;
 }
 
-int pulse_catalog_start(const char *ci)
+int pulse_catalog_start(const char *ci, pulse_generations_t *g)
 {
+    gens = g;
     conninfo = strdup(ci);
     if (conninfo == NULL)
         return -1;

@@ -57,6 +57,13 @@ static const opt_t options[] = {
     {"max_args",          OPT_INT, OFF(max_args),                       "32",             1,   1000,    1},
     {"retry_after",       OPT_INT, OFF(retry_after),                    "1",              0,   3600,    1},
     {"drain_timeout_ms",  OPT_INT, OFF(drain_timeout_ms),               "10000",          0,   600000,  1},
+    {"cache_swr_read_ms", OPT_INT, OFF(swr_ms[PULSE_CLASS_READ]),       "10000",          0,   INT_MAX, 1},
+    {"cache_swr_search_ms", OPT_INT, OFF(swr_ms[PULSE_CLASS_SEARCH]),   "10000",          0,   INT_MAX, 1},
+    {"cache_sie_read_ms", OPT_INT, OFF(sie_ms[PULSE_CLASS_READ]),       "300000",         0,   INT_MAX, 1},
+    {"cache_sie_search_ms", OPT_INT, OFF(sie_ms[PULSE_CLASS_SEARCH]),   "300000",         0,   INT_MAX, 1},
+    {"redis_connect_timeout_ms", OPT_INT, OFF(redis_connect_timeout_ms), "200",           1,   60000,   0},
+    {"redis_command_timeout_ms", OPT_INT, OFF(redis_command_timeout_ms), "50",            1,   60000,   0},
+    {"redis_backoff_max_ms", OPT_INT, OFF(redis_backoff_max_ms),        "5000",           100, 600000,  0},
 };
 /* clang-format on */
 #define NOPTIONS (sizeof(options) / sizeof(options[0]))

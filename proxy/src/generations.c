@@ -255,3 +255,28 @@ size_t pulse_generations_count(pulse_generations_t *g)
     pthread_rwlock_unlock(&g->_lock);
     return n;
 }
+
+char *pulse_generations_text_array(const char *const *tags, size_t ntags)
+{
+    size_t cap = 3;
+    for (size_t i = 0; i < ntags; i++)
+        cap += 2 * strlen(tags[i]) + 3;
+    char *buf = malloc(cap), *p = buf;
+    if (buf == NULL)
+        return NULL;
+    *p++ = '{';
+    for (size_t i = 0; i < ntags; i++) {
+        if (i != 0)
+            *p++ = ',';
+        *p++ = '"';
+        for (const char *s = tags[i]; *s != '\0'; s++) {
+            if (*s == '"' || *s == '\\')
+                *p++ = '\\';
+            *p++ = *s;
+        }
+        *p++ = '"';
+    }
+    *p++ = '}';
+    *p = '\0';
+    return buf;
+}

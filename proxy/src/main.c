@@ -22,6 +22,7 @@
 #include <unistd.h>
 #include "catalog.h"
 #include "config.h"
+#include "generations.h"
 #include "log.h"
 #include "pgpool.h"
 #include "router.h"
@@ -31,6 +32,7 @@ static h2o_globalconf_t globalconf;
 static atomic_int stopping;
 static const char *config_path;
 static pulse_worker_t *volatile kept_workers; /* workers whose loops still had connections at exit */
+static pulse_generations_t *gens;             /* cache tag generations: fed by the catalog thread, read by the workers */
 
 static void usage(FILE *fp)
 {
@@ -116,6 +118,22 @@ static void *worker_main(void *arg)
         pulse_log_msg("error", NULL, "worker %d: out of memory", w->index);
         exit(1);
     }
+    w->gens = gens;
+    if (conf->redis_url[0] != '\0') {
+        pulse_redis_config_t rc;
+        char err[256];
+        if (pulse_redis_config_parse_url(&rc, conf->redis_url, err, sizeof(err)) != 0) {
+            pulse_log_msg("error", NULL, "worker %d: redis_url: %s", w->index, err); /* checked in main: cannot happen */
+            exit(1);
+        }
+        rc.connect_timeout_ms = conf->redis_connect_timeout_ms;
+        rc.command_timeout_ms = conf->redis_command_timeout_ms;
+        rc.backoff_max_ms = conf->redis_backoff_max_ms;
+        if ((w->redis = pulse_redis_create(w->loop, &rc)) == NULL || (w->flights = pulse_cache_flights_create()) == NULL) {
+            pulse_log_msg("error", NULL, "worker %d: out of memory", w->index);
+            exit(1);
+        }
+    }
     w->listener = h2o_evloop_socket_create(w->loop, w->listen_fd, H2O_SOCKET_FLAG_DONT_READ);
     w->listener->data = w;
     h2o_socket_read_start(w->listener, on_accept);
@@ -144,6 +162,18 @@ static void *worker_main(void *arg)
     for (int i = 0; i < 5; i++) /* let responses just sent leave the socket buffers */
         h2o_evloop_run(w->loop, 10);
     pulse_config_release(conf);
+    /* in this order: waiters of open flights then call the database, fetches still pending are answered "closed" and
+       call it too, and the pool answers all of them (and background refreshes, which skip the store) with 503 */
+    if (w->flights != NULL) {
+        pulse_cache_flights_t *flights = w->flights;
+        w->flights = NULL;
+        pulse_cache_flights_destroy(flights);
+    }
+    if (w->redis != NULL) {
+        pulse_redis_t *redis = w->redis;
+        w->redis = NULL;
+        pulse_redis_destroy(redis);
+    }
     pulse_pgpool_destroy(w->pgpool); /* answers what is still pending with 503 */
     w->pgpool = NULL;
     for (int i = 0; i < 5; i++)
@@ -216,6 +246,15 @@ int main(int argc, char **argv)
         fprintf(stderr, "pulse-proxy: %s\n", err);
         return 2;
     }
+    if (conf->redis_url[0] != '\0') {
+        pulse_redis_config_t rc;
+        if (pulse_redis_config_parse_url(&rc, conf->redis_url, err, sizeof(err)) != 0) {
+            fprintf(stderr, "pulse-proxy: redis_url: %s\n", err);
+            return 2;
+        }
+        if ((gens = pulse_generations_create()) == NULL)
+            return 1;
+    }
     int nthreads = conf->threads;
     if (nthreads == 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
@@ -246,7 +285,7 @@ int main(int argc, char **argv)
         if ((workers[i].listen_fd = open_listener(conf->listen)) < 0)
             return 1;
     }
-    if (pulse_catalog_start(conf->pg_control_url) != 0) {
+    if (pulse_catalog_start(conf->pg_control_url, gens) != 0) {
         fprintf(stderr, "pulse-proxy: cannot start the catalog thread\n");
         return 1;
     }
@@ -281,6 +320,7 @@ int main(int argc, char **argv)
         kept_workers = workers;
     free(tids);
     pulse_catalog_stop();
+    pulse_generations_destroy(gens);
     pulse_log_msg("info", NULL, "stopped");
     pulse_log_close();
     h2o_config_dispose(&globalconf);

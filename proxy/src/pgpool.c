@@ -29,10 +29,10 @@
     "SELECT set_config('pulse.tenant', $1, true), set_config('application_name', $2, true), "                                      \
     "set_config('statement_timeout', $3, true)"
 #define RECONNECT_MS 500
-#define MAX_CMDS 4
+#define MAX_CMDS 5
 
 typedef enum { CONN_DOWN, CONN_CONNECTING, CONN_IDLE, CONN_BUSY } conn_state_t;
-typedef enum { CMD_PREP_SETUP, CMD_SETUP, CMD_PREP_CALL, CMD_CALL } cmd_kind_t;
+typedef enum { CMD_PREP_SETUP, CMD_SETUP, CMD_PREP_CALL, CMD_CALL, CMD_AFTER } cmd_kind_t;
 
 typedef struct conn_t {
     pulse_pgpool_t *pool;
@@ -43,7 +43,8 @@ typedef struct conn_t {
     pulse_pgjob_t *job;
     cmd_kind_t cmds[MAX_CMDS];
     int ncmds, cur;
-    PGresult *error, *result;
+    int syncs; /* Syncs still expected for the running job */
+    PGresult *error, *result, *after;
     int setup_prepared;
     unsigned failures; /* connection attempts failed in a row: only some are logged */
     char **prepared;   /* names of the statements prepared on this connection */
@@ -59,7 +60,7 @@ struct pulse_pgjob_t {
     pulse_pgjob_cb cb; /* NULL once canceled */
     void *data;
     pulse_pgjob_t **ref; /* the caller's pointer to this job, cleared when it ends */
-    char *tenant, *request_id, *app_name, *timeout, *stmt_name, *sql;
+    char *tenant, *request_id, *app_name, *timeout, *stmt_name, *sql, *after_sql, *after_param;
     int nparams;
     char **params;
     /* the strings follow in the same allocation */
@@ -100,7 +101,7 @@ static void job_finish(pulse_pgjob_t *job, const pulse_pgresult_t *res)
 
 static void job_fail(pulse_pgjob_t *job, pulse_pgstatus_t status, const char *message)
 {
-    pulse_pgresult_t res = {status, NULL, message, NULL, 0};
+    pulse_pgresult_t res = {status, NULL, message, NULL, 0, NULL, 0};
     job_finish(job, &res);
 }
 
@@ -187,7 +188,8 @@ static void conn_close(conn_t *c, const char *reason)
     }
     PQclear(c->error);
     PQclear(c->result);
-    c->error = c->result = NULL;
+    PQclear(c->after);
+    c->error = c->result = c->after = NULL;
     for (size_t i = 0; i < c->nprepared; i++)
         free(c->prepared[i]);
     c->nprepared = 0;
@@ -357,6 +359,15 @@ static void conn_run(conn_t *c, pulse_pgjob_t *job)
     ok = ok && PQsendQueryPrepared(c->pg, job->stmt_name, job->nparams, (const char *const *)job->params, NULL, NULL, 0);
     c->cmds[c->ncmds++] = CMD_CALL;
     ok = ok && PQpipelineSync(c->pg);
+    c->syncs = 1;
+    if (job->after_sql != NULL) {
+        /* a new implicit transaction: it sees what the call committed; unnamed statement, parsed every time */
+        const char *p[1] = {job->after_param};
+        ok = ok && PQsendQueryParams(c->pg, job->after_sql, 1, NULL, p, NULL, NULL, 0);
+        c->cmds[c->ncmds++] = CMD_AFTER;
+        ok = ok && PQpipelineSync(c->pg);
+        c->syncs = 2;
+    }
     if (!ok) {
         char reason[256];
         snprintf(reason, sizeof(reason), "cannot queue the call: %s", PQerrorMessage(c->pg));
@@ -370,7 +381,7 @@ static void conn_run(conn_t *c, pulse_pgjob_t *job)
 static void conn_complete(conn_t *c)
 {
     pulse_pgjob_t *job = c->job;
-    pulse_pgresult_t res = {PULSE_PG_OK, NULL, NULL, NULL, 0};
+    pulse_pgresult_t res = {PULSE_PG_OK, NULL, NULL, NULL, 0, NULL, 0};
     if (c->error != NULL) {
         res.status = PULSE_PG_ERROR;
         res.sqlstate = PQresultErrorField(c->error, PG_DIAG_SQLSTATE);
@@ -386,13 +397,19 @@ static void conn_complete(conn_t *c)
         res.status = PULSE_PG_ERROR;
         res.message = "the call returned no row";
     }
+    if (c->after != NULL && PQntuples(c->after) == 1 && PQnfields(c->after) >= 1 && !PQgetisnull(c->after, 0, 0)) {
+        res.after = PQgetvalue(c->after, 0, 0);
+        res.after_len = (size_t)PQgetlength(c->after, 0, 0);
+    }
     h2o_timeout_unlink(&c->call_timer);
     c->job = NULL;
     c->state = CONN_IDLE;
+    PGresult *error = c->error, *result = c->result, *after = c->after;
+    c->error = c->result = c->after = NULL; /* the callback may start another job on this connection */
     job_finish(job, &res);
-    PQclear(c->error);
-    PQclear(c->result);
-    c->error = c->result = NULL;
+    PQclear(error);
+    PQclear(result);
+    PQclear(after);
 }
 
 /* reads whatever results arrived; completes the job at the Sync */
@@ -410,12 +427,22 @@ static void conn_read_results(conn_t *c)
         ExecStatusType st = PQresultStatus(r);
         if (st == PGRES_PIPELINE_SYNC) {
             PQclear(r);
+            if (--c->syncs > 0)
+                continue;
             conn_complete(c);
             pool_dispatch(c->pool);
             return;
         }
         cmd_kind_t kind = c->cur < c->ncmds ? c->cmds[c->cur] : CMD_CALL;
-        if (st == PGRES_FATAL_ERROR) {
+        if (kind == CMD_AFTER) {
+            if (st == PGRES_TUPLES_OK && c->after == NULL) {
+                c->after = r;
+                r = NULL;
+            } else if (st == PGRES_FATAL_ERROR) {
+                pulse_log_msg("warning", c->job->request_id, "pgpool %d: statement after the call failed: %s", c->pool->id,
+                              PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY));
+            }
+        } else if (st == PGRES_FATAL_ERROR) {
             if (c->error == NULL) {
                 c->error = r;
                 r = NULL;
@@ -529,6 +556,7 @@ void pulse_pgpool_destroy(pulse_pgpool_t *pool)
             PQfinish(c->pg);
         PQclear(c->error);
         PQclear(c->result);
+        PQclear(c->after);
         for (size_t j = 0; j < c->nprepared; j++)
             free(c->prepared[j]);
         free(c->prepared);
@@ -569,6 +597,8 @@ int pulse_pgpool_submit(pulse_pgpool_t *pool, const pulse_pgquery_t *q, pulse_pg
     const char *rid = q->request_id != NULL ? q->request_id : "-";
     size_t size = sizeof(pulse_pgjob_t) + (size_t)q->nparams * sizeof(char *) + strlen(q->tenant) + 1 + strlen(rid) + 1 +
                   strlen(app) + 1 + strlen(timeout) + 1 + strlen(q->stmt_name) + 1 + strlen(q->sql) + 1;
+    if (q->after_sql != NULL)
+        size += strlen(q->after_sql) + 1 + (q->after_param != NULL ? strlen(q->after_param) + 1 : 0);
     for (int i = 0; i < q->nparams; i++)
         size += q->params[i] != NULL ? strlen(q->params[i]) + 1 : 0;
     pulse_pgjob_t *job = calloc(1, size);
@@ -590,6 +620,8 @@ int pulse_pgpool_submit(pulse_pgpool_t *pool, const pulse_pgquery_t *q, pulse_pg
     job->timeout = copy_into(&p, timeout);
     job->stmt_name = copy_into(&p, q->stmt_name);
     job->sql = copy_into(&p, q->sql);
+    job->after_sql = copy_into(&p, q->after_sql);
+    job->after_param = copy_into(&p, q->after_param);
     for (int i = 0; i < q->nparams; i++)
         job->params[i] = copy_into(&p, q->params[i]);
     job->_timeout.cb = on_queue_timeout;

@@ -6,6 +6,17 @@
  * goes away first, and it cancels the pending database job and releases the
  * configuration and route table the request held.  The database result is
  * copied into req->pool before the response is sent.
+ *
+ * The cache (cache.h describes the flow): a read or search call with a TTL
+ * gets a key; a Redis lookup (rpc_fetch_t, heap, owned by the pending
+ * command: dispose only clears its back pointer) answers a usable entry, a
+ * miss joins the loop's flight table: the leader calls the database, stores
+ * a 200 and hands the entry to the waiters (rpc_flight_done, also from
+ * dispose when the leader goes away: the waiters then call themselves).  A
+ * stale entry is served and refreshed by an rpc_refresh_t (heap, owns a copy
+ * of the call and a reference to the route table) that leads the flight and
+ * lives until its database call ends.  Entries served are always copied into
+ * req->pool first.
  */
 #include <jansson.h>
 #include <openssl/rand.h>
@@ -20,7 +31,16 @@
 #include "router.h"
 #include "rpc.h"
 
-typedef struct rpc_req_t {
+#define RPC_TAG_GENERATIONS_SQL "SELECT pulse.tag_generations($1::text[])::text"
+
+typedef struct rpc_req_t rpc_req_t;
+
+/* a pending Redis lookup; `r` is NULL once the request went away */
+typedef struct rpc_fetch_t {
+    rpc_req_t *r;
+} rpc_fetch_t;
+
+struct rpc_req_t {
     h2o_req_t *req;
     pulse_worker_t *worker;
     pulse_config_t *conf;   /* held until dispose */
@@ -32,7 +52,26 @@ typedef struct rpc_req_t {
     char tenant[PULSE_AUTH_MAX_TENANT + 1];
     int authenticated;
     struct timeval t0;
-} rpc_req_t;
+    /* cache; key[0] == '\0': the call is not cached */
+    char key[PULSE_CACHE_KEY_SIZE];
+    uint64_t ttl_ms, swr_ms, sie_ms;
+    rpc_fetch_t *fetch;           /* pending lookup */
+    pulse_cache_waiter_t *waiter; /* waiting for the flight of key */
+    int leader;                   /* leads the flight of key: finishes it on every path */
+    int has_stale;                /* `stale` is a stale-if-error entry (in req->pool) */
+    pulse_cache_entry_t stale;
+};
+
+/* a background refresh of a stale entry; leads the flight of its key */
+typedef struct rpc_refresh_t {
+    pulse_worker_t *w;
+    pulse_pgjob_t *job;
+    pulse_routes_t *routes; /* held: call.route points into it */
+    h2o_mem_pool_t pool;    /* the call's copy, the result */
+    pulse_call_t call;
+    char key[PULSE_CACHE_KEY_SIZE];
+    uint64_t ttl_ms, px_ms;
+} rpc_refresh_t;
 
 typedef struct {
     h2o_handler_t super;
@@ -149,34 +188,134 @@ static void rpc_send_body(rpc_req_t *r, h2o_iovec_t body, const char *link, cons
 }
 
 /* the Link header for a body carrying next_cursor, or NULL */
-static const char *rpc_next_link(rpc_req_t *r, h2o_iovec_t body)
+static const char *rpc_next_link(h2o_mem_pool_t *pool, const pulse_call_t *call, h2o_iovec_t body)
 {
-    if (r->route->cursor_arg < 0 || h2o_strstr(body.base, body.len, H2O_STRLIT("\"next_cursor\"")) == SIZE_MAX)
+    if (call->route->cursor_arg < 0 || h2o_strstr(body.base, body.len, H2O_STRLIT("\"next_cursor\"")) == SIZE_MAX)
         return NULL;
     json_t *doc = json_loadb(body.base, body.len, 0, NULL);
     const char *link = NULL;
     json_t *cur = json_object_get(doc, "next_cursor");
     if (json_is_string(cur))
-        link = pulse_router_next_link(&r->req->pool, &r->call, json_string_value(cur), json_string_length(cur));
+        link = pulse_router_next_link(pool, call, json_string_value(cur), json_string_length(cur));
     json_decref(doc);
     return link;
+}
+
+static uint64_t now_ms(void)
+{
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    return (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000;
+}
+
+/* copies the fields of `src` (e.g. in a Redis reply or another request's pool) into `pool` */
+static void rpc_entry_copy(h2o_mem_pool_t *pool, pulse_cache_entry_t *dst, const pulse_cache_entry_t *src)
+{
+    *dst = *src;
+    dst->content_type = h2o_strdup(pool, src->content_type.base, src->content_type.len);
+    dst->etag = h2o_strdup(pool, src->etag.base, src->etag.len);
+    dst->link = src->link.len != 0 ? h2o_strdup(pool, src->link.base, src->link.len) : h2o_iovec_init(NULL, 0);
+    dst->body = h2o_strdup(pool, src->body.base, src->body.len);
+    dst->gzip = src->gzip.len != 0 ? h2o_strdup(pool, src->gzip.base, src->gzip.len) : h2o_iovec_init(NULL, 0);
+}
+
+/* step 7 of a cached call: `e` (in req->pool) with ETag, Cache-Control, X-Cache, Vary; 304 on a matching If-None-Match; the
+   gzip variant when the client accepts it */
+static void rpc_send_entry(rpc_req_t *r, const pulse_cache_entry_t *e, const char *xcache, const char *source)
+{
+    h2o_req_t *req = r->req;
+    char cc[128];
+    int ccn = pulse_cache_control(cc, sizeof(cc), e, r->swr_ms, r->sie_ms, now_ms());
+    h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-request-id"), 0, NULL, r->request_id, strlen(r->request_id));
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ETAG, NULL, e->etag.base, e->etag.len);
+    if (ccn > 0) {
+        h2o_iovec_t v = h2o_strdup(&req->pool, cc, (size_t)ccn);
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL, v.base, v.len);
+    }
+    h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-cache"), 0, NULL, xcache, strlen(xcache));
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_VARY, NULL, H2O_STRLIT("Accept-Encoding"));
+    if (e->link.len != 0)
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_LINK, NULL, e->link.base, e->link.len);
+    ssize_t i = h2o_find_header(&req->headers, H2O_TOKEN_IF_NONE_MATCH, -1);
+    if (i >= 0 && pulse_cache_etag_list_match(req->headers.entries[i].value.base, req->headers.entries[i].value.len, e->etag.base,
+                                              e->etag.len, false)) {
+        req->res.status = 304;
+        req->res.reason = "Not Modified";
+        h2o_send_inline(req, NULL, 0);
+        rpc_log_access(req, r->request_id, &r->t0, r->route->name, r->tenant, 0, source);
+        return;
+    }
+    h2o_iovec_t body = e->body;
+    i = h2o_find_header(&req->headers, H2O_TOKEN_ACCEPT_ENCODING, -1);
+    if (e->gzip.len != 0 && i >= 0 &&
+        pulse_cache_accepts_gzip(req->headers.entries[i].value.base, req->headers.entries[i].value.len)) {
+        body = e->gzip;
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_ENCODING, NULL, H2O_STRLIT("gzip"));
+    }
+    req->res.status = e->status;
+    req->res.reason = "OK";
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, e->content_type.base, e->content_type.len);
+    req->res.content_length = body.len;
+    h2o_send_inline(req, body.base, body.len);
+    rpc_log_access(req, r->request_id, &r->t0, r->route->name, r->tenant, body.len, source);
+}
+
+/* the leader hands `result` (an entry, or NULL: the waiters call the database themselves) to the flight's waiters */
+static void rpc_flight_done(rpc_req_t *r, const pulse_cache_entry_t *result)
+{
+    if (!r->leader)
+        return;
+    r->leader = 0;
+    if (r->worker->flights != NULL)
+        (void)pulse_cache_flight_finish(r->worker->flights, r->key, result);
+}
+
+/* answers with the stale-if-error entry when there is one; returns whether it did */
+static int rpc_serve_stale(rpc_req_t *r)
+{
+    if (!r->has_stale)
+        return 0;
+    rpc_flight_done(r, NULL);
+    rpc_send_entry(r, &r->stale, "stale", "stale-if-error");
+    return 1;
 }
 
 /* step 5 → 6 → 7 */
 static void on_db_result(void *data, const pulse_pgresult_t *res)
 {
     rpc_req_t *r = data;
+    pulse_worker_t *w = r->worker;
+    if (res->after != NULL && w->gens != NULL &&
+        pulse_generations_resync(w->gens, (const char *const *)r->route->tags, r->route->ntags, res->after, res->after_len) < 0)
+        pulse_log_msg("error", r->request_id, "%s: unexpected pulse.tag_generations result", r->route->name);
     switch (res->status) {
     case PULSE_PG_OK: {
         h2o_iovec_t body =
             res->body != NULL ? h2o_strdup(&r->req->pool, res->body, res->body_len) : h2o_iovec_init(H2O_STRLIT("null"));
-        const char *link = rpc_next_link(r, body);
-        /* step 6: cache.c stores (tenant, call, body, link) here */
+        const char *link = rpc_next_link(&r->req->pool, &r->call, body);
+        if (r->key[0] != '\0') {
+            /* step 6: store, answer the flight's waiters, answer */
+            pulse_cache_entry_t e;
+            h2o_iovec_t lv = link != NULL ? h2o_iovec_init(link, strlen(link)) : h2o_iovec_init(NULL, 0);
+            if (pulse_cache_entry_init(&r->req->pool, &e, 200, h2o_iovec_init(H2O_STRLIT("application/json")), body, lv, now_ms(),
+                                       r->ttl_ms) != 0)
+                pulse_log_msg("warning", r->request_id, "%s: gzip failed; cached without a gzip variant", r->route->name);
+            if (w->redis != NULL && pulse_cache_store(w->redis, &r->req->pool, r->key, &e,
+                                                      pulse_cache_redis_ttl_ms(r->ttl_ms, r->swr_ms, r->sie_ms)) != 0) {
+                /* Redis is down: answered from the database all the same */
+            }
+            rpc_flight_done(r, &e);
+            rpc_send_entry(r, &e, "miss", "db");
+            return;
+        }
         rpc_send_body(r, body, link, "db");
         return;
     }
     case PULSE_PG_ERROR: {
         int status = pulse_problem_status_for_sqlstate(res->sqlstate);
+        rpc_flight_done(r, NULL);
+        if (status >= 500 && rpc_serve_stale(r))
+            return;
         if (pulse_problem_detail_is_public(status)) {
             rpc_fail(r, status, res->message, NULL);
         } else {
@@ -193,10 +332,14 @@ static void on_db_result(void *data, const pulse_pgresult_t *res)
     }
     case PULSE_PG_UNAVAILABLE:
         pulse_log_msg("warning", r->request_id, "%s: %s", r->route->name, res->message);
-        rpc_fail(r, 503, "the database is unavailable, retry later", NULL);
+        rpc_flight_done(r, NULL);
+        if (!rpc_serve_stale(r))
+            rpc_fail(r, 503, "the database is unavailable, retry later", NULL);
         return;
     case PULSE_PG_BUSY:
-        rpc_fail(r, 503, "the proxy is overloaded, retry later", NULL);
+        rpc_flight_done(r, NULL);
+        if (!rpc_serve_stale(r))
+            rpc_fail(r, 503, "the proxy is overloaded, retry later", NULL);
         return;
     }
 }
@@ -204,19 +347,224 @@ static void on_db_result(void *data, const pulse_pgresult_t *res)
 /* step 5: the call through this loop's pool; on_db_result continues */
 static void rpc_call_database(rpc_req_t *r)
 {
-    pulse_pgquery_t q = {r->tenant,       r->request_id, r->conf->timeout_ms[r->route->cls], r->call.stmt_name, r->call.sql,
-                         r->call.nparams, r->call.params};
+    pulse_worker_t *w = r->worker;
+    pulse_pgquery_t q = {r->tenant,         r->request_id, r->conf->timeout_ms[r->route->cls],
+                         r->call.stmt_name, r->call.sql,   r->call.nparams,
+                         r->call.params,    NULL,          NULL};
+    char *tags = NULL;
+    /* a write with tags reads their generations after its COMMIT, so that the next read through this proxy is fresh */
+    if (w->gens != NULL && r->route->ntags != 0 && (r->route->cls == PULSE_CLASS_WRITE || r->route->cls == PULSE_CLASS_BATCH) &&
+        (tags = pulse_generations_text_array((const char *const *)r->route->tags, r->route->ntags)) != NULL) {
+        q.after_sql = RPC_TAG_GENERATIONS_SQL;
+        q.after_param = tags;
+    }
+    pulse_pgstatus_t st = PULSE_PG_UNAVAILABLE;
+    int rc = w->pgpool != NULL ? pulse_pgpool_submit(w->pgpool, &q, on_db_result, r, &r->job, &st) : -1;
+    free(tags);
+    if (rc != 0) {
+        rpc_flight_done(r, NULL);
+        if (!rpc_serve_stale(r))
+            rpc_fail(r, 503,
+                     st == PULSE_PG_UNAVAILABLE ? "the database is unavailable, retry later"
+                                                : "the proxy is overloaded, retry later",
+                     NULL);
+    }
+}
+
+/* the flight this request waited for ended: answer with the leader's entry, or call the database */
+static void on_flight_done(void *data, const void *result)
+{
+    rpc_req_t *r = data;
+    r->waiter = NULL;
+    if (result == NULL) {
+        rpc_call_database(r);
+        return;
+    }
+    pulse_cache_entry_t e;
+    rpc_entry_copy(&r->req->pool, &e, result);
+    rpc_send_entry(r, &e, "miss", "flight");
+}
+
+/* a miss: the flight's leader calls the database, the others wait for it */
+static void rpc_miss(rpc_req_t *r)
+{
+    if (r->worker->flights != NULL) {
+        int rc = pulse_cache_flight_join(r->worker->flights, r->key, on_flight_done, r, &r->waiter);
+        if (rc == 0)
+            return;
+        r->leader = rc == 1;
+    }
+    rpc_call_database(r);
+}
+
+static void rpc_refresh_free(rpc_refresh_t *rf)
+{
+    h2o_mem_clear_pool(&rf->pool);
+    pulse_router_release(rf->routes);
+    free(rf);
+}
+
+static void on_refresh_result(void *data, const pulse_pgresult_t *res)
+{
+    rpc_refresh_t *rf = data;
+    pulse_cache_entry_t e, *result = NULL;
+    if (res->status == PULSE_PG_OK) {
+        h2o_iovec_t body = res->body != NULL ? h2o_strdup(&rf->pool, res->body, res->body_len) : h2o_iovec_init(H2O_STRLIT("null"));
+        const char *link = rpc_next_link(&rf->pool, &rf->call, body);
+        h2o_iovec_t lv = link != NULL ? h2o_iovec_init(link, strlen(link)) : h2o_iovec_init(NULL, 0);
+        if (pulse_cache_entry_init(&rf->pool, &e, 200, h2o_iovec_init(H2O_STRLIT("application/json")), body, lv, now_ms(),
+                                   rf->ttl_ms) != 0) {
+            /* no gzip variant: still usable */
+        }
+        if (rf->w->redis != NULL && pulse_cache_store(rf->w->redis, &rf->pool, rf->key, &e, rf->px_ms) != 0) {
+            /* Redis went down: the entry is only handed to the waiters */
+        }
+        result = &e;
+    }
+    if (rf->w->flights != NULL)
+        (void)pulse_cache_flight_finish(rf->w->flights, rf->key, result);
+    rpc_refresh_free(rf);
+}
+
+static void on_refresh_join(void *data, const void *result)
+{
+    (void)data, (void)result; /* never runs: the refresh leaves at once when a flight is open */
+}
+
+/* starts the background refresh of a stale entry, unless a call for its key already runs */
+static void rpc_refresh_start(rpc_req_t *r)
+{
+    pulse_worker_t *w = r->worker;
+    pulse_cache_waiter_t *waiter;
+    if (w->flights == NULL || w->pgpool == NULL)
+        return;
+    int rc = pulse_cache_flight_join(w->flights, r->key, on_refresh_join, NULL, &waiter);
+    if (rc == 0)
+        pulse_cache_flight_leave(waiter);
+    if (rc != 1)
+        return;
+    rpc_refresh_t *rf = calloc(1, sizeof(*rf));
+    if (rf == NULL) {
+        (void)pulse_cache_flight_finish(w->flights, r->key, NULL);
+        return;
+    }
+    rf->w = w;
+    rf->routes = pulse_router_acquire();
+    memcpy(rf->key, r->key, sizeof(rf->key));
+    rf->ttl_ms = r->ttl_ms;
+    rf->px_ms = pulse_cache_redis_ttl_ms(r->ttl_ms, r->swr_ms, r->sie_ms);
+    h2o_mem_init_pool(&rf->pool);
+    /* the copy of the call points into the route table the refresh holds: only when it is still the request's one (a
+       reload in between: no refresh, the entry expires or the next miss replaces it) */
+    if (rf->routes != r->routes) {
+        (void)pulse_cache_flight_finish(w->flights, r->key, NULL);
+        if (rf->routes != NULL)
+            pulse_router_release(rf->routes);
+        h2o_mem_clear_pool(&rf->pool);
+        free(rf);
+        return;
+    }
+    const pulse_route_t *route = r->route;
+    rf->call = r->call;
+    rf->call.route = route;
+    rf->call.values = h2o_mem_alloc_pool(&rf->pool, sizeof(char *) * (route->nargs + 1));
+    rf->call.given = h2o_mem_alloc_pool(&rf->pool, route->nargs + 1);
+    for (size_t i = 0; i < route->nargs; i++) {
+        rf->call.values[i] = r->call.values[i] != NULL ? h2o_strdup(&rf->pool, r->call.values[i], SIZE_MAX).base : NULL;
+        rf->call.given[i] = r->call.given[i];
+    }
+    pulse_pgquery_t q = {r->tenant,         r->request_id, r->conf->timeout_ms[r->route->cls],
+                         r->call.stmt_name, r->call.sql,   r->call.nparams,
+                         r->call.params,    NULL,          NULL};
     pulse_pgstatus_t st;
-    if (pulse_pgpool_submit(r->worker->pgpool, &q, on_db_result, r, &r->job, &st) != 0)
-        rpc_fail(r, 503,
-                 st == PULSE_PG_UNAVAILABLE ? "the database is unavailable, retry later" : "the proxy is overloaded, retry later",
-                 NULL);
+    if (pulse_pgpool_submit(w->pgpool, &q, on_refresh_result, rf, &rf->job, &st) != 0) {
+        (void)pulse_cache_flight_finish(w->flights, rf->key, NULL);
+        rpc_refresh_free(rf);
+    }
+}
+
+/* step 4 continued: the answer of Redis */
+static void on_cache_fetch(void *data, pulse_cache_lookup_t status, const pulse_cache_entry_t *entry)
+{
+    rpc_fetch_t *f = data;
+    rpc_req_t *r = f->r;
+    free(f);
+    if (r == NULL) /* the request went away */
+        return;
+    r->fetch = NULL;
+    if (status == PULSE_CACHE_LOOKUP_HIT) {
+        pulse_cache_entry_t e;
+        switch (pulse_cache_classify(entry->created_at_ms, entry->ttl_ms, r->swr_ms, r->sie_ms, now_ms())) {
+        case PULSE_CACHE_FRESH:
+            rpc_entry_copy(&r->req->pool, &e, entry);
+            rpc_send_entry(r, &e, "hit", "cache");
+            return;
+        case PULSE_CACHE_STALE:
+            rpc_entry_copy(&r->req->pool, &e, entry);
+            rpc_refresh_start(r);
+            rpc_send_entry(r, &e, "stale", "cache-stale");
+            return;
+        case PULSE_CACHE_STALE_IF_ERROR:
+            rpc_entry_copy(&r->req->pool, &r->stale, entry);
+            r->has_stale = 1;
+            break;
+        case PULSE_CACHE_EXPIRED:
+            break;
+        }
+    }
+    rpc_miss(r);
+}
+
+/* step 4: the key of a cacheable call and its lookup; returns 0 when the lookup was sent (on_cache_fetch continues) */
+static int rpc_cache_lookup(rpc_req_t *r)
+{
+    pulse_worker_t *w = r->worker;
+    const pulse_route_t *rt = r->route;
+    if (w->redis == NULL || rt->ttl_ms <= 0 || !(rt->cls == PULSE_CLASS_READ || rt->cls == PULSE_CLASS_SEARCH))
+        return -1;
+    h2o_mem_pool_t *pool = &r->req->pool;
+    pulse_cache_arg_t *args = h2o_mem_alloc_pool(pool, sizeof(*args) * (rt->nargs + 1));
+    uint64_t *gens = h2o_mem_alloc_pool(pool, sizeof(*gens) * (rt->ntags + 1));
+    size_t nargs = 0;
+    for (size_t i = 0; i < rt->nargs; i++) {
+        if (!r->call.given[i])
+            continue;
+        const char *v = r->call.values[i];
+        args[nargs++] = (pulse_cache_arg_t){rt->arg_names[i], v, v != NULL ? strlen(v) : 0};
+    }
+    pulse_generations_get_many(w->gens, (const char *const *)rt->tags, rt->ntags, gens);
+    /* the function's identity too: an endpoint moved to another function does not serve the old one's entries */
+    size_t eplen = strlen(rt->name) + strlen(rt->schema) + strlen(rt->function) + 3;
+    char *ep = h2o_mem_alloc_pool(pool, eplen);
+    snprintf(ep, eplen, "%s=%s.%s", rt->name, rt->schema, rt->function);
+    if (pulse_cache_key(r->key, r->tenant, ep, args, nargs, (const char *const *)rt->tags, gens, rt->ntags) < 0) {
+        r->key[0] = '\0';
+        return -1;
+    }
+    r->ttl_ms = (uint64_t)rt->ttl_ms;
+    r->swr_ms = (uint64_t)r->conf->swr_ms[rt->cls];
+    r->sie_ms = (uint64_t)r->conf->sie_ms[rt->cls];
+    rpc_fetch_t *f = malloc(sizeof(*f));
+    if (f == NULL)
+        return 1;
+    f->r = r;
+    if (pulse_cache_fetch(w->redis, r->key, on_cache_fetch, f) != 0) {
+        free(f);
+        return 1; /* Redis is down: a miss */
+    }
+    r->fetch = f;
+    return 0;
 }
 
 static void rpc_dispose(void *p)
 {
     rpc_req_t *r = p;
     pulse_pgpool_cancel(r->job);
+    if (r->fetch != NULL)
+        r->fetch->r = NULL;
+    if (r->waiter != NULL)
+        pulse_cache_flight_leave(r->waiter);
+    rpc_flight_done(r, NULL); /* a leader gone: its waiters call the database */
     if (r->routes != NULL)
         pulse_router_release(r->routes);
     if (r->conf != NULL)
@@ -321,9 +669,17 @@ static int on_rpc(h2o_req_t *req)
         return 0;
     }
 
-    /* step 4: cache.c looks up (tenant, call) here, asynchronously: a hit answers with rpc_send_body(r, ..., "cache"),
-       a miss (or Redis unavailable) continues with rpc_call_database(r) */
-    rpc_call_database(r);
+    /* step 4: a cacheable call is looked up in Redis (on_cache_fetch continues); when Redis cannot be asked, it is a miss */
+    switch (rpc_cache_lookup(r)) {
+    case 0:
+        break;
+    case 1:
+        rpc_miss(r);
+        break;
+    default:
+        rpc_call_database(r);
+        break;
+    }
     return 0;
 }
 
@@ -351,10 +707,21 @@ static int on_health(h2o_req_t *req, int ready)
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT("application/json"));
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL, H2O_STRLIT("no-store"));
     h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-request-id"), 0, NULL, rid, strlen(rid));
-    static const char body[] = "{\"status\":\"ok\"}";
-    req->res.content_length = sizeof(body) - 1;
-    h2o_send_inline(req, body, sizeof(body) - 1);
-    rpc_log_access(req, rid, &t0, NULL, NULL, sizeof(body) - 1, NULL);
+    char body[96];
+    int n;
+    if (ready) {
+        /* Redis down is degraded (slower, answered by the database), not unready */
+        pulse_redis_t *redis = pulse_rpc_worker(req)->redis;
+        int up = redis == NULL || pulse_redis_is_up(redis);
+        n = snprintf(body, sizeof(body), "{\"status\":\"%s\",\"postgresql\":\"up\",\"redis\":\"%s\"}", up ? "ok" : "degraded",
+                     redis == NULL ? "off" : pulse_redis_state_name(pulse_redis_state(redis)));
+    } else {
+        n = snprintf(body, sizeof(body), "{\"status\":\"ok\"}");
+    }
+    h2o_iovec_t b = h2o_strdup(&req->pool, body, (size_t)n);
+    req->res.content_length = b.len;
+    h2o_send_inline(req, b.base, b.len);
+    rpc_log_access(req, rid, &t0, NULL, NULL, b.len, NULL);
     return 0;
 }
 

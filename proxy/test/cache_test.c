@@ -399,6 +399,15 @@ static void test_generations(void)
     pulse_generations_get_many(g, tags, 4, many);
     CHECK(many[0] == 5 && many[1] == 7 && many[2] == 1 && many[3] == 0, "get_many");
 
+    /* the parameter of pulse.tag_generations($1::text[]) */
+    const char *odd[] = {"demo.events", "a\"b", "c\\d", "e,f", ""};
+    char *lit = pulse_generations_text_array(odd, 5);
+    CHECK_STR(lit, "{\"demo.events\",\"a\\\"b\",\"c\\\\d\",\"e,f\",\"\"}", "text_array: quoted, escaped");
+    free(lit);
+    lit = pulse_generations_text_array(NULL, 0);
+    CHECK_STR(lit, "{}", "text_array: empty");
+    free(lit);
+
     /* many tags */
     char name[32];
     int ok = 1;

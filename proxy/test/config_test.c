@@ -32,6 +32,13 @@ int main(void)
     CHECK(c != NULL, "defaults load");
     CHECK_STR(c->listen, "127.0.0.1:8080", "default listen");
     CHECK(c->pool_size == 4 && c->max_args == 32 && c->timeout_ms[PULSE_CLASS_READ] == 2000, "default integers");
+    CHECK(c->redis_url[0] == '\0' && c->swr_ms[PULSE_CLASS_READ] == 10000 && c->sie_ms[PULSE_CLASS_SEARCH] == 300000 &&
+              c->swr_ms[PULSE_CLASS_WRITE] == 0 && c->redis_command_timeout_ms == 50 && c->redis_connect_timeout_ms == 200 &&
+              c->redis_backoff_max_ms == 5000,
+          "cache defaults: no Redis, windows per class");
+    CHECK(pulse_config_set(c, "cache_swr_search_ms", "2500", err, sizeof(err)) == 0 && c->swr_ms[PULSE_CLASS_SEARCH] == 2500 &&
+              pulse_config_set(c, "redis_command_timeout_ms", "0", err, sizeof(err)) == -1,
+          "cache options set and range-checked");
     CHECK_STR(c->pg_control_url, c->pg_url, "pg_control_url defaults to pg_url");
     CHECK_STR(c->jwt_secret, "s3", "secret from PULSE_JWT_SECRET");
     pulse_config_free(c);

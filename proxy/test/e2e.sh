@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# End-to-end tests of pulse-proxy against a real PostgreSQL on loopback.
+# End-to-end tests of pulse-proxy against a real PostgreSQL and Redis on loopback.
 #
 #   PULSE_PROXY_BIN  proxy binary (default build/pulse-proxy)
 #   PULSE_TEST_PORT  PostgreSQL port (default: a free one from 25600)
 #   PULSE_TEST_TMP   scratch directory (default: a fresh one, removed at exit)
 #
-# Starts its own cluster (scripts/cluster.sh), installs the pulse extension
-# and proxy/test/fixture.sql, starts the proxy and checks it with curl.
+# Starts its own cluster (scripts/cluster.sh) and redis-server, installs the
+# pulse extension and proxy/test/fixture.sql, starts the proxy and checks it
+# with curl.
 # Prints "ok N - ..." / "not ok N - ..." and ends with "N passed, M failed".
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -27,10 +28,25 @@ chmod 755 "$TMP"
 PGPORT=${PULSE_TEST_PORT:-$(free_port 25600)}
 HTTP_PORT=$(free_port $((PGPORT + 1)))
 [ "$HTTP_PORT" != "$PGPORT" ] || HTTP_PORT=$(free_port $((PGPORT + 2)))
+REDIS_PORT=$(free_port $((HTTP_PORT + 1)))
 PG="$TMP/pg"
 BASE="http://127.0.0.1:$HTTP_PORT"
 SECRET=e2e-secret-$$
 PROXY_PID=
+REDIS_PID=
+SF_PID=
+
+start_redis() {
+	redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no >>"$TMP/redis.log" 2>&1 &
+	REDIS_PID=$!
+	wait_for 10 redis-cli -p "$REDIS_PORT" ping
+}
+stop_redis() {
+	[ -n "$REDIS_PID" ] || return 0
+	kill -KILL "$REDIS_PID" 2>/dev/null
+	wait "$REDIS_PID" 2>/dev/null
+	REDIS_PID=
+}
 
 cleanup() {
 	if [ -n "$PROXY_PID" ] && kill -0 "$PROXY_PID" 2>/dev/null; then
@@ -38,6 +54,9 @@ cleanup() {
 		for _ in $(seq 50); do kill -0 "$PROXY_PID" 2>/dev/null || break; sleep 0.1; done
 		kill -KILL "$PROXY_PID" 2>/dev/null
 	fi
+	[ -z "$SF_PID" ] || kill -KILL "$SF_PID" 2>/dev/null
+	[ -z "$REDIS_PID" ] || kill -CONT "$REDIS_PID" 2>/dev/null
+	stop_redis
 	scripts/cluster.sh destroy "$PG" >/dev/null 2>&1
 	[ -z "$OWN_TMP" ] || rm -rf "$TMP"
 }
@@ -65,6 +84,7 @@ psql_su -d postgres -c "CREATE DATABASE pulse_e2e" >/dev/null &&
 	psql_su -d pulse_e2e -c "CREATE EXTENSION pulse" >/dev/null &&
 	psql_su -d pulse_e2e -f proxy/test/fixture.sql >/dev/null ||
 	{ echo "not ok 1 - cannot install the extension and the fixture"; echo "0 passed, 1 failed"; exit 1; }
+start_redis || { echo "not ok 1 - cannot start redis-server on port $REDIS_PORT"; echo "0 passed, 1 failed"; exit 1; }
 
 cat >"$TMP/proxy.yaml" <<CONF
 # pulse-proxy configuration of the e2e test
@@ -79,6 +99,11 @@ body_limit: 65536
 max_args: 8
 max_header_bytes: 8192
 access_log: $TMP/access.log
+redis_url: redis://127.0.0.1:$REDIS_PORT
+redis_command_timeout_ms: 200
+redis_backoff_max_ms: 500
+cache_swr_read_ms: 1000
+cache_sie_read_ms: 600000
 CONF
 
 start_proxy() {
@@ -99,6 +124,7 @@ req() {
 	shift 3 2>/dev/null || shift $#
 	local auth=()
 	[ -z "$tok" ] || auth=(-H "Authorization: Bearer $tok")
+	: >"$TMP/body" # curl leaves the file alone when there is no body (304)
 	status=$(curl -s -o "$TMP/body" -D "$TMP/headers" -w '%{http_code}' -X "$method" "${auth[@]}" "$@" "$BASE$path")
 }
 header() { grep -i "^$1:" "$TMP/headers" | head -n 1 | cut -d' ' -f2- | tr -d '\r'; }
@@ -168,6 +194,126 @@ check "tenant and request id reach PostgreSQL; X-Request-Id echoed" \
 	eval '[ "$(jq_ "d[\"tenant\"]")" = 2 ] && [[ "$(jq_ "d[\"application_name\"]")" == *e2e-req-42* ]] && [ "$(header x-request-id)" = e2e-req-42 ]'
 req GET /rpc/whoami "$T2" -H 'X-Request-Id: bad id with spaces!'
 check "an invalid X-Request-Id is replaced" eval '[ "$(header x-request-id)" != "bad id with spaces!" ] && [ -n "$(header x-request-id)" ]'
+
+# --- cache ---------------------------------------------------------------------------
+xcache() { header x-cache; }
+calls() { psql_su -d pulse_e2e -Atc "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM demo.calls"; }
+req GET "/rpc/events_page?page_size=30&kind=view" "$T1"
+cp "$TMP/body" "$TMP/first"
+x1=$(xcache) etag=$(header etag)
+req GET "/rpc/events_page?page_size=30&kind=view" "$T1"
+check "cache: miss, then hit with the identical body" \
+	eval '[ "$x1" = miss ] && [ "$status" = 200 ] && [ "$(xcache)" = hit ] && cmp -s "$TMP/first" "$TMP/body"'
+check "cache: ETag (the same on miss and hit), Cache-Control, Vary" \
+	eval '[[ "$etag" == \"*\" ]] && [ "$(header etag)" = "$etag" ] && header cache-control | grep -q "max-age=" && [ "$(header vary)" = Accept-Encoding ]'
+req GET "/rpc/events_page?page_size=30&kind=view" "$T1" -H "If-None-Match: W/\"x\", $etag"
+check "If-None-Match with the ETag: 304 without a body" eval '[ "$status" = 304 ] && [ ! -s "$TMP/body" ] && [ "$(header etag)" = "$etag" ]'
+req GET "/rpc/events_page?page_size=30&kind=view" "$T1" -H 'If-None-Match: "nope"'
+check "If-None-Match with another tag: 200" eval '[ "$status" = 200 ] && cmp -s "$TMP/first" "$TMP/body"'
+req GET "/rpc/events_page?page_size=30&kind=view" "$T1" -H 'Accept-Encoding: gzip, deflate'
+check "Accept-Encoding gzip: Content-Encoding gzip of the same body" \
+	eval '[ "$(header content-encoding)" = gzip ] && gzip -dc <"$TMP/body" | cmp -s "$TMP/first" -'
+req GET "/rpc/events_page?kind=view&page_size=30" "$T1"
+check "argument order does not matter: hit" eval '[ "$(xcache)" = hit ] && cmp -s "$TMP/first" "$TMP/body"'
+
+req GET "/rpc/events_page?page_size=5" "$T1"
+req GET "/rpc/events_page?page_size=5" "$T1"
+cp "$TMP/body" "$TMP/t1"
+x1=$(xcache)
+req GET "/rpc/events_page?page_size=5" "$T2"
+check "tenant B never gets tenant A's cached body for the same URL" \
+	eval '[ "$x1" = hit ] && [ "$(xcache)" = miss ] && ! cmp -s "$TMP/t1" "$TMP/body" && [ "$(jq_ "sorted({r[\"tenant_id\"] for r in d[\"items\"]})")" = "[2]" ]'
+req GET "/rpc/events_page?page_size=5" "$T2"
+check "... and its own entry is a hit with its own rows" \
+	eval '[ "$(xcache)" = hit ] && [ "$(jq_ "sorted({r[\"tenant_id\"] for r in d[\"items\"]})")" = "[2]" ]'
+
+# a write made directly in SQL: NOTIFY pulse_invalidate moves the tag, the next read is fresh within 100 ms
+req GET "/rpc/events_page?page_size=1&kind=click" "$T1"
+req GET "/rpc/events_page?page_size=1&kind=click" "$T1"
+x1=$(xcache)
+new_id=$(psql_su -d pulse_e2e -Atc "INSERT INTO demo.events (tenant_id, created_at, kind) VALUES (1, now(), 'click') RETURNING id")
+t0=$(date +%s%N)
+fresh=0
+while :; do
+	req GET "/rpc/events_page?page_size=1&kind=click" "$T1"
+	elapsed=$(( ($(date +%s%N) - t0) / 1000000 ))
+	if grep -q "\"id\": $new_id," "$TMP/body"; then fresh=1; break; fi
+	[ "$elapsed" -lt 100 ] || break
+done
+check "write in SQL: a read is fresh within 100 ms (after ${elapsed} ms)" eval '[ "$x1" = hit ] && [ $fresh = 1 ] && [ "$elapsed" -le 100 ]'
+
+# the listening connection lost while a write commits: after the reconnect, pulse.tag_generations resyncs
+req GET "/rpc/events_page?page_size=1&kind=view" "$T1"
+req GET "/rpc/events_page?page_size=1&kind=view" "$T1"
+x1=$(xcache)
+new_id=$(psql_su -d pulse_e2e -Atc "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'pulse-proxy catalog'" \
+	-c "INSERT INTO demo.events (tenant_id, created_at, kind) VALUES (1, now(), 'view') RETURNING id" | tail -n 1)
+wait_for 5 eval 'curl -s -H "Authorization: Bearer $T1" "$BASE/rpc/events_page?page_size=1&kind=view" | grep -q "\"id\": $new_id,"'
+resynced=$?
+check "listener reconnected: the generations are resynced, reads are fresh" \
+	eval '[ $resynced = 0 ] && [ "$x1" = hit ] && ! grep -q "cannot read the tag generations" "$TMP/proxy.err"'
+
+# a write through the proxy: the generations are read after its COMMIT, before its response
+req GET "/rpc/events_page?page_size=1&kind=buy" "$T2"
+req GET "/rpc/events_page?page_size=1&kind=buy" "$T2"
+x1=$(xcache)
+req POST /rpc/add_event "$T2" -H 'Content-Type: application/json' --data '{"kind": "buy", "note": "cache"}'
+new_id=$(jq_ 'd["id"]')
+req GET "/rpc/events_page?page_size=1&kind=buy" "$T2"
+check "write through the proxy: the very next read is fresh" \
+	eval '[ "$x1" = hit ] && [ "$(xcache)" = miss ] && [ "$(jq_ "d[\"items\"][0][\"id\"]")" = "$new_id" ]'
+
+# single-flight: the flight table belongs to an event loop, so a second proxy with one loop takes 10 identical
+# concurrent misses (h2o 2.2.5 cannot multiplex cleartext HTTP/2 streams for curl, so they come on 10 connections)
+SF_PORT=$(free_port $((REDIS_PORT + 1)))
+sed -e "s/^listen: .*/listen: 127.0.0.1:$SF_PORT/" -e "s/^threads: .*/threads: 1/" -e "s|^access_log: .*|access_log: $TMP/sf_access.log|" \
+	"$TMP/proxy.yaml" >"$TMP/sf.yaml"
+PULSE_JWT_SECRET=$SECRET "$BIN" --config "$TMP/sf.yaml" 2>>"$TMP/proxy.err" &
+SF_PID=$!
+wait_for 10 curl -sf "http://127.0.0.1:$SF_PORT/ready"
+before=$(calls)
+seq 10 | xargs -P 10 -I{} curl -s -o "$TMP/sf{}" -w '%{http_code}\n' -H "Authorization: Bearer $T1" \
+	"http://127.0.0.1:$SF_PORT/rpc/counted?k=sf&sleep=0.5" >"$TMP/sf_status"
+after=$(calls)
+kill -TERM $SF_PID
+wait $SF_PID
+sf_rc=$?
+SF_PID=
+check "single-flight: 10 concurrent identical misses, all 200 with one body, $((after - before)) database call(s)" \
+	eval '[ "$(grep -c "^200$" "$TMP/sf_status")" = 10 ] && [ "$(md5sum "$TMP"/sf[0-9]* | cut -d" " -f1 | sort -u | wc -l)" = 1 ] && [ $((after - before)) = 1 ] && [ $sf_rc = 0 ]'
+
+# stale-while-revalidate (counted: ttl 1 s, cache_swr_read_ms 1000): served stale, refreshed once in the background
+req GET "/rpc/counted?k=swr" "$T1"
+c1=$(jq_ 'd["call"]')
+sleep 1.2
+before=$(calls)
+req GET "/rpc/counted?k=swr" "$T1"
+x1=$(xcache) c2=$(jq_ 'd["call"]')
+wait_for 3 eval '[ "$(calls)" -gt "$before" ]'
+sleep 0.2
+req GET "/rpc/counted?k=swr" "$T1"
+check "stale-while-revalidate: stale answer, one background refresh, then a hit with the new body" \
+	eval '[ "$x1" = stale ] && [ "$c2" = "$c1" ] && [ "$(xcache)" = hit ] && [ "$(jq_ "d[\"call\"]")" = "$(calls)" ] && [ $(( $(calls) - before )) = 1 ]'
+
+# Redis slow, then killed and restarted: the database answers, caching resumes by itself
+kill -STOP "$REDIS_PID"
+req GET "/rpc/events_page?page_size=4" "$T1"
+check "Redis not answering: 200 from the database" eval '[ "$status" = 200 ] && [ "$(xcache)" = miss ]'
+kill -CONT "$REDIS_PID"
+stop_redis
+ok_all=1
+for i in 1 2 3; do
+	req GET "/rpc/events_page?page_size=4" "$T1"
+	[ "$status" = 200 ] && [ "$(xcache)" = miss ] || ok_all=0
+done
+check "Redis killed: 200 from the database, no error" [ $ok_all = 1 ]
+req GET /ready ""
+check "Redis killed: /ready is 200, degraded" eval '[ "$status" = 200 ] && [ "$(jq_ "d[\"status\"]")" = degraded ]'
+start_redis
+wait_for 10 eval 'curl -s -o /dev/null -D - -H "Authorization: Bearer $T1" "$BASE/rpc/events_page?page_size=4" | grep -qi "^x-cache: hit"'
+check "Redis restarted: caching resumes (X-Cache: hit)" [ $? = 0 ]
+wait_for 5 eval '[ "$(curl -s "$BASE/ready")" = "{\"status\":\"ok\",\"postgresql\":\"up\",\"redis\":\"up\"}" ]'
+check "Redis restarted: /ready reports it up" [ $? = 0 ]
 
 # --- client errors ----------------------------------------------------------------
 req GET "/rpc/events_page?cursor=not-a-cursor" "$T1"
@@ -290,8 +436,18 @@ wait_for 10 eval 'curl -sf -H "Authorization: Bearer $T1" "$BASE/rpc/whoami" >/d
 check "... and served again on fresh connections" [ $? = 0 ]
 
 # --- PostgreSQL restart ------------------------------------------------------------
+req GET "/rpc/counted?k=sie" "$T1"
+sie_body=$(cat "$TMP/body")
+req GET "/rpc/events_page?page_size=7" "$T1"
+cp "$TMP/body" "$TMP/fresh"
+t_sie=$(date +%s%N)
 scripts/cluster.sh stop "$PG" >/dev/null
 sleep 0.5
+req GET "/rpc/events_page?page_size=7" "$T1"
+check "PostgreSQL down: a fresh cached entry is still a hit" eval '[ "$status" = 200 ] && [ "$(xcache)" = hit ] && cmp -s "$TMP/fresh" "$TMP/body"'
+while [ $(( ($(date +%s%N) - t_sie) / 1000000 )) -lt 2200 ]; do sleep 0.1; done
+req GET "/rpc/counted?k=sie" "$T1"
+check "PostgreSQL down: an expired entry is served stale-if-error" 	eval '[ "$status" = 200 ] && [ "$(xcache)" = stale ] && [ "$(cat "$TMP/body")" = "$sie_body" ]'
 req GET /rpc/whoami "$T1"
 check "PostgreSQL down: 503 with Retry-After" eval 'is_problem 503 && [ -n "$(header retry-after)" ]'
 req GET /ready ""

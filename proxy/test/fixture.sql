@@ -1,6 +1,6 @@
 -- Fixture of proxy/test/e2e.sh: three tenants isolated by row-level security
 -- on pulse.tenant, and a handful of endpoints covering every answer the
--- proxy gives.  Loaded by a superuser into a database with the pulse
+-- proxy gives, cached ones among them.  Loaded by a superuser into a database with the pulse
 -- extension.
 CREATE SCHEMA demo;
 CREATE SCHEMA api;
@@ -59,13 +59,23 @@ CREATE FUNCTION api.add_event(kind text, note text DEFAULT NULL) RETURNS json LA
     VALUES (current_setting('pulse.tenant')::int, now(), kind, note)
     RETURNING json_build_object('id', id, 'tenant_id', tenant_id)
 $$;
+-- counts its calls (demo.calls), for the single-flight and refresh checks;
+-- STABLE for the catalog (read endpoints must be), nextval works all the same
+CREATE SEQUENCE demo.calls;
+GRANT USAGE ON SEQUENCE demo.calls TO api;
+CREATE FUNCTION api.counted(k text, sleep float8 DEFAULT 0) RETURNS json LANGUAGE sql STABLE AS $$
+    SELECT json_build_object('k', k, 'call', nextval('demo.calls'), 'slept', pg_sleep(sleep) IS NULL)
+$$;
 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA api TO api;
 
-SELECT pulse.expose('api.events_page(text,int,text)', 'search');
-SELECT pulse.expose('api.event(bigint)');
+-- every committed write to demo.events bumps the cache tag 'demo.events'
+SELECT pulse.track('demo.events');
+SELECT pulse.expose('api.events_page(text,int,text)', 'search', '60 s', '{demo.events}');
+SELECT pulse.expose('api.event(bigint)', 'read', '60 s', '{demo.events}');
+SELECT pulse.expose('api.counted(text,float8)', 'read', '1 s', '{demo.calls}');
 SELECT pulse.expose('api.counts()');
 SELECT pulse.expose('api.whoami()');
 SELECT pulse.expose('api.slow(float8)');
 SELECT pulse.expose('api.secret()');
 SELECT pulse.expose('api.fail()');
-SELECT pulse.expose('api.add_event(text,text)', 'write');
+SELECT pulse.expose('api.add_event(text,text)', 'write', NULL, '{demo.events}');
