@@ -43,6 +43,35 @@
  * the source, or more than AGG_MAX_INCREMENTAL_KEYS changed keys, makes the
  * next refresh full.
  *
+ * Delta maintenance (a kind of incremental refresh, same mode name).  When
+ * moreover
+ *	- the query has no WHERE and no HAVING clause;
+ *	- no aggregate uses DISTINCT, FILTER or ORDER BY, and each one is
+ *	  count(*) or takes a plain column of the source;
+ *	- the select list has a count(*) (it tells when a group vanishes);
+ *	- sum(x) sums smallint, integer, bigint or numeric, and avg(x) averages
+ *	  smallint, integer or bigint (exact: float sums would drift);
+ *	- the non-NULL x of every sum(x) and avg(x) are counted: count(x) is in
+ *	  the select list, or x is NOT NULL (then count(*) counts them);
+ *	- avg(x) comes with sum(x) in the select list;
+ *	- min(x) and max(x) take a type that is not collatable;
+ * the triggers log, per statement and per group touched, the change of
+ * count(*), of each count(x) and of each sum(x) (as numeric), the min or max
+ * of the inserted values of each min(x) or max(x), and the min or max of the
+ * deleted values (an UPDATE logs its old rows as deletions and its new rows
+ * as insertions).  A refresh sums the deltas per group and computes the new
+ * rows from the table's current ones: counts and sums add up (a sum is NULL
+ * when its count is 0), avg = sum / count (numeric division, as avg does),
+ * min = least(old, inserted), max = greatest(old, inserted), and a group
+ * whose count(*) falls to 0 is deleted.  A group is recomputed from the
+ * source only when a deleted value is at or beyond its new min or max (the
+ * extreme may have gone).  No source row is read otherwise.  numeric sums
+ * are equal to the query's but may show more trailing zeros (a scale the
+ * deleted values had).  A refresh analyses the query again: when a NOT NULL
+ * constraint it relied on has been dropped it recomputes the touched groups
+ * as above (the log holds their keys too).  Other incremental queries keep
+ * recomputing their touched groups.
+ *
  * Full mode (any other GROUP BY query): the refresh recomputes the whole
  * query and applies the difference.
  *
@@ -66,12 +95,14 @@
  *	- A refresh changes the aggregate table with plain DELETE and
  *	  INSERT ... ON CONFLICT only (RowExclusiveLock): readers never wait, and
  *	  MVCC shows them the table as of before or after a refresh, never half.
- *	- The log is consumed by a DELETE in the refresh's own transaction,
- *	  before the groups are recomputed from a later snapshot.  So a log row
- *	  disappears only with the commit of a refresh that saw its change, and
- *	  a crash or an error anywhere leaves both the table and the log as they
- *	  were.  A change that commits while a refresh runs keeps its log row and
- *	  is applied (again) by the next refresh.
+ *	- The log is consumed by a DELETE in the refresh's own transaction, and
+ *	  the groups are recomputed with the same snapshot (agg_snapshot, taken
+ *	  after the definition's row lock): the source rows a refresh reads are
+ *	  exactly those whose log rows it consumes, which deltas, applied once
+ *	  each, require.  So a log row disappears only with the commit of a
+ *	  refresh that saw its change, and a crash or an error anywhere leaves
+ *	  both the table and the log as they were.  A change that commits while
+ *	  a refresh runs keeps its log row and is applied by the next refresh.
  *	- Writers only ever INSERT into the log, so writers never wait for each
  *	  other or for a refresh.  Source rows and their log rows commit together.
  *	- create_aggregate creates the triggers before it fills the table:
@@ -139,6 +170,36 @@
 /* Runs kept in pulse.aggregate_runs per aggregate; older ones are deleted. */
 #define AGG_RUNS_KEPT				200
 
+/* How a value column of a delta-maintained aggregate follows its changes. */
+typedef enum AggDeltaKind
+{
+	AGG_DK_COUNT_STAR,			/* count(*): old + delta */
+	AGG_DK_COUNT,				/* count(x): old + delta of the non-NULL x */
+	AGG_DK_SUM,					/* sum(x): old + delta, NULL when no x left */
+	AGG_DK_AVG,					/* avg(x): the new sum(x) / count of x */
+	AGG_DK_MIN,					/* min(x): least(old, inserted), or recompute */
+	AGG_DK_MAX					/* max(x): greatest(old, inserted), or recompute */
+} AggDeltaKind;
+
+/* One value column of a delta-maintained aggregate. */
+typedef struct AggDeltaValue
+{
+	AggDeltaKind kind;
+	char	   *arg;			/* the source column aggregated (not count(*)) */
+	AttrNumber	attno;			/* its number */
+	Oid			argtype;		/* its type */
+	int			count_of;		/* SUM, AVG: value counting the non-NULL arg */
+	int			sum_of;			/* AVG: value holding sum(arg) */
+} AggDeltaValue;
+
+/* Delta maintenance of an incremental aggregate (see the file header). */
+typedef struct AggDelta
+{
+	int			nvalues;
+	AggDeltaValue *v;			/* one per value column, in their order */
+	int			count_star;		/* the count(*) value */
+} AggDelta;
+
 /* What the analysis of a query found. */
 typedef struct AggShape
 {
@@ -151,6 +212,7 @@ typedef struct AggShape
 	List	   *source_cols;	/* incremental: its column for each key */
 	List	   *tracked_rels;	/* tables whose writes are logged (Oid) */
 	bool		tracked;		/* full mode: changes are tracked */
+	AggDelta   *delta;			/* incremental: delta maintenance, or NULL */
 } AggShape;
 
 /* One row of pulse.aggregate_defs. */
@@ -195,6 +257,8 @@ typedef struct AggKeys
 	Oid		   *array_types;
 } AggKeys;
 
+static Oid	agg_owner(AggDef *def);
+
 PG_FUNCTION_INFO_V1(pulse_create_aggregate);
 PG_FUNCTION_INFO_V1(pulse_refresh_aggregate);
 PG_FUNCTION_INFO_V1(pulse_drop_aggregate);
@@ -209,13 +273,34 @@ PG_FUNCTION_INFO_V1(pulse_aggregate_forget);
  * Runs sql through SPI with parameters; caller is connected to SPI.
  * Returns SPI_processed.  SQL errors are thrown by SPI itself.
  */
+/*
+ * The snapshot of the refresh under way, or NULL: while it is set, agg_exec
+ * runs every statement with it (its command id advanced before each one),
+ * so that the log rows a refresh consumes and the source rows it reads are
+ * those of the same committed transactions.  Set and reset by agg_refresh.
+ */
+static Snapshot agg_snapshot = NULL;
+
 static uint64
 agg_exec(const char *sql, int nargs, Oid *argtypes, Datum *values,
 		 const char *nulls)
 {
 	int			rc;
 
-	rc = SPI_execute_with_args(sql, nargs, argtypes, values, nulls, false, 0);
+	if (agg_snapshot != NULL)
+	{
+		SPIPlanPtr	plan = SPI_prepare_cursor(sql, nargs, argtypes,
+											  CURSOR_OPT_PARALLEL_OK);
+
+		if (plan == NULL)
+			elog(ERROR, "SPI_prepare_cursor failed: %s: %s",
+				 SPI_result_code_string(SPI_result), sql);
+		rc = SPI_execute_snapshot(plan, values, nulls, agg_snapshot,
+								  InvalidSnapshot, false, true, 0);
+		SPI_freeplan(plan);
+	}
+	else
+		rc = SPI_execute_with_args(sql, nargs, argtypes, values, nulls, false, 0);
 	if (rc < 0)
 		elog(ERROR, "SPI_execute_with_args failed: %s: %s",
 			 SPI_result_code_string(rc), sql);
@@ -397,6 +482,154 @@ agg_incremental_blocker(Query *q, AggShape *shape)
 	return NULL;
 }
 
+/* Is column attno of relation relid declared NOT NULL? */
+static bool
+agg_attnotnull(Oid relid, AttrNumber attno)
+{
+	HeapTuple	tup = SearchSysCache2(ATTNUM, ObjectIdGetDatum(relid),
+									  Int16GetDatum(attno));
+	bool		result;
+
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for attribute %d of relation %u",
+			 attno, relid);
+	result = ((Form_pg_attribute) GETSTRUCT(tup))->attnotnull;
+	ReleaseSysCache(tup);
+	return result;
+}
+
+/*
+ * How the values of an incremental query (q, reading table source) can be
+ * maintained from deltas, or NULL (with *why) when its touched groups must
+ * be recomputed.  See the file header for the conditions.  The NOT NULL
+ * constraints it relies on are read now: a refresh calls it again.
+ */
+static AggDelta *
+agg_delta_plan(Query *q, Oid source, const char **why)
+{
+	AggDelta   *d = palloc0(sizeof(AggDelta));
+	ListCell   *lc;
+	int			i = 0;
+
+	*why = NULL;
+	if (q->havingQual != NULL)
+		*why = "it has a HAVING clause";
+	else if (q->jointree->quals != NULL)
+		*why = "it has a WHERE clause";
+	if (*why)
+		return NULL;
+
+	d->v = palloc0(sizeof(AggDeltaValue) * (list_length(q->targetList) + 1));
+	d->count_star = -1;
+	foreach(lc, q->targetList)
+	{
+		TargetEntry *tle = lfirst_node(TargetEntry, lc);
+		AggDeltaValue *v = &d->v[i];
+		Aggref	   *agg;
+		char	   *fname;
+		Var		   *var;
+
+		if (tle->resjunk ||
+			(tle->ressortgroupref != 0 &&
+			 get_sortgroupref_clause_noerr(tle->ressortgroupref,
+										   q->groupClause) != NULL))
+			continue;
+		agg = (Aggref *) tle->expr;
+		Assert(IsA(agg, Aggref));
+		fname = get_func_name(agg->aggfnoid);
+		v->count_of = v->sum_of = -1;
+		if (agg->aggdistinct != NIL || agg->aggfilter != NULL ||
+			agg->aggorder != NIL)
+		{
+			*why = "an aggregate uses DISTINCT, FILTER or ORDER BY";
+			return NULL;
+		}
+		if (agg->aggstar)
+		{
+			v->kind = AGG_DK_COUNT_STAR;
+			if (d->count_star < 0)
+				d->count_star = i;
+			i++;
+			continue;
+		}
+		var = (Var *) (list_length(agg->args) == 1 ?
+					   linitial_node(TargetEntry, agg->args)->expr : NULL);
+		if (var == NULL || !IsA(var, Var) || var->varattno <= 0)
+		{
+			*why = "an aggregate argument is not a plain column";
+			return NULL;
+		}
+		v->attno = var->varattno;
+		v->argtype = var->vartype;
+		v->arg = get_attname(source, var->varattno, false);
+		if (strcmp(fname, "count") == 0)
+			v->kind = AGG_DK_COUNT;
+		else if (strcmp(fname, "sum") == 0 || strcmp(fname, "avg") == 0)
+		{
+			v->kind = fname[0] == 's' ? AGG_DK_SUM : AGG_DK_AVG;
+			if (v->argtype != INT2OID && v->argtype != INT4OID &&
+				v->argtype != INT8OID &&
+				(v->argtype != NUMERICOID || v->kind == AGG_DK_AVG))
+			{
+				*why = "it sums or averages a type whose sum is not exact";
+				return NULL;
+			}
+		}
+		else
+		{
+			TypeCacheEntry *tc = lookup_type_cache(v->argtype,
+												   TYPECACHE_LT_OPR | TYPECACHE_GT_OPR);
+
+			v->kind = strcmp(fname, "min") == 0 ? AGG_DK_MIN : AGG_DK_MAX;
+			if (type_is_collatable(v->argtype) ||
+				!OidIsValid(get_array_type(v->argtype)) ||
+				!OidIsValid(tc->lt_opr) || !OidIsValid(tc->gt_opr))
+			{
+				*why = "it takes the minimum or maximum of a collatable or unordered type";
+				return NULL;
+			}
+		}
+		i++;
+	}
+	d->nvalues = i;
+	if (d->count_star < 0)
+	{
+		*why = "it has no count(*)";
+		return NULL;
+	}
+
+	/* what counts the non-NULL arguments of each sum and avg */
+	for (i = 0; i < d->nvalues; i++)
+	{
+		AggDeltaValue *v = &d->v[i];
+
+		if (v->kind != AGG_DK_SUM && v->kind != AGG_DK_AVG)
+			continue;
+		for (int j = 0; j < d->nvalues; j++)
+		{
+			if (d->v[j].kind == AGG_DK_COUNT && d->v[j].attno == v->attno &&
+				v->count_of < 0)
+				v->count_of = j;
+			if (d->v[j].kind == AGG_DK_SUM && d->v[j].attno == v->attno &&
+				v->sum_of < 0)
+				v->sum_of = j;
+		}
+		if (v->count_of < 0 && agg_attnotnull(source, v->attno))
+			v->count_of = d->count_star;
+		if (v->count_of < 0)
+		{
+			*why = "it sums or averages a nullable column without counting it";
+			return NULL;
+		}
+		if (v->kind == AGG_DK_AVG && v->sum_of < 0)
+		{
+			*why = "it averages a column without summing it";
+			return NULL;
+		}
+	}
+	return d;
+}
+
 /* Collects the relations a rewritten query reads; see agg_analyze. */
 static bool
 agg_collect_relations(Node *node, AggShape *shape)
@@ -546,6 +779,16 @@ agg_analyze(const char *query, AggShape *shape)
 
 	shape->why_full = agg_incremental_blocker(q, shape);
 	shape->incremental = (shape->why_full == NULL);
+	if (shape->incremental)
+	{
+		const char *why;
+
+		shape->delta = agg_delta_plan(q, shape->source, &why);
+		if (shape->delta == NULL)
+			ereport(DEBUG1,
+					(errmsg_internal("aggregate query recomputes its touched groups because %s",
+									 why)));
+	}
 
 	/* Which tables feed it, views expanded; checks for temporary tables. */
 	shape->tracked = true;
@@ -1060,11 +1303,12 @@ agg_apply_streaming(AggDef *def, const char *name, const char *diff,
 /*
  * Column c (0-based, after __pulse_ctid and __pulse_f) of the rows of tt
  * whose __pulse_f is (upserts) or is not (deletes, c = -1: the ctids) true,
- * as an array of elemtype.
+ * and whose column skipcol (1-based; 0: none) is not true, as an array of
+ * elemtype.
  */
 static Datum
 agg_diff_column(SPITupleTable *tt, uint64 ntuples, int c, bool upserts,
-				Oid elemtype, int *nitems)
+				int skipcol, Oid elemtype, int *nitems)
 {
 	Datum	   *elems = palloc(sizeof(Datum) * (ntuples + 1));
 	bool	   *enulls = palloc(sizeof(bool) * (ntuples + 1));
@@ -1082,6 +1326,14 @@ agg_diff_column(SPITupleTable *tt, uint64 ntuples, int c, bool upserts,
 		(void) SPI_getbinval(tt->vals[i], tt->tupdesc, 2, &isnull);
 		if (isnull == upserts)
 			continue;
+		if (skipcol > 0)
+		{
+			Datum		skip = SPI_getbinval(tt->vals[i], tt->tupdesc, skipcol,
+											 &isnull);
+
+			if (!isnull && DatumGetBool(skip))
+				continue;
+		}
 		elems[n] = SPI_getbinval(tt->vals[i], tt->tupdesc, c < 0 ? 1 : 3 + c,
 								 &enulls[n]);
 		n++;
@@ -1092,6 +1344,50 @@ agg_diff_column(SPITupleTable *tt, uint64 ntuples, int c, bool upserts,
 	return PointerGetDatum(construct_md_array(elems, enulls, 1, dims, lbs,
 											  elemtype, typlen, typbyval,
 											  typalign));
+}
+
+/*
+ * Applies the difference held in tt (ntuples rows in the format of
+ * agg_diff_query, coltypes the types of its keys and values, rows whose
+ * column skipcol is true left out) with one DELETE by ctid and one
+ * INSERT ... ON CONFLICT fed from arrays.  Returns the number of rows
+ * changed.  Caller is connected to SPI, as the table's owner.
+ */
+static int64
+agg_apply_rows(AggDef *def, const char *name, SPITupleTable *tt,
+			   uint64 ntuples, Oid *coltypes, int skipcol)
+{
+	int			ncols = list_length(def->keys) + list_length(def->values);
+	Oid		   *argtypes = palloc(sizeof(Oid) * (ncols + 1));
+	Datum	   *args = palloc(sizeof(Datum) * (ncols + 1));
+	int			n;
+	int64		rows = 0;
+	StringInfoData sql;
+
+	args[0] = agg_diff_column(tt, ntuples, -1, false, skipcol, TIDOID, &n);
+	if (n > 0)
+	{
+		argtypes[0] = get_array_type(TIDOID);
+		rows += agg_exec(psprintf("DELETE FROM %s WHERE ctid = ANY($1)", name),
+						 1, argtypes, args, NULL);
+	}
+	for (int c = 0; c < ncols; c++)
+	{
+		args[c] = agg_diff_column(tt, ntuples, c, true, skipcol, coltypes[c], &n);
+		argtypes[c] = get_array_type(coltypes[c]);
+	}
+	if (n > 0)
+	{
+		initStringInfo(&sql);
+		agg_append_insert(&sql, def, name);
+		appendStringInfoString(&sql, "SELECT * FROM unnest(");
+		for (int c = 0; c < ncols; c++)
+			appendStringInfo(&sql, "%s$%d", c > 0 ? ", " : "", c + 1);
+		appendStringInfoChar(&sql, ')');
+		agg_append_on_conflict(&sql, def);
+		rows += agg_exec(sql.data, ncols, argtypes, args, NULL);
+	}
+	return rows;
 }
 
 /*
@@ -1112,7 +1408,6 @@ agg_diff_column(SPITupleTable *tt, uint64 ntuples, int c, bool upserts,
 static int64
 agg_apply(AggDef *def, const char *name, AggKeys *keys)
 {
-	HeapTuple	classtup;
 	Oid			owner;
 	Oid			save_userid;
 	int			save_sec_context;
@@ -1126,13 +1421,7 @@ agg_apply(AggDef *def, const char *name, AggKeys *keys)
 	char	   *nulls = NULL;
 	int64		rows;
 
-	classtup = SearchSysCache1(RELOID, ObjectIdGetDatum(def->relid));
-	if (!HeapTupleIsValid(classtup))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_TABLE),
-				 errmsg("the table of aggregate %d no longer exists", def->id)));
-	owner = ((Form_pg_class) GETSTRUCT(classtup))->relowner;
-	ReleaseSysCache(classtup);
+	owner = agg_owner(def);
 
 	/* The value columns' types tell how to compare old and new values. */
 	rel = relation_open(def->relid, AccessShareLock);
@@ -1186,36 +1475,8 @@ agg_apply(AggDef *def, const char *name, AggKeys *keys)
 	if (in_memory)
 	{
 		SPITupleTable *tt = SPI_tuptable;
-		uint64		ntuples = SPI_processed;
-		Oid		   *argtypes = palloc(sizeof(Oid) * (ncols + 1));
-		Datum	   *args = palloc(sizeof(Datum) * (ncols + 1));
-		int			n;
-		StringInfoData sql;
 
-		rows = 0;
-		args[0] = agg_diff_column(tt, ntuples, -1, false, TIDOID, &n);
-		if (n > 0)
-		{
-			argtypes[0] = get_array_type(TIDOID);
-			rows += agg_exec(psprintf("DELETE FROM %s WHERE ctid = ANY($1)", name),
-							 1, argtypes, args, NULL);
-		}
-		for (int c = 0; c < ncols; c++)
-		{
-			args[c] = agg_diff_column(tt, ntuples, c, true, coltypes[c], &n);
-			argtypes[c] = get_array_type(coltypes[c]);
-		}
-		if (n > 0)
-		{
-			initStringInfo(&sql);
-			agg_append_insert(&sql, def, name);
-			appendStringInfoString(&sql, "SELECT * FROM unnest(");
-			for (int c = 0; c < ncols; c++)
-				appendStringInfo(&sql, "%s$%d", c > 0 ? ", " : "", c + 1);
-			appendStringInfoChar(&sql, ')');
-			agg_append_on_conflict(&sql, def);
-			rows += agg_exec(sql.data, ncols, argtypes, args, NULL);
-		}
+		rows = agg_apply_rows(def, name, tt, SPI_processed, coltypes, 0);
 		SPI_freetuptable(tt);
 	}
 	else
@@ -1284,6 +1545,418 @@ agg_record_run(AggRun *run, const char *error)
 			 1, argtypes, values, NULL);
 }
 
+/* The owner of aggregate def's table (an error if the table is gone). */
+static Oid
+agg_owner(AggDef *def)
+{
+	HeapTuple	classtup = SearchSysCache1(RELOID, ObjectIdGetDatum(def->relid));
+	Oid			owner;
+
+	if (!HeapTupleIsValid(classtup))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("the table of aggregate %d no longer exists", def->id)));
+	owner = ((Form_pg_class) GETSTRUCT(classtup))->relowner;
+	ReleaseSysCache(classtup);
+	return owner;
+}
+
+/*
+ * The delta maintenance of incremental aggregate def for this refresh, or
+ * NULL when its touched groups are to be recomputed: its log was created
+ * without deltas, or the query no longer qualifies (a NOT NULL constraint
+ * it relied on was dropped).  Analyses the query again as the table's owner
+ * with its search_path; the analysis locks the source table until the end
+ * of the transaction, so its constraints cannot change under the refresh.
+ */
+static AggDelta *
+agg_delta_load(AggDef *def)
+{
+	Oid			logrel = get_relname_relid(psprintf("aggregate_%d_log", def->id),
+										   get_namespace_oid("pulse", false));
+	Oid			owner = agg_owner(def);
+	Oid			save_userid;
+	int			save_sec_context;
+	int			save_nestlevel;
+	List	   *raw;
+	Query	   *q;
+	AggShape	shape;
+	AggDelta   *delta = NULL;
+	const char *why;
+
+	if (!OidIsValid(logrel) ||
+		get_attnum(logrel, "__pulse_n") == InvalidAttrNumber)
+		return NULL;
+
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(owner, save_sec_context |
+						   SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+	save_nestlevel = NewGUCNestLevel();
+	(void) set_config_option("search_path", def->search_path,
+							 PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	raw = raw_parser(def->query, RAW_PARSE_DEFAULT);
+	q = parse_analyze_fixedparams(linitial_node(RawStmt, raw), def->query,
+								  NULL, 0, NULL);
+	memset(&shape, 0, sizeof(shape));
+	if (agg_incremental_blocker(q, &shape) == NULL)
+		delta = agg_delta_plan(q, shape.source, &why);
+	AtEOXact_GUC(false, save_nestlevel);
+	SetUserIdAndSecContext(save_userid, save_sec_context);
+
+	if (delta != NULL && delta->nvalues != list_length(def->values))
+		elog(ERROR, "aggregate %d: its query has %d values, its table %d",
+			 def->id, delta->nvalues, list_length(def->values));
+	return delta;
+}
+
+/*
+ * Consumes the change log of a delta-maintained aggregate and sums its
+ * deltas per group: *tt gets one row per touched group, columns its keys,
+ * the change of count(*), then the delta columns of the log (in the order
+ * of the values) and last whether a full refresh was logged.  Returns false
+ * when the refresh must be full instead (TRUNCATE, or more than
+ * AGG_MAX_INCREMENTAL_KEYS groups).  Caller is connected to SPI, in the
+ * refresh's transaction and snapshot.
+ */
+static bool
+agg_consume_delta(AggDef *def, AggDelta *delta, SPITupleTable **tt,
+				  uint64 *ntuples)
+{
+	StringInfoData sql;
+	char	   *keys = agg_column_list(def->keys, "c.");
+	bool		isnull;
+
+	initStringInfo(&sql);
+	appendStringInfo(&sql,
+					 "WITH c AS (DELETE FROM %s RETURNING *) "
+					 "SELECT %s, sum(c.__pulse_n)",
+					 agg_pulse_object(def->id, "log"), keys);
+	for (int i = 0; i < delta->nvalues; i++)
+	{
+		switch (delta->v[i].kind)
+		{
+			case AGG_DK_COUNT_STAR:
+			case AGG_DK_AVG:
+				break;
+			case AGG_DK_COUNT:
+			case AGG_DK_SUM:
+				appendStringInfo(&sql, ", sum(c.__pulse_d_%d)", i + 1);
+				break;
+			case AGG_DK_MIN:
+				appendStringInfo(&sql, ", min(c.__pulse_d_%d), min(c.__pulse_e_%d)",
+								 i + 1, i + 1);
+				break;
+			case AGG_DK_MAX:
+				appendStringInfo(&sql, ", max(c.__pulse_d_%d), max(c.__pulse_e_%d)",
+								 i + 1, i + 1);
+				break;
+		}
+	}
+	appendStringInfo(&sql, ", bool_or(bool_or(c.__pulse_full)) OVER () "
+					 "FROM c GROUP BY %s LIMIT %d",
+					 keys, AGG_MAX_INCREMENTAL_KEYS + 1);
+	*ntuples = agg_exec0(sql.data);
+	*tt = SPI_tuptable;
+	if (*ntuples == 0)
+		return true;
+	if (*ntuples > AGG_MAX_INCREMENTAL_KEYS)
+		return false;
+	return !DatumGetBool(SPI_getbinval((*tt)->vals[0], (*tt)->tupdesc,
+									   (*tt)->tupdesc->natts, &isnull));
+}
+
+/* Column c (1-based) of the rows of tt as an array; *typid its type. */
+static Datum
+agg_tt_column(SPITupleTable *tt, uint64 ntuples, int c, Oid *typid)
+{
+	Datum	   *elems = palloc(sizeof(Datum) * (ntuples + 1));
+	bool	   *enulls = palloc(sizeof(bool) * (ntuples + 1));
+	int			dims[1] = {(int) ntuples};
+	int			lbs[1] = {1};
+	int16		typlen;
+	bool		typbyval;
+	char		typalign;
+
+	*typid = SPI_gettypeid(tt->tupdesc, c);
+	for (uint64 i = 0; i < ntuples; i++)
+		elems[i] = SPI_getbinval(tt->vals[i], tt->tupdesc, c, &enulls[i]);
+	get_typlenbyvalalign(*typid, &typlen, &typbyval, &typalign);
+	return PointerGetDatum(construct_md_array(elems, enulls, 1, dims, lbs,
+											  *typid, typlen, typbyval,
+											  typalign));
+}
+
+/*
+ * The SELECT list of agg_delta_query: __pulse_ctid, __pulse_f, keys, the
+ * new values, and __pulse_r, true for a group to recompute from the source.
+ * In it d is the group's deltas and a its row in the table (NULLs for a new
+ * group); reldesc is the table's.
+ */
+static char *
+agg_delta_select(AggDef *def, AggDelta *delta, TupleDesc reldesc)
+{
+	StringInfoData sql;
+	StringInfoData recompute;
+	char	  **cnt = palloc0(sizeof(char *) * (delta->nvalues + 1));
+	char	  **sum = palloc0(sizeof(char *) * (delta->nvalues + 1));
+	char	   *n;
+
+	n = psprintf("(coalesce(a.%s, 0) + d.__pulse_n)",
+				 quote_identifier((char *) list_nth(def->values, delta->count_star)));
+	for (int i = 0; i < delta->nvalues; i++)
+	{
+		const char *col = quote_identifier((char *) list_nth(def->values, i));
+
+		if (delta->v[i].kind == AGG_DK_COUNT_STAR)
+			cnt[i] = n;
+		else if (delta->v[i].kind == AGG_DK_COUNT)
+			cnt[i] = psprintf("(coalesce(a.%s, 0) + coalesce(d.__pulse_d_%d, 0))",
+							  col, i + 1);
+		else if (delta->v[i].kind == AGG_DK_SUM)
+			sum[i] = psprintf("(coalesce(a.%s, 0) + coalesce(d.__pulse_d_%d, 0))",
+							  col, i + 1);
+	}
+
+	initStringInfo(&sql);
+	initStringInfo(&recompute);
+	appendStringInfo(&sql, "SELECT a.__pulse_ctid, CASE WHEN %s > 0 THEN true END, %s",
+					 n, agg_column_list(def->keys, "d."));
+	for (int i = 0; i < delta->nvalues; i++)
+	{
+		AggDeltaValue *v = &delta->v[i];
+		const char *col = quote_identifier((char *) list_nth(def->values, i));
+		int			attno = SPI_fnumber(reldesc, (char *) list_nth(def->values, i));
+		char	   *type;
+		char	   *expr = NULL;
+
+		if (attno <= 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_COLUMN),
+					 errmsg("column \"%s\" of aggregate %d no longer exists",
+							(char *) list_nth(def->values, i), def->id)));
+		type = format_type_be_qualified(TupleDescAttr(reldesc, attno - 1)->atttypid);
+		switch (v->kind)
+		{
+			case AGG_DK_COUNT_STAR:
+			case AGG_DK_COUNT:
+				expr = cnt[i];
+				break;
+			case AGG_DK_SUM:
+				expr = psprintf("CASE WHEN %s > 0 THEN %s END",
+								cnt[v->count_of], sum[i]);
+				break;
+			case AGG_DK_AVG:
+				expr = psprintf("CASE WHEN %s > 0 THEN %s::pg_catalog.numeric / %s::pg_catalog.numeric END",
+								cnt[v->count_of], sum[v->sum_of],
+								cnt[v->count_of]);
+				break;
+			case AGG_DK_MIN:
+			case AGG_DK_MAX:
+				{
+					TypeCacheEntry *tc = lookup_type_cache(v->argtype,
+														   TYPECACHE_LT_OPR | TYPECACHE_GT_OPR);
+					bool		ismin = v->kind == AGG_DK_MIN;
+
+					expr = psprintf("%s(a.%s, d.__pulse_d_%d)",
+									ismin ? "least" : "greatest", col, i + 1);
+					/* a removed value at or beyond the new extreme */
+					appendStringInfo(&recompute,
+									 " OR (d.__pulse_e_%d IS NOT NULL AND NOT coalesce(%s %s d.__pulse_e_%d, false))",
+									 i + 1, expr,
+									 agg_operator(ismin ? tc->lt_opr : tc->gt_opr),
+									 i + 1);
+				}
+				break;
+		}
+		appendStringInfo(&sql, ", (%s)::%s", expr, type);
+	}
+	appendStringInfo(&sql, ", (%s < 0 OR (%s > 0 AND (false%s))) AS __pulse_r",
+					 n, n, recompute.data);
+	return sql.data;
+}
+
+/*
+ * Applies the summed deltas tt (ntuples rows, from agg_consume_delta) to
+ * the table of def; recomputes from the source the groups whose min or max
+ * lost its extreme value.  Returns the number of rows changed.  Caller is
+ * connected to SPI, in the refresh's transaction and snapshot.
+ *
+ * One SELECT joins the deltas to the table's rows on the keys (with "=",
+ * one probe of the unique index per group, a LATERAL subquery that OFFSET 0
+ * keeps from becoming a hash join over the whole table; groups with a NULL
+ * key with record equality, which matches NULLs as the index does) and
+ * computes the new rows; then
+ * agg_apply_rows writes them (a group whose count(*) falls to 0 is deleted)
+ * and agg_apply recomputes the flagged groups.
+ */
+static int64
+agg_apply_delta(AggDef *def, const char *name, AggDelta *delta,
+				SPITupleTable *tt, uint64 ntuples)
+{
+	int			nkeys = list_length(def->keys);
+	int			ncols = nkeys + list_length(def->values);
+	int			nin = tt->tupdesc->natts - 1;	/* without the full flag */
+	Oid		   *argtypes = palloc(sizeof(Oid) * (nin + 1));
+	Datum	   *args = palloc(sizeof(Datum) * (nin + 1));
+	Oid		   *coltypes = palloc(sizeof(Oid) * (ncols + 1));
+	StringInfoData sql;
+	StringInfoData notnull;
+	StringInfoData eq;
+	StringInfoData cols;
+	bool		null_keys = false;
+	bool		hashable = true;
+	char	   *sel;
+	char	   *from_a;
+	char	   *receq;
+	Relation	rel;
+	Oid			owner = agg_owner(def);
+	Oid			save_userid;
+	int			save_sec_context;
+	int			save_nestlevel;
+	SPITupleTable *rt;
+	uint64		nrows;
+	uint64		nflagged = 0;
+	int64		rows;
+	AggKeys		keys;
+
+	initStringInfo(&cols);
+	for (int c = 1; c <= nin; c++)
+	{
+		Oid			typid;
+
+		args[c - 1] = agg_tt_column(tt, ntuples, c, &typid);
+		argtypes[c - 1] = get_array_type(typid);
+	}
+	/* name the columns as the log's */
+	appendStringInfoString(&cols, agg_column_list(def->keys, ""));
+	appendStringInfoString(&cols, ", __pulse_n");
+	for (int i = 0; i < delta->nvalues; i++)
+	{
+		if (delta->v[i].kind == AGG_DK_COUNT || delta->v[i].kind == AGG_DK_SUM)
+			appendStringInfo(&cols, ", __pulse_d_%d", i + 1);
+		else if (delta->v[i].kind == AGG_DK_MIN || delta->v[i].kind == AGG_DK_MAX)
+			appendStringInfo(&cols, ", __pulse_d_%d, __pulse_e_%d", i + 1, i + 1);
+	}
+	for (uint64 r = 0; r < ntuples && !null_keys; r++)
+		for (int k = 1; k <= nkeys; k++)
+		{
+			bool		isnull;
+
+			(void) SPI_getbinval(tt->vals[r], tt->tupdesc, k, &isnull);
+			if (isnull)
+				null_keys = true;
+		}
+
+	rel = relation_open(def->relid, AccessShareLock);
+	sel = agg_delta_select(def, delta, RelationGetDescr(rel));
+	initStringInfo(&notnull);
+	initStringInfo(&eq);
+	for (int k = 0; k < nkeys; k++)
+	{
+		const char *key = quote_identifier((char *) list_nth(def->keys, k));
+		int			attno = SPI_fnumber(RelationGetDescr(rel), (char *) list_nth(def->keys, k));
+		Oid			typid = attno > 0 ? TupleDescAttr(RelationGetDescr(rel), attno - 1)->atttypid : InvalidOid;
+		Oid			eqop = OidIsValid(typid) ?
+			lookup_type_cache(typid, TYPECACHE_EQ_OPR)->eq_opr : InvalidOid;
+
+		appendStringInfo(&notnull, "%s%s IS NOT NULL", k > 0 ? " AND " : "", key);
+		if (!OidIsValid(eqop) || !op_hashjoinable(eqop, typid))
+			hashable = false;
+		else
+			appendStringInfo(&eq, "%sd.%s %s a.%s", k > 0 ? " AND " : "", key,
+							 agg_operator(eqop), key);
+	}
+	relation_close(rel, AccessShareLock);
+	receq = psprintf("ROW(%s)::record = ROW(%s)::record",
+					 agg_column_list(def->keys, "d."),
+					 agg_column_list(def->keys, "a."));
+	from_a = psprintf("(SELECT a.ctid AS __pulse_ctid, a.* FROM %s a", name);
+
+	initStringInfo(&sql);
+	appendStringInfoString(&sql, "WITH d AS MATERIALIZED (SELECT * FROM unnest(");
+	for (int c = 1; c <= nin; c++)
+		appendStringInfo(&sql, "%s$%d", c > 1 ? ", " : "", c);
+	appendStringInfo(&sql, ") AS d(%s)) ", cols.data);
+	if (!hashable)
+		appendStringInfo(&sql, "%s FROM d LEFT JOIN %s) a ON %s", sel, from_a, receq);
+	else
+	{
+		/* one probe of the unique index per group, not a scan of the table */
+		appendStringInfo(&sql, "%s FROM (SELECT * FROM d WHERE %s) d "
+						 "LEFT JOIN LATERAL %s WHERE %s OFFSET 0) a ON true",
+						 sel, notnull.data, from_a, eq.data);
+		if (null_keys)
+			appendStringInfo(&sql, " UNION ALL %s FROM (SELECT * FROM d WHERE NOT (%s)) d "
+							 "LEFT JOIN %s WHERE NOT (%s)) a ON %s",
+							 sel, notnull.data, from_a, notnull.data, receq);
+	}
+
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(owner, save_sec_context |
+						   SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+	save_nestlevel = NewGUCNestLevel();
+	(void) set_config_option("search_path", def->search_path,
+							 PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	agg_set_work_mem();
+
+	nrows = agg_exec(sql.data, nin, argtypes, args, NULL);
+	rt = SPI_tuptable;
+	for (int c = 0; c < ncols; c++)
+		coltypes[c] = SPI_gettypeid(rt->tupdesc, 3 + c);
+	rows = agg_apply_rows(def, name, rt, nrows, coltypes, 3 + ncols);
+
+	AtEOXact_GUC(false, save_nestlevel);
+	SetUserIdAndSecContext(save_userid, save_sec_context);
+
+	/* the groups to recompute: their keys, as agg_consume_keys gives them */
+	memset(&keys, 0, sizeof(keys));
+	keys.nkeys = nkeys;
+	keys.arrays = palloc0(sizeof(Datum) * nkeys);
+	keys.array_null = palloc0(sizeof(bool) * nkeys);
+	keys.has_null = palloc0(sizeof(bool) * nkeys);
+	keys.array_types = palloc0(sizeof(Oid) * nkeys);
+	for (int k = 0; k < nkeys; k++)
+	{
+		Oid			typid = SPI_gettypeid(rt->tupdesc, 3 + k);
+		Datum	   *elems = palloc(sizeof(Datum) * (nrows + 1));
+		int			n = 0;
+		int16		typlen;
+		bool		typbyval;
+		char		typalign;
+
+		for (uint64 r = 0; r < nrows; r++)
+		{
+			bool		isnull;
+			Datum		flag = SPI_getbinval(rt->vals[r], rt->tupdesc, 3 + ncols, &isnull);
+			Datum		key;
+
+			if (isnull || !DatumGetBool(flag))
+				continue;
+			if (k == 0)
+				nflagged++;
+			key = SPI_getbinval(rt->vals[r], rt->tupdesc, 3 + k, &isnull);
+			if (isnull)
+				keys.has_null[k] = true;
+			else
+				elems[n++] = key;
+		}
+		get_typlenbyvalalign(typid, &typlen, &typbyval, &typalign);
+		keys.array_types[k] = get_array_type(typid);
+		keys.array_null[k] = (n == 0);
+		if (n > 0)
+			keys.arrays[k] = PointerGetDatum(construct_array(elems, n, typid, typlen,
+															 typbyval, typalign));
+	}
+	keys.nlogged = nflagged;
+	if (nflagged > 0)
+		rows += agg_apply(def, name, &keys);
+	return rows;
+}
+
 /*
  * Refreshes aggregate run->id: consumes its log, recomputes, bumps its tag
  * and records the run, all in the caller's (sub)transaction, which the
@@ -1297,6 +1970,10 @@ agg_refresh(AggRun *run, bool force_full, AggLock lock)
 	AggDef	   *def;
 	char	   *name;
 	AggKeys		keys;
+	AggDelta   *delta = NULL;
+	SPITupleTable *tt = NULL;
+	uint64		ntuples = 0;
+	Snapshot	snap;
 
 	def = agg_load(run->id, lock);
 	if (def == NULL)
@@ -1308,17 +1985,40 @@ agg_refresh(AggRun *run, bool force_full, AggLock lock)
 				 errmsg("the table of aggregate %d no longer exists", def->id)));
 
 	run->full = force_full || !def->incremental;
-	if (run->full)
-		agg_consume_all(def);
-	else if (!agg_consume_keys(def, &keys))
-		run->full = true;
+	if (!run->full)
+		delta = agg_delta_load(def);
 
-	if (run->full)
-		run->rows = agg_apply(def, name, NULL);
-	else if (keys.nlogged > 0)
-		run->rows = agg_apply(def, name, &keys);
-	else
-		run->rows = 0;
+	/* after the lock (and the analysis' locks): see agg_snapshot */
+	snap = RegisterSnapshot(GetTransactionSnapshot());
+	agg_snapshot = snap;
+	PG_TRY();
+	{
+		if (run->full)
+			agg_consume_all(def);
+		else if (delta != NULL)
+		{
+			if (!agg_consume_delta(def, delta, &tt, &ntuples))
+				run->full = true;
+		}
+		else if (!agg_consume_keys(def, &keys))
+			run->full = true;
+
+		if (run->full)
+			run->rows = agg_apply(def, name, NULL);
+		else if (delta != NULL)
+			run->rows = ntuples > 0 ?
+				agg_apply_delta(def, name, delta, tt, ntuples) : 0;
+		else if (keys.nlogged > 0)
+			run->rows = agg_apply(def, name, &keys);
+		else
+			run->rows = 0;
+	}
+	PG_FINALLY();
+	{
+		agg_snapshot = NULL;
+	}
+	PG_END_TRY();
+	UnregisterSnapshot(snap);
 
 	agg_bump_tag(name);
 	agg_record_run(run, NULL);
@@ -1533,7 +2233,124 @@ agg_create_capture(int32 id, AggShape *shape)
 	initStringInfo(&body);
 	initStringInfo(&sql);
 
-	if (shape->incremental)
+	if (shape->delta != NULL)
+	{
+		AggDelta   *d = shape->delta;
+		char	   *src = agg_rel_name(shape->source);
+		char	   *keycols = agg_column_list(shape->keys, "");
+		char	   *srccols = agg_column_list(shape->source_cols, "");
+		StringInfoData cols;	/* log columns of inserted rows */
+		StringInfoData ins;		/* their values */
+		StringInfoData dcols;	/* log columns of deleted rows */
+		StringInfoData del;		/* their values */
+		StringInfoData ucols;	/* log columns of an UPDATE */
+		StringInfoData uagg;	/* their values, per group of u */
+		StringInfoData unew;	/* u's columns from the new rows */
+		StringInfoData uold;	/* u's columns from the old rows */
+
+		/* the log's key and min/max columns copy the source columns' types */
+		initStringInfo(&cols);
+		initStringInfo(&ins);
+		initStringInfo(&dcols);
+		initStringInfo(&del);
+		initStringInfo(&ucols);
+		initStringInfo(&uagg);
+		initStringInfo(&unew);
+		initStringInfo(&uold);
+		appendStringInfo(&sql, "CREATE TABLE %s AS SELECT ", log);
+		foreach(lc, shape->keys)
+			appendStringInfo(&sql, "s.%s AS %s, ",
+							 quote_identifier((char *) list_nth(shape->source_cols,
+																foreach_current_index(lc))),
+							 quote_identifier((char *) lfirst(lc)));
+		appendStringInfoString(&sql, "0::bigint AS __pulse_n");
+		for (int i = 0; i < d->nvalues; i++)
+		{
+			AggDeltaValue *v = &d->v[i];
+			const char *x = v->arg ? quote_identifier(v->arg) : NULL;
+
+			switch (v->kind)
+			{
+				case AGG_DK_COUNT_STAR:
+				case AGG_DK_AVG:
+					break;
+				case AGG_DK_COUNT:
+					appendStringInfo(&sql, ", 0::bigint AS __pulse_d_%d", i + 1);
+					appendStringInfo(&cols, ", __pulse_d_%d", i + 1);
+					appendStringInfo(&ins, ", count(%s)", x);
+					appendStringInfo(&dcols, ", __pulse_d_%d", i + 1);
+					appendStringInfo(&del, ", -count(%s)", x);
+					appendStringInfo(&ucols, ", __pulse_d_%d", i + 1);
+					appendStringInfo(&uagg, ", sum(u.__pulse_d_%d)", i + 1);
+					appendStringInfo(&unew, ", CASE WHEN %s IS NULL THEN 0 ELSE 1 END AS __pulse_d_%d", x, i + 1);
+					appendStringInfo(&uold, ", CASE WHEN %s IS NULL THEN 0 ELSE -1 END", x);
+					break;
+				case AGG_DK_SUM:
+					appendStringInfo(&sql, ", 0::numeric AS __pulse_d_%d", i + 1);
+					appendStringInfo(&cols, ", __pulse_d_%d", i + 1);
+					appendStringInfo(&ins, ", sum(%s::numeric)", x);
+					appendStringInfo(&dcols, ", __pulse_d_%d", i + 1);
+					appendStringInfo(&del, ", -sum(%s::numeric)", x);
+					appendStringInfo(&ucols, ", __pulse_d_%d", i + 1);
+					appendStringInfo(&uagg, ", sum(u.__pulse_d_%d)", i + 1);
+					appendStringInfo(&unew, ", %s::numeric AS __pulse_d_%d", x, i + 1);
+					appendStringInfo(&uold, ", -(%s::numeric)", x);
+					break;
+				case AGG_DK_MIN:
+				case AGG_DK_MAX:
+					appendStringInfo(&sql, ", s.%s AS __pulse_d_%d, s.%s AS __pulse_e_%d",
+									 x, i + 1, x, i + 1);
+					appendStringInfo(&cols, ", __pulse_d_%d", i + 1);
+					appendStringInfo(&ins, ", %s(%s)",
+									 v->kind == AGG_DK_MIN ? "min" : "max", x);
+					appendStringInfo(&dcols, ", __pulse_e_%d", i + 1);
+					appendStringInfo(&del, ", %s(%s)",
+									 v->kind == AGG_DK_MIN ? "min" : "max", x);
+					appendStringInfo(&ucols, ", __pulse_d_%d, __pulse_e_%d", i + 1, i + 1);
+					appendStringInfo(&uagg, ", %s(u.__pulse_d_%d), %s(u.__pulse_e_%d)",
+									 v->kind == AGG_DK_MIN ? "min" : "max", i + 1,
+									 v->kind == AGG_DK_MIN ? "min" : "max", i + 1);
+					/* CASE WHEN false THEN x END: a NULL of x's type */
+					appendStringInfo(&unew, ", %s AS __pulse_d_%d, CASE WHEN false THEN %s END AS __pulse_e_%d",
+									 x, i + 1, x, i + 1);
+					appendStringInfo(&uold, ", CASE WHEN false THEN %s END, %s", x, x);
+					break;
+			}
+		}
+		appendStringInfo(&sql, " FROM %s s WITH NO DATA", src);
+		agg_exec0(sql.data);
+		agg_exec0(psprintf("ALTER TABLE %s "
+						   "ADD COLUMN __pulse_full boolean NOT NULL DEFAULT false, "
+						   "ADD COLUMN __pulse_at timestamptz NOT NULL DEFAULT now()",
+						   log));
+
+		/*
+		 * One log row per group a statement touches, with its deltas; an
+		 * UPDATE's old and new rows are summed up together (one statement,
+		 * one row for a group whose key did not change).
+		 */
+		appendStringInfo(&body,
+						 "BEGIN\n"
+						 "  IF TG_OP = 'INSERT' THEN\n"
+						 "    INSERT INTO %s (%s, __pulse_n%s) SELECT %s, count(*)%s FROM pulse_new GROUP BY %s;\n"
+						 "  ELSIF TG_OP = 'UPDATE' THEN\n"
+						 "    INSERT INTO %s (%s, __pulse_n%s) SELECT %s, sum(u.__pulse_n)%s FROM (\n"
+						 "      SELECT %s, 1 AS __pulse_n%s FROM pulse_new\n"
+						 "      UNION ALL SELECT %s, -1%s FROM pulse_old) u GROUP BY %s;\n"
+						 "  ELSIF TG_OP = 'DELETE' THEN\n"
+						 "    INSERT INTO %s (%s, __pulse_n%s) SELECT %s, -count(*)%s FROM pulse_old GROUP BY %s;\n"
+						 "  ELSE\n"
+						 "    INSERT INTO %s (__pulse_full) VALUES (true);\n"
+						 "  END IF;\n"
+						 "  RETURN NULL;\n"
+						 "END",
+						 log, keycols, cols.data, srccols, ins.data, srccols,
+						 log, keycols, ucols.data, srccols, uagg.data,
+						 srccols, unew.data, srccols, uold.data, srccols,
+						 log, keycols, dcols.data, srccols, del.data, srccols,
+						 log);
+	}
+	else if (shape->incremental)
 	{
 		char	   *src = agg_rel_name(shape->source);
 		char	   *keycols = agg_column_list(shape->keys, "");

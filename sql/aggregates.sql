@@ -231,6 +231,179 @@ SELECT count(*) AS runs_of_dropped FROM pulse.aggregate_runs
  WHERE aggregate IN ('per_unit', 'stamped', 'by_country');
 
 ------------------------------------------------------------------------------
+-- Delta maintenance: an incremental query whose values are count(*) and
+-- count/sum/avg/min/max of plain columns (no DISTINCT, FILTER, WHERE or
+-- HAVING; sums and averages exact and their non-NULLs counted) keeps per
+-- group deltas in its log; a refresh adds them up and recomputes only the
+-- groups whose min or max lost its extreme value.
+------------------------------------------------------------------------------
+CREATE TABLE moves (
+    id  serial PRIMARY KEY,
+    a   int,                -- group key, NULLs included
+    b   text,               -- second group key, NULLs included
+    v   int,                -- nullable, counted by count(v)
+    w   bigint,             -- nullable, counted by count(w); sum is numeric
+    x   numeric,            -- nullable, counted by count(x)
+    nn  int NOT NULL        -- counted by count(*) as long as it is NOT NULL
+);
+CREATE INDEX ON moves (a, b);
+SELECT setseed(0.42);
+INSERT INTO moves (a, b, v, w, x, nn)
+SELECT CASE WHEN random() < 0.1 THEN NULL ELSE (random() * 8)::int END,
+       CASE WHEN random() < 0.1 THEN NULL ELSE chr(97 + (random() * 3)::int) END,
+       CASE WHEN random() < 0.2 THEN NULL ELSE (random() * 2000000000)::int END,
+       CASE WHEN random() < 0.2 THEN NULL ELSE (random() * 9e18)::bigint END,
+       CASE WHEN random() < 0.2 THEN NULL ELSE round((random() * 1000)::numeric, (random() * 3)::int) END,
+       (random() * 2000000000)::int
+  FROM generate_series(1, 500);
+SELECT pulse.create_aggregate('moves_agg',
+    'SELECT a, b, count(*) AS n, count(v) AS nv, sum(v) AS sv, avg(v) AS av,
+            min(v) AS lo, max(v) AS hi, count(w) AS nw, sum(w) AS sw,
+            count(x) AS nx, sum(x) AS sx, min(x) AS lox, max(x) AS hix,
+            sum(nn) AS snn, avg(nn) AS ann, max(nn) AS hinn
+       FROM moves GROUP BY a, b', '1 hour');
+-- the log holds deltas: count(*), then one column per delta
+SELECT attname FROM pg_attribute
+ WHERE attrelid = (SELECT format('pulse.aggregate_%s_log', d.id)::regclass
+                     FROM pulse.aggregate_defs d WHERE d.relid = 'moves_agg'::regclass)
+   AND attnum > 0 ORDER BY attnum;
+-- sum(int) is bigint, sum(bigint) numeric: as in the query, no overflow
+INSERT INTO moves (a, b, v, w, x, nn) VALUES
+    (100, 'big', 2147483647, 9223372036854775807, 1.5, 2147483647),
+    (100, 'big', 2147483647, 9223372036854775807, 2.25, 2147483647);
+SELECT pulse.refresh_aggregate('moves_agg') > 0 AS changed;
+SELECT agg_diff('moves_agg');
+SELECT n, sv, sw, snn, ann FROM moves_agg WHERE a = 100;
+
+-- Random mixes of INSERT, UPDATE (of keys, of values, of both) and DELETE,
+-- several statements per transaction, a third of the transactions rolled
+-- back, a refresh every few transactions; each refresh compared with the
+-- query.  Also deletes the minimum or maximum of some groups.
+CREATE TABLE moves_check (round int, diff bigint, changed bigint);
+DO $$
+DECLARE
+    r int;
+    s int;
+    op int;
+BEGIN
+    PERFORM setseed(0.17);
+    FOR r IN 1 .. 60 LOOP
+        FOR s IN 1 .. 4 LOOP
+            op := (random() * 7)::int;
+            IF op = 0 THEN
+                INSERT INTO moves (a, b, v, w, x, nn)
+                SELECT CASE WHEN random() < 0.1 THEN NULL ELSE (random() * 9)::int END,
+                       CASE WHEN random() < 0.1 THEN NULL ELSE chr(97 + (random() * 3)::int) END,
+                       CASE WHEN random() < 0.3 THEN NULL ELSE (random() * 1000)::int END,
+                       CASE WHEN random() < 0.3 THEN NULL ELSE (random() * 1e15)::bigint END,
+                       CASE WHEN random() < 0.3 THEN NULL ELSE round((random() * 100)::numeric, 2) END,
+                       (random() * 1000)::int
+                  FROM generate_series(1, 1 + (random() * 20)::int);
+            ELSIF op = 1 THEN
+                UPDATE moves SET a = CASE WHEN random() < 0.15 THEN NULL ELSE (random() * 9)::int END
+                 WHERE id IN (SELECT id FROM moves ORDER BY random() LIMIT 15);
+            ELSIF op = 2 THEN
+                UPDATE moves SET v = CASE WHEN random() < 0.3 THEN NULL ELSE v + (random() * 100)::int - 50 END,
+                                 x = CASE WHEN random() < 0.3 THEN NULL ELSE round((random() * 100)::numeric, 1) END,
+                                 nn = nn + 1
+                 WHERE id IN (SELECT id FROM moves ORDER BY random() LIMIT 20);
+            ELSIF op = 3 THEN
+                UPDATE moves SET b = CASE WHEN random() < 0.15 THEN NULL ELSE chr(97 + (random() * 3)::int) END,
+                                 w = CASE WHEN random() < 0.5 THEN NULL ELSE (random() * 1e15)::bigint END
+                 WHERE id IN (SELECT id FROM moves ORDER BY random() LIMIT 15);
+            ELSIF op = 4 THEN
+                DELETE FROM moves WHERE id IN (SELECT id FROM moves ORDER BY random() LIMIT 12);
+            ELSIF op = 5 THEN
+                -- the extremes of a few groups go away
+                DELETE FROM moves m WHERE m.id IN (
+                    SELECT (array_agg(id ORDER BY v, id))[1] FROM moves WHERE v IS NOT NULL
+                     GROUP BY a, b ORDER BY random() LIMIT 3);
+                UPDATE moves m SET x = NULL WHERE m.id IN (
+                    SELECT (array_agg(id ORDER BY x DESC, id))[1] FROM moves WHERE x IS NOT NULL
+                     GROUP BY a, b ORDER BY random() LIMIT 3);
+            ELSE
+                -- a whole group vanishes, or moves into another one
+                IF random() < 0.5 THEN
+                    DELETE FROM moves WHERE a IS NOT DISTINCT FROM (random() * 9)::int;
+                ELSE
+                    UPDATE moves SET a = 20 + (random() * 3)::int
+                     WHERE a IS NOT DISTINCT FROM (random() * 9)::int;
+                END IF;
+            END IF;
+        END LOOP;
+        IF r % 3 = 0 THEN
+            ROLLBACK;
+        ELSE
+            COMMIT;
+        END IF;
+        IF r % 4 = 0 THEN
+            INSERT INTO moves_check VALUES (r, NULL, pulse.refresh_aggregate('moves_agg'));
+            UPDATE moves_check SET diff = agg_diff('moves_agg') WHERE round = r;
+            COMMIT;
+        END IF;
+    END LOOP;
+END
+$$;
+SELECT count(*) AS refreshes, count(*) FILTER (WHERE diff IS DISTINCT FROM 0) AS differing,
+       count(*) FILTER (WHERE changed > 0) > 10 AS changing
+  FROM moves_check;
+SELECT mode, count(*) FROM pulse.aggregate_runs
+ WHERE aggregate = 'moves_agg' AND error IS NULL GROUP BY mode ORDER BY mode;
+SELECT count(*) > 10 AS groups, count(*) FILTER (WHERE a IS NULL OR b IS NULL) > 0 AS null_keys
+  FROM moves_agg;
+
+-- several refreshes' worth of changes to one group in one transaction
+BEGIN;
+INSERT INTO moves (a, b, v, nn) VALUES (7, 'z', 5, 1), (7, 'z', 1, 1);
+DELETE FROM moves WHERE a = 7 AND b = 'z' AND v = 1;
+UPDATE moves SET v = NULL WHERE a = 7 AND b = 'z';
+COMMIT;
+SELECT pulse.refresh_aggregate('moves_agg');
+SELECT agg_diff('moves_agg');
+SELECT a, b, n, nv, sv, av, lo, hi FROM moves_agg WHERE a = 7 AND b = 'z';
+DELETE FROM moves WHERE a = 7 AND b = 'z';
+SELECT pulse.refresh_aggregate('moves_agg');
+SELECT count(*) FROM moves_agg WHERE a = 7 AND b = 'z';
+
+-- without the NOT NULL that made count(*) count nn, the touched groups are
+-- recomputed; back with it, deltas again
+ALTER TABLE moves ALTER COLUMN nn DROP NOT NULL;
+INSERT INTO moves (a, b, v, nn) VALUES (1, 'a', 1, NULL), (NULL, NULL, 2, NULL);
+SELECT pulse.refresh_aggregate('moves_agg') > 0 AS changed;
+SELECT agg_diff('moves_agg');
+DELETE FROM moves WHERE nn IS NULL;
+SELECT pulse.refresh_aggregate('moves_agg') > 0 AS changed;
+ALTER TABLE moves ALTER COLUMN nn SET NOT NULL;
+UPDATE moves SET nn = nn + 1 WHERE a = 2;
+SELECT pulse.refresh_aggregate('moves_agg') > 0 AS changed;
+SELECT agg_diff('moves_agg');
+
+-- TRUNCATE still makes the next refresh full; then deltas resume
+TRUNCATE moves;
+INSERT INTO moves (a, b, v, nn) VALUES (1, 'a', 1, 1), (NULL, 'b', NULL, 2);
+SELECT pulse.refresh_aggregate('moves_agg');
+SELECT agg_diff('moves_agg');
+UPDATE moves SET v = 3;
+SELECT pulse.refresh_aggregate('moves_agg');
+SELECT agg_diff('moves_agg');
+SELECT mode, rows_changed FROM pulse.aggregate_runs
+ WHERE aggregate = 'moves_agg' ORDER BY id DESC LIMIT 3;
+
+-- queries that are incremental but keep recomputing the touched groups
+SELECT pulse.create_aggregate('moves_recompute',
+    'SELECT a, count(*) AS n, sum(w) AS sw FROM moves GROUP BY a', '1 hour');
+SELECT count(*) AS delta_columns FROM pg_attribute
+ WHERE attrelid = (SELECT format('pulse.aggregate_%s_log', d.id)::regclass
+                     FROM pulse.aggregate_defs d WHERE d.relid = 'moves_recompute'::regclass)
+   AND attname = '__pulse_n';
+INSERT INTO moves (a, b, w, nn) VALUES (1, 'a', NULL, 1), (5, 'c', 10, 1);
+SELECT pulse.refresh_aggregate('moves_recompute');
+SELECT agg_diff('moves_recompute');
+SELECT pulse.drop_aggregate('moves_recompute');
+SELECT pulse.drop_aggregate('moves_agg');
+DROP TABLE moves, moves_check;
+
+------------------------------------------------------------------------------
 -- The worker refreshes by itself
 ------------------------------------------------------------------------------
 SELECT pulse.create_aggregate('auto_region',
