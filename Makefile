@@ -163,3 +163,10 @@ bench-scenario: build-ext
 
 bench-clean:
 	@bench/run.sh clean
+
+# pulse-proxy against h2o (static file) and pgbench -S on one machine
+# (bench/proxy/README.md); report in bench/results/<UTC date>-proxy.md.
+.PHONY: bench-proxy
+bench-proxy: build-ext
+	@$(MAKE) --no-print-directory proxy
+	@bench/proxy/run.sh

@@ -7,7 +7,8 @@ set -euo pipefail
 # Build and runtime dependencies.  The load tools (wrk, h2load, pgbench) and
 # the fuzzing toolchain are here too so that `make test` and `make bench`
 # work from a clean machine, and so are the benchmark's peers (Flask under
-# Gunicorn; Node.js, whose npm installs bench/peers/express's packages).
+# Gunicorn; Node.js, whose npm installs bench/peers/express's packages) and
+# bench/proxy's static-file baseline, the h2o server.
 PACKAGES=(
 	build-essential
 	pkg-config
@@ -29,6 +30,7 @@ PACKAGES=(
 	libclang-rt-14-dev
 	wrk
 	nghttp2-client
+	h2o
 	gnuplot-nox
 	util-linux
 	python3-flask
@@ -36,6 +38,7 @@ PACKAGES=(
 	python3-jwt
 	gunicorn
 	nodejs
+	prometheus
 )
 
 missing=()

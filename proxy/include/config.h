@@ -34,6 +34,10 @@ typedef struct pulse_config_t {
     int redis_connect_timeout_ms;      /* Redis connection and probe */
     int redis_command_timeout_ms;      /* each Redis command: beyond, the database answers */
     int redis_backoff_max_ms;          /* longest wait between Redis reconnection attempts */
+    int slo_p95_ms[PULSE_CLASS_COUNT]; /* SLO: p95 latency per class */
+    int slo_p99_ms[PULSE_CLASS_COUNT]; /* SLO: p99 latency per class */
+    int slo_error_rate_ppm;            /* SLO: share of 5xx answers per class, parts per million */
+    int slo_window_ms;                 /* SLO: length of an evaluation window */
     int _refcnt;                       /* see pulse_config_acquire */
 } pulse_config_t;
 

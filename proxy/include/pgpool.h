@@ -46,6 +46,16 @@ typedef struct pulse_pgquery_t {
     const char *after_param;
 } pulse_pgquery_t;
 
+/* The pool's state and counters (pulse_pgpool_stats). */
+typedef struct pulse_pgpool_stats_t {
+    int down, connecting, idle, busy; /* connections by state */
+    int queued, queue_limit;          /* calls waiting for a connection, and how many may */
+    uint64_t waits;                   /* calls that found no idle connection and were queued */
+    uint64_t wait_ms;                 /* time queued calls waited until they got a connection */
+    uint64_t queue_full;              /* calls refused because the queue was full */
+    uint64_t queue_timeouts;          /* queued calls that got no connection within queue_timeout_ms */
+} pulse_pgpool_stats_t;
+
 typedef void (*pulse_pgjob_cb)(void *data, const pulse_pgresult_t *res);
 
 /**
@@ -82,6 +92,11 @@ void pulse_pgpool_cancel(pulse_pgjob_t *job);
  * Returns how many connections are up (idle or running a call).
  */
 int pulse_pgpool_alive(const pulse_pgpool_t *pool);
+
+/**
+ * Copies the pool's state and counters into `out` (for /metrics); on the loop's thread.
+ */
+void pulse_pgpool_stats(const pulse_pgpool_t *pool, pulse_pgpool_stats_t *out);
 
 /**
  * Changes the queue limit (a reloadable option).

@@ -1,6 +1,6 @@
 /*
- * rpc.h: the HTTP handlers (/rpc/<name>, /health, /ready, and a 404 for the
- * rest) and the per-thread worker they run on.
+ * rpc.h: the HTTP handlers (/rpc/<name>, /health, /ready, /metrics, and a
+ * 404 for the rest) and the per-thread worker they run on.
  *
  * The request pipeline of /rpc/<name> (rpc.c), in order:
  *   1. request id, route lookup (404), method check (405)
@@ -21,6 +21,7 @@
 #include "cache.h"
 #include "config.h"
 #include "generations.h"
+#include "metrics.h"
 #include "pgpool.h"
 #include "redis.h"
 
@@ -35,13 +36,14 @@ typedef struct pulse_worker_t {
     pulse_redis_t *redis;           /* NULL: no cache (no redis_url), or the worker is stopping */
     pulse_cache_flights_t *flights; /* single-flight of this loop's misses; NULL when redis is */
     pulse_generations_t *gens;      /* the process's map (main.c), shared by every worker */
+    pulse_metrics_shard_t *metrics; /* this loop's metrics (written only by its thread) */
     int inflight;                   /* /rpc requests not yet disposed (SIGTERM waits for 0) */
     int index;
     int disposed; /* its context and loop were freed at exit */
 } pulse_worker_t;
 
 /**
- * Registers the proxy's handlers on `hostconf`: /rpc, /health, /ready and a catch-all 404. Returns 0 or -1.
+ * Registers the proxy's handlers on `hostconf`: /rpc, /health, /ready, /metrics and a catch-all 404. Returns 0 or -1.
  */
 int pulse_rpc_register(h2o_hostconf_t *hostconf) PULSE_WUR;
 

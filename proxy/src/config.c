@@ -64,6 +64,16 @@ static const opt_t options[] = {
     {"redis_connect_timeout_ms", OPT_INT, OFF(redis_connect_timeout_ms), "200",           1,   60000,   0},
     {"redis_command_timeout_ms", OPT_INT, OFF(redis_command_timeout_ms), "50",            1,   60000,   0},
     {"redis_backoff_max_ms", OPT_INT, OFF(redis_backoff_max_ms),        "5000",           100, 600000,  0},
+    {"slo_read_p95_ms",   OPT_INT, OFF(slo_p95_ms[PULSE_CLASS_READ]),   "100",            1,   INT_MAX, 1},
+    {"slo_read_p99_ms",   OPT_INT, OFF(slo_p99_ms[PULSE_CLASS_READ]),   "200",            1,   INT_MAX, 1},
+    {"slo_search_p95_ms", OPT_INT, OFF(slo_p95_ms[PULSE_CLASS_SEARCH]), "500",            1,   INT_MAX, 1},
+    {"slo_search_p99_ms", OPT_INT, OFF(slo_p99_ms[PULSE_CLASS_SEARCH]), "1000",           1,   INT_MAX, 1},
+    {"slo_write_p95_ms",  OPT_INT, OFF(slo_p95_ms[PULSE_CLASS_WRITE]),  "200",            1,   INT_MAX, 1},
+    {"slo_write_p99_ms",  OPT_INT, OFF(slo_p99_ms[PULSE_CLASS_WRITE]),  "500",            1,   INT_MAX, 1},
+    {"slo_batch_p95_ms",  OPT_INT, OFF(slo_p95_ms[PULSE_CLASS_BATCH]),  "5000",           1,   INT_MAX, 1},
+    {"slo_batch_p99_ms",  OPT_INT, OFF(slo_p99_ms[PULSE_CLASS_BATCH]),  "10000",          1,   INT_MAX, 1},
+    {"slo_error_rate_ppm", OPT_INT, OFF(slo_error_rate_ppm),            "1000",           0,   1000000, 1},
+    {"slo_window_ms",     OPT_INT, OFF(slo_window_ms),                  "10000",          100, 3600000, 1},
 };
 /* clang-format on */
 #define NOPTIONS (sizeof(options) / sizeof(options[0]))

@@ -24,6 +24,7 @@
 #include "config.h"
 #include "generations.h"
 #include "log.h"
+#include "metrics.h"
 #include "pgpool.h"
 #include "router.h"
 #include "rpc.h"
@@ -139,8 +140,15 @@ static void *worker_main(void *arg)
     h2o_socket_read_start(w->listener, on_accept);
     pulse_config_release(conf);
 
-    while (!atomic_load(&stopping))
+    while (!atomic_load(&stopping)) {
         h2o_evloop_run(w->loop, 100);
+        pulse_metrics_sync(w->metrics, w->pgpool, w->redis);
+        if (w->index == 0 && pulse_metrics_slo_due(h2o_now(w->loop))) { /* worker 0 evaluates the SLO windows */
+            conf = pulse_config_acquire();
+            pulse_metrics_slo_tick(h2o_now(w->loop), conf);
+            pulse_config_release(conf);
+        }
+    }
 
     /* drain: no new connections, no more keep-alive, wait for the requests in flight */
     h2o_socket_read_stop(w->listener);
@@ -280,8 +288,11 @@ int main(int argc, char **argv)
     pthread_t *tids = calloc((size_t)nthreads, sizeof(pthread_t));
     if (workers == NULL || tids == NULL)
         return 1;
+    if (pulse_metrics_init(nthreads) != 0)
+        return 1;
     for (int i = 0; i < nthreads; i++) {
         workers[i].index = i;
+        workers[i].metrics = pulse_metrics_shard(i);
         if ((workers[i].listen_fd = open_listener(conf->listen)) < 0)
             return 1;
     }
@@ -319,6 +330,8 @@ int main(int argc, char **argv)
     else
         kept_workers = workers;
     free(tids);
+    if (all_disposed) /* otherwise a kept loop may still count into its shard */
+        pulse_metrics_free();
     pulse_catalog_stop();
     pulse_generations_destroy(gens);
     pulse_log_msg("info", NULL, "stopped");

@@ -60,6 +60,7 @@ struct pulse_pgjob_t {
     pulse_pgjob_cb cb; /* NULL once canceled */
     void *data;
     pulse_pgjob_t **ref; /* the caller's pointer to this job, cleared when it ends */
+    uint64_t queued_at;  /* h2o_now() when it was queued */
     char *tenant, *request_id, *app_name, *timeout, *stmt_name, *sql, *after_sql, *after_param;
     int nparams;
     char **params;
@@ -75,6 +76,7 @@ struct pulse_pgpool_t {
     conn_t *conns;
     h2o_linklist_t queue;
     h2o_timeout_t queue_timeout, reconnect_timeout, call_timeout;
+    uint64_t waits, wait_ms, queue_full, queue_timeouts; /* see pulse_pgpool_stats_t */
 };
 
 static void conn_start(conn_t *c);
@@ -108,6 +110,7 @@ static void job_fail(pulse_pgjob_t *job, pulse_pgstatus_t status, const char *me
 static void on_queue_timeout(h2o_timeout_entry_t *entry)
 {
     pulse_pgjob_t *job = H2O_STRUCT_FROM_MEMBER(pulse_pgjob_t, _timeout, entry);
+    job->_pool->queue_timeouts++;
     job_fail(job, PULSE_PG_BUSY, "no database connection became free in time");
 }
 
@@ -493,6 +496,7 @@ static void pool_dispatch(pulse_pgpool_t *pool)
         h2o_linklist_unlink(&job->_link);
         pool->queue_len--;
         h2o_timeout_unlink(&job->_timeout);
+        pool->wait_ms += h2o_now(pool->loop) - job->queued_at;
         if (job->cb == NULL) { /* canceled while queued: cannot happen, cancel frees it */
             free(job);
             continue;
@@ -588,6 +592,7 @@ int pulse_pgpool_submit(pulse_pgpool_t *pool, const pulse_pgquery_t *q, pulse_pg
         return -1;
     }
     if (pool->queue_len >= pool->queue_limit) {
+        pool->queue_full++;
         *status = PULSE_PG_BUSY;
         return -1;
     }
@@ -625,6 +630,12 @@ int pulse_pgpool_submit(pulse_pgpool_t *pool, const pulse_pgquery_t *q, pulse_pg
     for (int i = 0; i < q->nparams; i++)
         job->params[i] = copy_into(&p, q->params[i]);
     job->_timeout.cb = on_queue_timeout;
+    job->queued_at = h2o_now(pool->loop);
+    int idle = 0;
+    for (int i = 0; i < pool->size; i++)
+        idle += pool->conns[i].state == CONN_IDLE;
+    if (idle == 0 || pool->queue_len != 0)
+        pool->waits++;
     h2o_linklist_insert(&pool->queue, &job->_link);
     pool->queue_len++;
     h2o_timeout_link(pool->loop, &pool->queue_timeout, &job->_timeout);
@@ -651,6 +662,33 @@ void pulse_pgpool_cancel(pulse_pgjob_t *job)
 int pulse_pgpool_alive(const pulse_pgpool_t *pool)
 {
     return pool_alive(pool);
+}
+
+void pulse_pgpool_stats(const pulse_pgpool_t *pool, pulse_pgpool_stats_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    for (int i = 0; i < pool->size; i++) {
+        switch (pool->conns[i].state) {
+        case CONN_DOWN:
+            out->down++;
+            break;
+        case CONN_CONNECTING:
+            out->connecting++;
+            break;
+        case CONN_IDLE:
+            out->idle++;
+            break;
+        case CONN_BUSY:
+            out->busy++;
+            break;
+        }
+    }
+    out->queued = pool->queue_len;
+    out->queue_limit = pool->queue_limit;
+    out->waits = pool->waits;
+    out->wait_ms = pool->wait_ms;
+    out->queue_full = pool->queue_full;
+    out->queue_timeouts = pool->queue_timeouts;
 }
 
 void pulse_pgpool_set_queue_limit(pulse_pgpool_t *pool, int queue_limit)

@@ -78,7 +78,7 @@ typedef struct {
     int kind; /* HANDLER_* */
 } rpc_handler_t;
 
-enum { HANDLER_RPC, HANDLER_HEALTH, HANDLER_READY, HANDLER_NOT_FOUND };
+enum { HANDLER_RPC, HANDLER_HEALTH, HANDLER_READY, HANDLER_METRICS, HANDLER_NOT_FOUND };
 
 pulse_worker_t *pulse_rpc_worker(h2o_req_t *req)
 {
@@ -122,16 +122,33 @@ static double ms_since(const struct timeval *t0)
     return (double)(now.tv_sec - t0->tv_sec) * 1000.0 + (double)(now.tv_usec - t0->tv_usec) / 1000.0;
 }
 
-static void rpc_log_access(h2o_req_t *req, const char *request_id, const struct timeval *t0, const char *endpoint,
-                           const char *tenant, size_t bytes, const char *source)
+/* logs the request, and counts it in the loop's metrics unless it is a built-in (/health, /ready, /metrics: route NULL,
+   counted 0); `route` NULL and counted: no endpoint matched */
+static void rpc_log_access(h2o_req_t *req, const char *request_id, const struct timeval *t0, const pulse_route_t *route,
+                           int counted, const char *tenant, size_t bytes, const char *source)
 {
+    const char *endpoint = route != NULL ? route->name : NULL;
+    double ms = ms_since(t0);
+    if (counted)
+        pulse_metrics_observe_request(pulse_rpc_worker(req)->metrics, endpoint, route != NULL ? route->cls : PULSE_CLASS_READ,
+                                      req->res.status, ms / 1000.0);
     struct sockaddr_storage ss;
     char host[NI_MAXHOST] = "";
     socklen_t sl = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&ss);
     if (sl != 0)
         h2o_socket_getnumerichost((struct sockaddr *)&ss, sl, host);
-    pulse_access_t e = {request_id, req->method.base, req->method.len, req->path.base, req->path.len, endpoint, tenant,
-                        host,       req->res.status,  bytes,           ms_since(t0),   source};
+    pulse_access_t e = {request_id,
+                        req->method.base,
+                        req->method.len,
+                        req->path.base,
+                        req->path.len,
+                        endpoint,
+                        tenant,
+                        host,
+                        req->res.status,
+                        bytes,
+                        ms,
+                        source};
     pulse_log_access(&e);
 }
 
@@ -168,8 +185,7 @@ static size_t send_problem(h2o_req_t *req, const char *request_id, int status, c
 static void rpc_fail(rpc_req_t *r, int status, const char *detail, const char *allow)
 {
     size_t n = send_problem(r->req, r->request_id, status, detail, r->conf->retry_after, allow);
-    rpc_log_access(r->req, r->request_id, &r->t0, r->route != NULL ? r->route->name : NULL, r->authenticated ? r->tenant : NULL, n,
-                   NULL);
+    rpc_log_access(r->req, r->request_id, &r->t0, r->route, 1, r->authenticated ? r->tenant : NULL, n, NULL);
 }
 
 /* step 7: the body as the database produced it */
@@ -184,7 +200,7 @@ static void rpc_send_body(rpc_req_t *r, h2o_iovec_t body, const char *link, cons
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_LINK, NULL, link, strlen(link));
     req->res.content_length = body.len;
     h2o_send_inline(req, body.base, body.len);
-    rpc_log_access(req, r->request_id, &r->t0, r->route->name, r->tenant, body.len, source);
+    rpc_log_access(req, r->request_id, &r->t0, r->route, 1, r->tenant, body.len, source);
 }
 
 /* the Link header for a body carrying next_cursor, or NULL */
@@ -225,6 +241,10 @@ static void rpc_send_entry(rpc_req_t *r, const pulse_cache_entry_t *e, const cha
 {
     h2o_req_t *req = r->req;
     char cc[128];
+    pulse_metrics_observe_cache(r->worker->metrics, r->route->name, r->route->cls,
+                                xcache[0] == 'h'   ? PULSE_METRICS_CACHE_HIT
+                                : xcache[0] == 's' ? PULSE_METRICS_CACHE_STALE
+                                                   : PULSE_METRICS_CACHE_MISS);
     int ccn = pulse_cache_control(cc, sizeof(cc), e, r->swr_ms, r->sie_ms, now_ms());
     h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-request-id"), 0, NULL, r->request_id, strlen(r->request_id));
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ETAG, NULL, e->etag.base, e->etag.len);
@@ -242,7 +262,7 @@ static void rpc_send_entry(rpc_req_t *r, const pulse_cache_entry_t *e, const cha
         req->res.status = 304;
         req->res.reason = "Not Modified";
         h2o_send_inline(req, NULL, 0);
-        rpc_log_access(req, r->request_id, &r->t0, r->route->name, r->tenant, 0, source);
+        rpc_log_access(req, r->request_id, &r->t0, r->route, 1, r->tenant, 0, source);
         return;
     }
     h2o_iovec_t body = e->body;
@@ -257,7 +277,7 @@ static void rpc_send_entry(rpc_req_t *r, const pulse_cache_entry_t *e, const cha
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, e->content_type.base, e->content_type.len);
     req->res.content_length = body.len;
     h2o_send_inline(req, body.base, body.len);
-    rpc_log_access(req, r->request_id, &r->t0, r->route->name, r->tenant, body.len, source);
+    rpc_log_access(req, r->request_id, &r->t0, r->route, 1, r->tenant, body.len, source);
 }
 
 /* the leader hands `result` (an entry, or NULL: the waiters call the database themselves) to the flight's waiters */
@@ -313,6 +333,7 @@ static void on_db_result(void *data, const pulse_pgresult_t *res)
     }
     case PULSE_PG_ERROR: {
         int status = pulse_problem_status_for_sqlstate(res->sqlstate);
+        pulse_metrics_observe_pg_error(w->metrics, res->sqlstate);
         rpc_flight_done(r, NULL);
         if (status >= 500 && rpc_serve_stale(r))
             return;
@@ -331,6 +352,7 @@ static void on_db_result(void *data, const pulse_pgresult_t *res)
         return;
     }
     case PULSE_PG_UNAVAILABLE:
+        pulse_metrics_observe_pg_unavailable(w->metrics);
         pulse_log_msg("warning", r->request_id, "%s: %s", r->route->name, res->message);
         rpc_flight_done(r, NULL);
         if (!rpc_serve_stale(r))
@@ -362,6 +384,8 @@ static void rpc_call_database(rpc_req_t *r)
     int rc = w->pgpool != NULL ? pulse_pgpool_submit(w->pgpool, &q, on_db_result, r, &r->job, &st) : -1;
     free(tags);
     if (rc != 0) {
+        if (st == PULSE_PG_UNAVAILABLE)
+            pulse_metrics_observe_pg_unavailable(w->metrics);
         rpc_flight_done(r, NULL);
         if (!rpc_serve_stale(r))
             rpc_fail(r, 503,
@@ -408,6 +432,10 @@ static void on_refresh_result(void *data, const pulse_pgresult_t *res)
 {
     rpc_refresh_t *rf = data;
     pulse_cache_entry_t e, *result = NULL;
+    if (res->status == PULSE_PG_ERROR)
+        pulse_metrics_observe_pg_error(rf->w->metrics, res->sqlstate);
+    else if (res->status == PULSE_PG_UNAVAILABLE)
+        pulse_metrics_observe_pg_unavailable(rf->w->metrics);
     if (res->status == PULSE_PG_OK) {
         h2o_iovec_t body = res->body != NULL ? h2o_strdup(&rf->pool, res->body, res->body_len) : h2o_iovec_init(H2O_STRLIT("null"));
         const char *link = rpc_next_link(&rf->pool, &rf->call, body);
@@ -698,7 +726,7 @@ static int on_health(h2o_req_t *req, int ready)
             pulse_config_t *conf = pulse_config_acquire();
             size_t n = send_problem(req, rid, 503, "PostgreSQL is not reachable", conf->retry_after, NULL);
             pulse_config_release(conf);
-            rpc_log_access(req, rid, &t0, NULL, NULL, n, NULL);
+            rpc_log_access(req, rid, &t0, NULL, 0, NULL, n, NULL);
             return 0;
         }
     }
@@ -721,7 +749,39 @@ static int on_health(h2o_req_t *req, int ready)
     h2o_iovec_t b = h2o_strdup(&req->pool, body, (size_t)n);
     req->res.content_length = b.len;
     h2o_send_inline(req, b.base, b.len);
-    rpc_log_access(req, rid, &t0, NULL, NULL, b.len, NULL);
+    rpc_log_access(req, rid, &t0, NULL, 0, NULL, b.len, NULL);
+    return 0;
+}
+
+/* GET /metrics: this loop's pool and Redis gauges are synced first (the other loops sync theirs every turn) */
+static int on_metrics(h2o_req_t *req)
+{
+    pulse_worker_t *w = pulse_rpc_worker(req);
+    struct timeval t0;
+    char rid[65];
+    gettimeofday(&t0, NULL);
+    ssize_t hi = h2o_find_header_by_str(&req->headers, H2O_STRLIT("x-request-id"), -1);
+    pulse_rpc_request_id(hi >= 0 ? req->headers.entries[hi].value.base : NULL, hi >= 0 ? req->headers.entries[hi].value.len : 0,
+                         rid);
+    pulse_metrics_sync(w->metrics, w->pgpool, w->redis);
+    size_t len;
+    char *text = pulse_metrics_render(&len);
+    if (text == NULL) {
+        size_t n = send_problem(req, rid, 500, "out of memory", 0, NULL);
+        rpc_log_access(req, rid, &t0, NULL, 0, NULL, n, NULL);
+        return 0;
+    }
+    h2o_iovec_t body = h2o_strdup(&req->pool, text, len);
+    free(text);
+    req->res.status = 200;
+    req->res.reason = "OK";
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
+                   H2O_STRLIT("text/plain; version=0.0.4; charset=utf-8"));
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL, H2O_STRLIT("no-store"));
+    h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-request-id"), 0, NULL, rid, strlen(rid));
+    req->res.content_length = body.len;
+    h2o_send_inline(req, body.base, body.len);
+    rpc_log_access(req, rid, &t0, NULL, 0, NULL, body.len, NULL);
     return 0;
 }
 
@@ -745,7 +805,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         gettimeofday(&t0, NULL);
         pulse_rpc_request_id(NULL, 0, rid);
         size_t n = send_problem(req, rid, 431, "the request headers are too large", 0, NULL);
-        rpc_log_access(req, rid, &t0, NULL, NULL, n, NULL);
+        rpc_log_access(req, rid, &t0, NULL, 1, NULL, n, NULL);
         return 0;
     }
     switch (h->kind) {
@@ -755,6 +815,8 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         return on_health(req, 0);
     case HANDLER_READY:
         return on_health(req, 1);
+    case HANDLER_METRICS:
+        return on_metrics(req);
     default: {
         struct timeval t0;
         char rid[65];
@@ -763,7 +825,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         pulse_rpc_request_id(hi >= 0 ? req->headers.entries[hi].value.base : NULL, hi >= 0 ? req->headers.entries[hi].value.len : 0,
                              rid);
         size_t n = send_problem(req, rid, 404, "no such resource", 0, NULL);
-        rpc_log_access(req, rid, &t0, NULL, NULL, n, NULL);
+        rpc_log_access(req, rid, &t0, NULL, 1, NULL, n, NULL);
         return 0;
     }
     }
@@ -783,7 +845,8 @@ static int register_one(h2o_hostconf_t *hostconf, const char *path, int kind)
 int pulse_rpc_register(h2o_hostconf_t *hostconf)
 {
     if (register_one(hostconf, "/rpc/", HANDLER_RPC) != 0 || register_one(hostconf, "/health", HANDLER_HEALTH) != 0 ||
-        register_one(hostconf, "/ready", HANDLER_READY) != 0 || register_one(hostconf, "/", HANDLER_NOT_FOUND) != 0)
+        register_one(hostconf, "/ready", HANDLER_READY) != 0 || register_one(hostconf, "/metrics", HANDLER_METRICS) != 0 ||
+        register_one(hostconf, "/", HANDLER_NOT_FOUND) != 0)
         return -1;
     return 0;
 }

@@ -1,0 +1,124 @@
+/*
+ * metrics.h: the proxy's Prometheus metrics (GET /metrics, text exposition
+ * format 0.0.4) and the SLO evaluation of each endpoint class.
+ *
+ * Every event loop owns one shard: only its thread writes it (plain relaxed
+ * loads and stores, no lock, no read-modify-write instruction), any thread
+ * reads it with relaxed atomic loads; /metrics sums the shards.  Shards live
+ * from pulse_metrics_init to pulse_metrics_free (process start and exit), so a
+ * reader never sees one go away.  Endpoints appear in a shard when they are
+ * first seen and are never removed: the label set is bounded by the names the
+ * catalog ever declared (requests that match no endpoint share endpoint="").
+ */
+#ifndef PULSE_METRICS_H
+#define PULSE_METRICS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "config.h"
+#include "pgpool.h"
+#include "redis.h"
+
+/* upper bounds (seconds) of the latency histogram's buckets, +Inf excluded; every default SLO threshold is one of them */
+#define PULSE_METRICS_NBUCKETS 15
+extern const double pulse_metrics_bounds[PULSE_METRICS_NBUCKETS];
+
+typedef struct pulse_metrics_shard_t pulse_metrics_shard_t;
+
+typedef enum { PULSE_METRICS_CACHE_HIT, PULSE_METRICS_CACHE_MISS, PULSE_METRICS_CACHE_STALE } pulse_metrics_cache_t;
+
+/* What one window's evaluation of a class found (pulse_metrics_slo_evaluate). */
+typedef struct pulse_metrics_slo_result_t {
+    uint64_t requests, errors;
+    double p95, p99; /* seconds; INFINITY when the quantile is beyond the last bound */
+    int p95_breached, p99_breached, error_rate_breached;
+} pulse_metrics_slo_result_t;
+
+/**
+ * Allocates `nshards` zeroed shards (one per event loop). Returns 0, or -1 when out of memory. Not thread-safe: call it
+ * before the loops start.
+ */
+int pulse_metrics_init(int nshards) PULSE_WUR;
+
+/**
+ * Frees the shards and resets the SLO state; call it after every loop stopped.
+ */
+void pulse_metrics_free(void);
+
+/**
+ * Returns shard `i` (0 <= i < nshards).
+ */
+pulse_metrics_shard_t *pulse_metrics_shard(int i);
+
+/**
+ * Returns the index of the histogram bucket of a duration of `seconds` (PULSE_METRICS_NBUCKETS for +Inf).
+ */
+size_t pulse_metrics_bucket(double seconds);
+
+/**
+ * Counts one answered request on the shard's thread: `endpoint` NULL or "" when no endpoint matched (cls is then
+ * ignored), `status` the HTTP status sent, `seconds` the time from the request's arrival to its response.
+ */
+void pulse_metrics_observe_request(pulse_metrics_shard_t *s, const char *endpoint, pulse_class_t cls, int status, double seconds);
+
+/**
+ * Counts one answer of a cacheable call by its X-Cache value.
+ */
+void pulse_metrics_observe_cache(pulse_metrics_shard_t *s, const char *endpoint, pulse_class_t cls, pulse_metrics_cache_t result);
+
+/**
+ * Counts one error raised by PostgreSQL, by the class (first two characters) of its SQLSTATE (NULL or malformed: "XX").
+ */
+void pulse_metrics_observe_pg_error(pulse_metrics_shard_t *s, const char *sqlstate);
+
+/**
+ * Counts one call that found no usable PostgreSQL connection, or whose connection broke.
+ */
+void pulse_metrics_observe_pg_unavailable(pulse_metrics_shard_t *s);
+
+/**
+ * Copies the gauges and counters of the shard's pool and Redis client (NULL: none) into the shard. Call it on the
+ * shard's thread (the pool and client are not thread-safe), e.g. after every turn of its loop.
+ */
+void pulse_metrics_sync(pulse_metrics_shard_t *s, const pulse_pgpool_t *pool, pulse_redis_t *redis);
+
+/**
+ * Renders every metric, summed over the shards, in the Prometheus text format into a malloc'd NUL-terminated string
+ * (`*len` its length), or returns NULL when out of memory. Safe from any thread.
+ */
+char *pulse_metrics_render(size_t *len);
+
+/**
+ * Appends `s` to `out` (capacity `cap`) escaped as a label value: backslash, double quote and newline. Returns the
+ * length the escaped text needs, as snprintf does (NUL-terminated when it fits).
+ */
+size_t pulse_metrics_escape(char *out, size_t cap, const char *s);
+
+/**
+ * Estimates the quantile `q` (0..1) of a histogram of per-bucket (not cumulative) counts `buckets`
+ * (PULSE_METRICS_NBUCKETS + 1, the last one +Inf) by linear interpolation within its bucket, as Prometheus's
+ * histogram_quantile does; INFINITY when it falls into +Inf, 0 for an empty histogram.
+ */
+double pulse_metrics_quantile(const uint64_t *buckets, double q);
+
+/**
+ * Evaluates one window of one class: its per-bucket counts and its 5xx count against the thresholds (milliseconds;
+ * error rate in parts per million). An empty window breaches nothing.
+ */
+pulse_metrics_slo_result_t pulse_metrics_slo_evaluate(const uint64_t *buckets, uint64_t errors, int p95_ms, int p99_ms,
+                                                      int error_rate_ppm);
+
+/**
+ * Tells whether the current SLO window has ended at `now_ms` (always true before the first pulse_metrics_slo_tick).
+ */
+int pulse_metrics_slo_due(uint64_t now_ms);
+
+/**
+ * Ends the window when it is due: sums the class histograms of every shard, evaluates what changed since the previous
+ * window against `conf`'s SLO options, counts each breach in pulse_slo_breaches_total and logs one line per breach,
+ * then starts a window of `conf->slo_window_ms`. The first call only starts the first window. Call it from one thread
+ * only (worker 0).
+ */
+void pulse_metrics_slo_tick(uint64_t now_ms, const pulse_config_t *conf);
+
+#endif

@@ -1,0 +1,634 @@
+/*
+ * metrics.c: per-loop metric shards, their Prometheus rendering, and the SLO
+ * windows.
+ *
+ * Ownership and threads: shard i belongs to event loop i.  Its counters are
+ * only written by that loop's thread, as a relaxed load and a relaxed store
+ * (no locked instruction on the request path); other threads read them with
+ * relaxed loads, so a scrape sees each counter whole, if not all of them at
+ * the same instant.  A shard's endpoints are a list published with a release
+ * store of its head (readers acquire it) plus an index only the owner uses to
+ * find them; entries are never removed before pulse_metrics_free.
+ *
+ * The SLO state (the previous window's sums) belongs to the one thread that
+ * calls pulse_metrics_slo_tick; the breach counters it writes are atomics any
+ * scrape reads.
+ */
+#include <math.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "log.h"
+#include "metrics.h"
+
+#define NB (PULSE_METRICS_NBUCKETS + 1) /* with +Inf */
+#define NSTATUS 500                     /* 100..599 */
+#define NSQLSTATE_CLASS (36 * 36)
+#define NO_CLASS PULSE_CLASS_COUNT
+
+typedef _Atomic uint64_t ctr_t;
+
+const double pulse_metrics_bounds[PULSE_METRICS_NBUCKETS] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                                             0.2,    0.25,  0.5,    1,     2.5,  5,     10};
+static const char *cache_names[] = {"hit", "miss", "stale"};
+static const char *pool_states[] = {"down", "connecting", "idle", "busy"};
+static const char *redis_states[] = {"down", "connecting", "up"};
+
+/* one endpoint (and class) of one shard */
+typedef struct metrics_ep_t {
+    struct metrics_ep_t *next; /* the shard's published list; immutable once published */
+    char *name;
+    int cls; /* NO_CLASS when no endpoint matched */
+    ctr_t status[NSTATUS];
+    ctr_t buckets[NB];
+    ctr_t sum_us;
+    ctr_t cache[3];
+} metrics_ep_t;
+
+struct pulse_metrics_shard_t {
+    _Atomic(metrics_ep_t *) eps;
+    metrics_ep_t **index; /* owner only: open addressing by name and class */
+    size_t index_cap, index_n;
+    ctr_t cls_buckets[PULSE_CLASS_COUNT][NB]; /* every endpoint of a class, for the SLO windows */
+    ctr_t cls_errors[PULSE_CLASS_COUNT];      /* 5xx */
+    ctr_t pg_errors[NSQLSTATE_CLASS];
+    ctr_t pg_unavailable;
+    /* copied by pulse_metrics_sync */
+    _Atomic int pool_present, pool_conns[4], pool_queued, pool_queue_limit;
+    ctr_t pool_waits, pool_wait_ms, pool_queue_full, pool_queue_timeouts;
+    _Atomic int redis_present, redis_state;
+    ctr_t redis_commands, redis_failures, redis_timeouts, redis_fast_fails, redis_opens, redis_connects;
+};
+
+static pulse_metrics_shard_t *shards;
+static int nshards;
+
+/* SLO: written by the ticking thread only */
+static ctr_t slo_breaches[PULSE_CLASS_COUNT][2], slo_error_breaches[PULSE_CLASS_COUNT];
+static uint64_t slo_prev_buckets[PULSE_CLASS_COUNT][NB], slo_prev_errors[PULSE_CLASS_COUNT];
+static uint64_t slo_next_ms;
+static int slo_started;
+
+static inline void ctr_add(ctr_t *c, uint64_t n)
+{
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n, memory_order_relaxed);
+}
+
+static inline uint64_t ctr_get(ctr_t *c)
+{
+    return atomic_load_explicit(c, memory_order_relaxed);
+}
+
+static inline void ctr_set(ctr_t *c, uint64_t v)
+{
+    atomic_store_explicit(c, v, memory_order_relaxed);
+}
+
+int pulse_metrics_init(int n)
+{
+    if ((shards = calloc((size_t)n, sizeof(*shards))) == NULL)
+        return -1;
+    nshards = n;
+    return 0;
+}
+
+void pulse_metrics_free(void)
+{
+    for (int i = 0; i < nshards; i++) {
+        metrics_ep_t *e = atomic_load(&shards[i].eps);
+        while (e != NULL) {
+            metrics_ep_t *next = e->next;
+            free(e->name);
+            free(e);
+            e = next;
+        }
+        free(shards[i].index);
+    }
+    free(shards);
+    shards = NULL;
+    nshards = 0;
+    memset(slo_breaches, 0, sizeof(slo_breaches));
+    memset(slo_error_breaches, 0, sizeof(slo_error_breaches));
+    slo_started = 0;
+}
+
+pulse_metrics_shard_t *pulse_metrics_shard(int i)
+{
+    return &shards[i];
+}
+
+size_t pulse_metrics_bucket(double seconds)
+{
+    size_t i = 0;
+    while (i < PULSE_METRICS_NBUCKETS && seconds > pulse_metrics_bounds[i])
+        i++;
+    return i;
+}
+
+static size_t ep_hash(const char *name, int cls)
+{
+    size_t h = 2166136261u ^ (size_t)cls;
+    for (const unsigned char *p = (const unsigned char *)name; *p != '\0'; p++)
+        h = (h ^ *p) * 16777619u;
+    return h;
+}
+
+static int index_put(pulse_metrics_shard_t *s, metrics_ep_t *e)
+{
+    if ((s->index_n + 1) * 2 > s->index_cap) {
+        size_t cap = s->index_cap != 0 ? s->index_cap * 2 : 16;
+        metrics_ep_t **idx = calloc(cap, sizeof(*idx));
+        if (idx == NULL)
+            return -1;
+        for (size_t i = 0; i < s->index_cap; i++) {
+            metrics_ep_t *o = s->index[i];
+            if (o == NULL)
+                continue;
+            size_t j = ep_hash(o->name, o->cls) & (cap - 1);
+            while (idx[j] != NULL)
+                j = (j + 1) & (cap - 1);
+            idx[j] = o;
+        }
+        free(s->index);
+        s->index = idx;
+        s->index_cap = cap;
+    }
+    size_t j = ep_hash(e->name, e->cls) & (s->index_cap - 1);
+    while (s->index[j] != NULL)
+        j = (j + 1) & (s->index_cap - 1);
+    s->index[j] = e;
+    s->index_n++;
+    return 0;
+}
+
+/* the shard's entry of (name, cls), created on first use; NULL when out of memory */
+static metrics_ep_t *ep_get(pulse_metrics_shard_t *s, const char *name, int cls)
+{
+    if (name == NULL)
+        name = "";
+    if (name[0] == '\0')
+        cls = NO_CLASS;
+    if (s->index_cap != 0) {
+        for (size_t j = ep_hash(name, cls) & (s->index_cap - 1); s->index[j] != NULL; j = (j + 1) & (s->index_cap - 1))
+            if (s->index[j]->cls == cls && strcmp(s->index[j]->name, name) == 0)
+                return s->index[j];
+    }
+    metrics_ep_t *e = calloc(1, sizeof(*e));
+    if (e == NULL || (e->name = strdup(name)) == NULL) {
+        free(e);
+        return NULL;
+    }
+    e->cls = cls;
+    if (index_put(s, e) != 0) {
+        free(e->name);
+        free(e);
+        return NULL;
+    }
+    e->next = atomic_load_explicit(&s->eps, memory_order_relaxed);
+    atomic_store_explicit(&s->eps, e, memory_order_release);
+    return e;
+}
+
+void pulse_metrics_observe_request(pulse_metrics_shard_t *s, const char *endpoint, pulse_class_t cls, int status, double seconds)
+{
+    metrics_ep_t *e = ep_get(s, endpoint, (int)cls);
+    if (e == NULL)
+        return;
+    if (status >= 100 && status < 100 + NSTATUS)
+        ctr_add(&e->status[status - 100], 1);
+    if (seconds < 0)
+        seconds = 0;
+    size_t b = pulse_metrics_bucket(seconds);
+    ctr_add(&e->buckets[b], 1);
+    ctr_add(&e->sum_us, (uint64_t)(seconds * 1e6 + 0.5));
+    if (e->cls != NO_CLASS) {
+        ctr_add(&s->cls_buckets[e->cls][b], 1);
+        if (status >= 500)
+            ctr_add(&s->cls_errors[e->cls], 1);
+    }
+}
+
+void pulse_metrics_observe_cache(pulse_metrics_shard_t *s, const char *endpoint, pulse_class_t cls, pulse_metrics_cache_t result)
+{
+    metrics_ep_t *e = ep_get(s, endpoint, (int)cls);
+    if (e != NULL && (unsigned)result < 3)
+        ctr_add(&e->cache[result], 1);
+}
+
+static int sqlstate_digit(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'A' && c <= 'Z')
+        return 10 + c - 'A';
+    return -1;
+}
+
+void pulse_metrics_observe_pg_error(pulse_metrics_shard_t *s, const char *sqlstate)
+{
+    int a = sqlstate != NULL ? sqlstate_digit(sqlstate[0]) : -1;
+    int b = a >= 0 ? sqlstate_digit(sqlstate[1]) : -1;
+    if (a < 0 || b < 0)
+        a = sqlstate_digit('X'), b = sqlstate_digit('X');
+    ctr_add(&s->pg_errors[a * 36 + b], 1);
+}
+
+void pulse_metrics_observe_pg_unavailable(pulse_metrics_shard_t *s)
+{
+    ctr_add(&s->pg_unavailable, 1);
+}
+
+void pulse_metrics_sync(pulse_metrics_shard_t *s, const pulse_pgpool_t *pool, pulse_redis_t *redis)
+{
+    if (pool != NULL) {
+        pulse_pgpool_stats_t st;
+        pulse_pgpool_stats(pool, &st);
+        atomic_store_explicit(&s->pool_conns[0], st.down, memory_order_relaxed);
+        atomic_store_explicit(&s->pool_conns[1], st.connecting, memory_order_relaxed);
+        atomic_store_explicit(&s->pool_conns[2], st.idle, memory_order_relaxed);
+        atomic_store_explicit(&s->pool_conns[3], st.busy, memory_order_relaxed);
+        atomic_store_explicit(&s->pool_queued, st.queued, memory_order_relaxed);
+        atomic_store_explicit(&s->pool_queue_limit, st.queue_limit, memory_order_relaxed);
+        ctr_set(&s->pool_waits, st.waits);
+        ctr_set(&s->pool_wait_ms, st.wait_ms);
+        ctr_set(&s->pool_queue_full, st.queue_full);
+        ctr_set(&s->pool_queue_timeouts, st.queue_timeouts);
+        atomic_store_explicit(&s->pool_present, 1, memory_order_relaxed);
+    }
+    if (redis != NULL) {
+        pulse_redis_stats_t st;
+        pulse_redis_stats(redis, &st);
+        atomic_store_explicit(&s->redis_state, (int)pulse_redis_state(redis), memory_order_relaxed);
+        ctr_set(&s->redis_commands, st.commands);
+        ctr_set(&s->redis_failures, st.failures);
+        ctr_set(&s->redis_timeouts, st.timeouts);
+        ctr_set(&s->redis_fast_fails, st.fast_fails);
+        ctr_set(&s->redis_opens, st.opens);
+        ctr_set(&s->redis_connects, st.connects);
+        atomic_store_explicit(&s->redis_present, 1, memory_order_relaxed);
+    }
+}
+
+/* ---- rendering ---------------------------------------------------------------- */
+
+size_t pulse_metrics_escape(char *out, size_t cap, const char *s)
+{
+    size_t n = 0;
+    for (; *s != '\0'; s++) {
+        const char *rep = *s == '\\' ? "\\\\" : *s == '"' ? "\\\"" : *s == '\n' ? "\\n" : NULL;
+        size_t l = rep != NULL ? 2 : 1;
+        if (n + l < cap)
+            memcpy(out + n, rep != NULL ? rep : s, l);
+        n += l;
+    }
+    if (cap != 0)
+        out[n < cap ? n : cap - 1] = '\0';
+    return n;
+}
+
+typedef struct {
+    char *s;
+    size_t len, cap;
+    int oom;
+} buf_t;
+
+static void bprintf(buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void bprintf(buf_t *b, const char *fmt, ...)
+{
+    for (;;) {
+        if (b->oom)
+            return;
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(b->s + b->len, b->cap - b->len, fmt, ap);
+        va_end(ap);
+        if (n < 0) {
+            b->oom = 1;
+            return;
+        }
+        if ((size_t)n < b->cap - b->len) {
+            b->len += (size_t)n;
+            return;
+        }
+        size_t cap = (b->cap + (size_t)n + 1) * 2;
+        char *s = realloc(b->s, cap);
+        if (s == NULL) {
+            b->oom = 1;
+            return;
+        }
+        b->s = s;
+        b->cap = cap;
+    }
+}
+
+/* an escaped label value (from a scratch buffer reused per call) */
+static const char *esc(buf_t *scratch, const char *s)
+{
+    size_t n = pulse_metrics_escape(scratch->s, scratch->cap, s);
+    if (n >= scratch->cap) {
+        char *p = realloc(scratch->s, n + 1);
+        if (p == NULL)
+            return "";
+        scratch->s = p;
+        scratch->cap = n + 1;
+        pulse_metrics_escape(scratch->s, scratch->cap, s);
+    }
+    return scratch->s;
+}
+
+static void family(buf_t *b, const char *name, const char *type, const char *help)
+{
+    bprintf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static int ep_cmp(const void *a, const void *b)
+{
+    const metrics_ep_t *x = *(metrics_ep_t *const *)a, *y = *(metrics_ep_t *const *)b;
+    int c = strcmp(x->name, y->name);
+    return c != 0 ? c : x->cls - y->cls;
+}
+
+/* the sums of one (endpoint, class) over the shards */
+typedef struct {
+    const char *name;
+    int cls;
+    uint64_t status[NSTATUS], buckets[NB], sum_us, cache[3];
+} ep_sum_t;
+
+static const char *cls_label(int cls)
+{
+    return cls == NO_CLASS ? "" : pulse_config_class_name((pulse_class_t)cls);
+}
+
+char *pulse_metrics_render(size_t *len)
+{
+    buf_t b = {NULL, 0, 0, 0}, scratch = {malloc(256), 0, 256, 0};
+    size_t n = 0, cap = 16;
+    metrics_ep_t **all = malloc(cap * sizeof(*all));
+    ep_sum_t *sums = NULL;
+    size_t nsums = 0;
+    if (all == NULL || scratch.s == NULL)
+        goto oom;
+    for (int i = 0; i < nshards; i++) {
+        for (metrics_ep_t *e = atomic_load_explicit(&shards[i].eps, memory_order_acquire); e != NULL; e = e->next) {
+            if (n == cap) {
+                metrics_ep_t **p = realloc(all, cap * 2 * sizeof(*all));
+                if (p == NULL)
+                    goto oom;
+                all = p;
+                cap *= 2;
+            }
+            all[n++] = e;
+        }
+    }
+    qsort(all, n, sizeof(*all), ep_cmp);
+    if ((sums = calloc(n + 1, sizeof(*sums))) == NULL)
+        goto oom;
+    for (size_t i = 0; i < n; i++) {
+        metrics_ep_t *e = all[i];
+        if (nsums == 0 || ep_cmp(&all[i - 1], &all[i]) != 0) {
+            sums[nsums].name = e->name;
+            sums[nsums].cls = e->cls;
+            nsums++;
+        }
+        ep_sum_t *s = &sums[nsums - 1];
+        for (int k = 0; k < NSTATUS; k++)
+            s->status[k] += ctr_get(&e->status[k]);
+        for (int k = 0; k < NB; k++)
+            s->buckets[k] += ctr_get(&e->buckets[k]);
+        s->sum_us += ctr_get(&e->sum_us);
+        for (int k = 0; k < 3; k++)
+            s->cache[k] += ctr_get(&e->cache[k]);
+    }
+
+    family(&b, "pulse_http_requests_total", "counter",
+           "HTTP requests answered, by endpoint (\"\" when none matched), endpoint class and status.");
+    for (size_t i = 0; i < nsums; i++)
+        for (int k = 0; k < NSTATUS; k++)
+            if (sums[i].status[k] != 0)
+                bprintf(&b, "pulse_http_requests_total{endpoint=\"%s\",class=\"%s\",status=\"%d\"} %llu\n",
+                        esc(&scratch, sums[i].name), cls_label(sums[i].cls), k + 100, (unsigned long long)sums[i].status[k]);
+
+    family(&b, "pulse_http_request_duration_seconds", "histogram",
+           "Time from a request's arrival to its response, by endpoint and endpoint class.");
+    for (size_t i = 0; i < nsums; i++) {
+        const char *ep = esc(&scratch, sums[i].name), *cl = cls_label(sums[i].cls);
+        uint64_t cum = 0;
+        for (int k = 0; k < NB; k++) {
+            cum += sums[i].buckets[k];
+            if (k < PULSE_METRICS_NBUCKETS)
+                bprintf(&b, "pulse_http_request_duration_seconds_bucket{endpoint=\"%s\",class=\"%s\",le=\"%g\"} %llu\n", ep, cl,
+                        pulse_metrics_bounds[k], (unsigned long long)cum);
+            else
+                bprintf(&b, "pulse_http_request_duration_seconds_bucket{endpoint=\"%s\",class=\"%s\",le=\"+Inf\"} %llu\n", ep, cl,
+                        (unsigned long long)cum);
+        }
+        bprintf(&b, "pulse_http_request_duration_seconds_sum{endpoint=\"%s\",class=\"%s\"} %.6f\n", ep, cl,
+                (double)sums[i].sum_us / 1e6);
+        bprintf(&b, "pulse_http_request_duration_seconds_count{endpoint=\"%s\",class=\"%s\"} %llu\n", ep, cl,
+                (unsigned long long)cum);
+    }
+
+    family(&b, "pulse_cache_requests_total", "counter", "Answers of cacheable calls by X-Cache result (hit, miss, stale).");
+    for (size_t i = 0; i < nsums; i++) {
+        if (sums[i].cache[0] + sums[i].cache[1] + sums[i].cache[2] == 0)
+            continue;
+        for (int k = 0; k < 3; k++)
+            bprintf(&b, "pulse_cache_requests_total{endpoint=\"%s\",result=\"%s\"} %llu\n", esc(&scratch, sums[i].name),
+                    cache_names[k], (unsigned long long)sums[i].cache[k]);
+    }
+
+    family(&b, "pulse_slo_breaches_total", "counter",
+           "SLO windows of an endpoint class that broke an objective: p95 or p99 latency over its threshold, or error_rate "
+           "(share of 5xx answers) over its threshold.");
+    for (int c = 0; c < PULSE_CLASS_COUNT; c++) {
+        bprintf(&b, "pulse_slo_breaches_total{class=\"%s\",slo=\"p95\"} %llu\n", cls_label(c),
+                (unsigned long long)ctr_get(&slo_breaches[c][0]));
+        bprintf(&b, "pulse_slo_breaches_total{class=\"%s\",slo=\"p99\"} %llu\n", cls_label(c),
+                (unsigned long long)ctr_get(&slo_breaches[c][1]));
+        bprintf(&b, "pulse_slo_breaches_total{class=\"%s\",slo=\"error_rate\"} %llu\n", cls_label(c),
+                (unsigned long long)ctr_get(&slo_error_breaches[c]));
+    }
+
+    family(&b, "pulse_pg_errors_total", "counter", "Errors raised by PostgreSQL, by SQLSTATE class.");
+    for (int k = 0; k < NSQLSTATE_CLASS; k++) {
+        uint64_t v = 0;
+        for (int i = 0; i < nshards; i++)
+            v += ctr_get(&shards[i].pg_errors[k]);
+        static const char digits[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ";
+        if (v != 0)
+            bprintf(&b, "pulse_pg_errors_total{sqlstate_class=\"%c%c\"} %llu\n", digits[k / 36], digits[k % 36],
+                    (unsigned long long)v);
+    }
+    uint64_t v = 0;
+    for (int i = 0; i < nshards; i++)
+        v += ctr_get(&shards[i].pg_unavailable);
+    family(&b, "pulse_pg_unavailable_total", "counter", "Calls that found no PostgreSQL connection up, or whose connection broke.");
+    bprintf(&b, "pulse_pg_unavailable_total %llu\n", (unsigned long long)v);
+
+    int pool_present = 0, redis_present = 0, conns[4] = {0}, queued = 0, limit = 0, redis_by_state[3] = {0};
+    uint64_t waits = 0, wait_ms = 0, full = 0, timeouts = 0, rc[6] = {0};
+    for (int i = 0; i < nshards; i++) {
+        pulse_metrics_shard_t *s = &shards[i];
+        if (atomic_load_explicit(&s->pool_present, memory_order_relaxed)) {
+            pool_present = 1;
+            for (int k = 0; k < 4; k++)
+                conns[k] += atomic_load_explicit(&s->pool_conns[k], memory_order_relaxed);
+            queued += atomic_load_explicit(&s->pool_queued, memory_order_relaxed);
+            limit += atomic_load_explicit(&s->pool_queue_limit, memory_order_relaxed);
+            waits += ctr_get(&s->pool_waits);
+            wait_ms += ctr_get(&s->pool_wait_ms);
+            full += ctr_get(&s->pool_queue_full);
+            timeouts += ctr_get(&s->pool_queue_timeouts);
+        }
+        if (atomic_load_explicit(&s->redis_present, memory_order_relaxed)) {
+            redis_present = 1;
+            int st = atomic_load_explicit(&s->redis_state, memory_order_relaxed);
+            if (st >= 0 && st < 3)
+                redis_by_state[st]++;
+            rc[0] += ctr_get(&s->redis_commands);
+            rc[1] += ctr_get(&s->redis_failures);
+            rc[2] += ctr_get(&s->redis_timeouts);
+            rc[3] += ctr_get(&s->redis_fast_fails);
+            rc[4] += ctr_get(&s->redis_opens);
+            rc[5] += ctr_get(&s->redis_connects);
+        }
+    }
+    if (pool_present) {
+        family(&b, "pulse_pool_connections", "gauge", "PostgreSQL connections of the pools, by state.");
+        for (int k = 0; k < 4; k++)
+            bprintf(&b, "pulse_pool_connections{state=\"%s\"} %d\n", pool_states[k], conns[k]);
+        family(&b, "pulse_pool_queue_depth", "gauge", "Calls waiting for a PostgreSQL connection.");
+        bprintf(&b, "pulse_pool_queue_depth %d\n", queued);
+        family(&b, "pulse_pool_queue_limit", "gauge", "Calls that may wait for a connection (queue_limit per loop, summed).");
+        bprintf(&b, "pulse_pool_queue_limit %d\n", limit);
+        family(&b, "pulse_pool_waits_total", "counter", "Calls that found no idle connection and waited in the queue.");
+        bprintf(&b, "pulse_pool_waits_total %llu\n", (unsigned long long)waits);
+        family(&b, "pulse_pool_wait_seconds_total", "counter", "Time calls that got a connection spent waiting for it.");
+        bprintf(&b, "pulse_pool_wait_seconds_total %.3f\n", (double)wait_ms / 1000.0);
+        family(&b, "pulse_pool_rejected_total", "counter", "Calls answered 503 by the pool: queue full, or no connection in time.");
+        bprintf(&b, "pulse_pool_rejected_total{reason=\"queue_full\"} %llu\n", (unsigned long long)full);
+        bprintf(&b, "pulse_pool_rejected_total{reason=\"queue_timeout\"} %llu\n", (unsigned long long)timeouts);
+    }
+    if (redis_present) {
+        family(&b, "pulse_redis_up", "gauge", "1 when the Redis client of every event loop is up (breaker closed).");
+        bprintf(&b, "pulse_redis_up %d\n", redis_by_state[PULSE_REDIS_UP] == nshards ? 1 : 0);
+        family(&b, "pulse_redis_clients", "gauge", "Redis clients (one per event loop) by state.");
+        for (int k = 0; k < 3; k++)
+            bprintf(&b, "pulse_redis_clients{state=\"%s\"} %d\n", redis_states[k], redis_by_state[k]);
+        static const char *names[][2] = {
+            {"pulse_redis_commands_total", "Redis commands sent."},
+            {"pulse_redis_command_failures_total", "Redis commands that got no reply: the connection broke or closed."},
+            {"pulse_redis_command_timeouts_total", "Redis commands that timed out."},
+            {"pulse_redis_fast_fails_total", "Redis commands refused without touching a socket (client not up, too many pending)."},
+            {"pulse_redis_breaker_opens_total", "Times a Redis client's circuit breaker opened."},
+            {"pulse_redis_connects_total", "Redis connections that passed their probe."},
+        };
+        for (int k = 0; k < 6; k++) {
+            family(&b, names[k][0], "counter", names[k][1]);
+            bprintf(&b, "%s %llu\n", names[k][0], (unsigned long long)rc[k]);
+        }
+    }
+    if (b.oom)
+        goto oom;
+    free(all);
+    free(sums);
+    free(scratch.s);
+    *len = b.len;
+    return b.s;
+oom:
+    free(all);
+    free(sums);
+    free(scratch.s);
+    free(b.s);
+    return NULL;
+}
+
+/* ---- SLO ---------------------------------------------------------------------- */
+
+double pulse_metrics_quantile(const uint64_t *buckets, double q)
+{
+    uint64_t total = 0;
+    for (int k = 0; k < NB; k++)
+        total += buckets[k];
+    if (total == 0)
+        return 0;
+    double rank = q * (double)total, cum = 0;
+    for (int k = 0; k < PULSE_METRICS_NBUCKETS; k++) {
+        if (buckets[k] != 0 && cum + (double)buckets[k] >= rank) {
+            double lo = k == 0 ? 0 : pulse_metrics_bounds[k - 1], hi = pulse_metrics_bounds[k];
+            return lo + (hi - lo) * (rank - cum) / (double)buckets[k];
+        }
+        cum += (double)buckets[k];
+    }
+    return INFINITY;
+}
+
+pulse_metrics_slo_result_t pulse_metrics_slo_evaluate(const uint64_t *buckets, uint64_t errors, int p95_ms, int p99_ms,
+                                                      int error_rate_ppm)
+{
+    pulse_metrics_slo_result_t r = {0};
+    for (int k = 0; k < NB; k++)
+        r.requests += buckets[k];
+    r.errors = errors;
+    if (r.requests == 0)
+        return r;
+    r.p95 = pulse_metrics_quantile(buckets, 0.95);
+    r.p99 = pulse_metrics_quantile(buckets, 0.99);
+    /* a quantile computed on a bucket bound is compared exactly (the default thresholds are bounds) */
+    r.p95_breached = r.p95 * 1000.0 > (double)p95_ms * (1 + 1e-9);
+    r.p99_breached = r.p99 * 1000.0 > (double)p99_ms * (1 + 1e-9);
+    r.error_rate_breached = (double)errors * 1e6 > (double)error_rate_ppm * (double)r.requests;
+    return r;
+}
+
+int pulse_metrics_slo_due(uint64_t now_ms)
+{
+    return !slo_started || now_ms >= slo_next_ms;
+}
+
+void pulse_metrics_slo_tick(uint64_t now_ms, const pulse_config_t *conf)
+{
+    if (!pulse_metrics_slo_due(now_ms))
+        return;
+    uint64_t cur[PULSE_CLASS_COUNT][NB] = {{0}}, errs[PULSE_CLASS_COUNT] = {0};
+    for (int i = 0; i < nshards; i++)
+        for (int c = 0; c < PULSE_CLASS_COUNT; c++) {
+            for (int k = 0; k < NB; k++)
+                cur[c][k] += ctr_get(&shards[i].cls_buckets[c][k]);
+            errs[c] += ctr_get(&shards[i].cls_errors[c]);
+        }
+    if (slo_started) {
+        double window_s = (double)conf->slo_window_ms / 1000.0;
+        for (int c = 0; c < PULSE_CLASS_COUNT; c++) {
+            uint64_t win[NB];
+            for (int k = 0; k < NB; k++)
+                win[k] = cur[c][k] - slo_prev_buckets[c][k];
+            pulse_metrics_slo_result_t r = pulse_metrics_slo_evaluate(win, errs[c] - slo_prev_errors[c], conf->slo_p95_ms[c],
+                                                                      conf->slo_p99_ms[c], conf->slo_error_rate_ppm);
+            const char *cl = cls_label(c);
+            if (r.p95_breached) {
+                ctr_add(&slo_breaches[c][0], 1);
+                pulse_log_msg("warning", NULL, "slo breach: class %s p95 %.3f s > %.3f s over %g s (%llu requests)", cl, r.p95,
+                              conf->slo_p95_ms[c] / 1000.0, window_s, (unsigned long long)r.requests);
+            }
+            if (r.p99_breached) {
+                ctr_add(&slo_breaches[c][1], 1);
+                pulse_log_msg("warning", NULL, "slo breach: class %s p99 %.3f s > %.3f s over %g s (%llu requests)", cl, r.p99,
+                              conf->slo_p99_ms[c] / 1000.0, window_s, (unsigned long long)r.requests);
+            }
+            if (r.error_rate_breached) {
+                ctr_add(&slo_error_breaches[c], 1);
+                pulse_log_msg("warning", NULL, "slo breach: class %s error rate %.4f%% > %.4f%% over %g s (%llu of %llu requests)",
+                              cl, 100.0 * (double)r.errors / (double)r.requests, conf->slo_error_rate_ppm / 1e4, window_s,
+                              (unsigned long long)r.errors, (unsigned long long)r.requests);
+            }
+        }
+    }
+    memcpy(slo_prev_buckets, cur, sizeof(cur));
+    memcpy(slo_prev_errors, errs, sizeof(errs));
+    slo_started = 1;
+    slo_next_ms = now_ms + (uint64_t)conf->slo_window_ms;
+}
