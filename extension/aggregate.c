@@ -2089,11 +2089,7 @@ agg_list_due(int max_refreshes)
 	{
 		ErrorData  *edata;
 
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		AbortCurrentTransaction();
-		MemoryContextSwitchTo(cxt);
+		edata = pulse_catch_and_abort(cxt);
 		ereport(LOG,
 				(errmsg("pulse worker could not list the aggregates due for a refresh: %s",
 						edata->message)));
@@ -2130,11 +2126,7 @@ agg_record_failure_in_new_xact(AggRun *run, const char *message)
 	{
 		ErrorData  *edata;
 
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		AbortCurrentTransaction();
-		MemoryContextSwitchTo(cxt);
+		edata = pulse_catch_and_abort(cxt);
 		ereport(LOG,
 				(errmsg("pulse worker could not record the failed refresh of aggregate %d: %s",
 						run->id, edata->message)));
@@ -2175,11 +2167,7 @@ agg_refresh_unit(int32 id)
 	{
 		ErrorData  *edata;
 
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		AbortCurrentTransaction();
-		MemoryContextSwitchTo(cxt);
+		edata = pulse_catch_and_abort(cxt);
 		ereport(LOG,
 				(errmsg("pulse worker: refresh of aggregate %d failed: %s",
 						id, edata->message)));

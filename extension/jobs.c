@@ -665,10 +665,7 @@ job_recover_orphans(MemoryContext cxt)
 	{
 		ErrorData  *edata;
 
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		AbortCurrentTransaction();
+		edata = pulse_catch_and_abort(cxt);
 		ereport(WARNING,
 				(errmsg("pulse: could not recover orphaned jobs: %s",
 						edata->message)));
@@ -790,10 +787,7 @@ job_claim(JobClaim *job, MemoryContext cxt)
 	{
 		ErrorData  *edata;
 
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		AbortCurrentTransaction();
+		edata = pulse_catch_and_abort(cxt);
 		if (locked)
 		{
 			job_lock_tag(&tag, job->id);
@@ -1007,10 +1001,7 @@ job_run(JobClaim *job, MemoryContext cxt)
 		ErrorData  *edata;
 
 		disable_timeout(STATEMENT_TIMEOUT, false);
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		AbortCurrentTransaction();
+		edata = pulse_catch_and_abort(cxt);
 		job_record_failure(job, edata);
 		FreeErrorData(edata);
 	}
@@ -1083,10 +1074,7 @@ job_record_failure(JobClaim *job, ErrorData *edata)
 	{
 		ErrorData  *edata2;
 
-		MemoryContextSwitchTo(oldcxt);
-		edata2 = CopyErrorData();
-		FlushErrorState();
-		AbortCurrentTransaction();
+		edata2 = pulse_catch_and_abort(oldcxt);
 		ereport(WARNING,
 				(errmsg("pulse: could not record the failure of job " INT64_FORMAT ": %s",
 						job->id, edata2->message)));

@@ -12,6 +12,7 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
 #include "fmgr.h"
@@ -148,4 +149,24 @@ pulse_restore_user(PulseAsUser *st)
 {
 	SetUserIdAndSecContext(st->save_userid, st->save_sec_context);
 	AtEOXact_GUC(true, st->save_nestlevel);
+}
+
+/*
+ * pulse_catch_and_abort
+ *		In a PG_CATCH around a transaction a background worker started
+ *		itself: copies the error into cxt (which must not be a transaction's
+ *		context), aborts the transaction, and returns the copy with cxt
+ *		current again (the abort leaves TopMemoryContext current).
+ */
+ErrorData *
+pulse_catch_and_abort(MemoryContext cxt)
+{
+	ErrorData  *edata;
+
+	MemoryContextSwitchTo(cxt);
+	edata = CopyErrorData();
+	FlushErrorState();
+	AbortCurrentTransaction();
+	MemoryContextSwitchTo(cxt);
+	return edata;
 }

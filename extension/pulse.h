@@ -36,6 +36,13 @@ extern Oid	pulse_table_owner(const char *relname, bool missing_ok);
 extern void pulse_become_user(PulseAsUser *st, Oid userid, bool restricted);
 extern void pulse_restore_user(PulseAsUser *st);
 
+/*
+ * For the PG_CATCH of a background worker's own transaction: copies the
+ * error into cxt, aborts the transaction and returns the copy, with cxt as
+ * the current memory context.  The caller reports it and frees it.
+ */
+extern ErrorData *pulse_catch_and_abort(MemoryContext cxt);
+
 /* fingerprint.c */
 
 /*

@@ -818,11 +818,7 @@ pulse_launcher_main(Datum main_arg)
 			{
 				ErrorData  *edata;
 
-				MemoryContextSwitchTo(loopcxt);
-				edata = CopyErrorData();
-				FlushErrorState();
-				AbortCurrentTransaction();
-				MemoryContextSwitchTo(loopcxt);
+				edata = pulse_catch_and_abort(loopcxt);
 				ereport(LOG,
 						(errmsg("pulse launcher could not read pg_database: %s",
 								edata->message)));
@@ -1010,11 +1006,7 @@ pulse_worker_main(Datum main_arg)
 		{
 			ErrorData  *edata;
 
-			MemoryContextSwitchTo(loopcxt);
-			edata = CopyErrorData();
-			FlushErrorState();
-			AbortCurrentTransaction();
-			MemoryContextSwitchTo(loopcxt);
+			edata = pulse_catch_and_abort(loopcxt);
 			ereport(LOG,
 					(errmsg("pulse worker: %s", edata->message)));
 			busy = false;
