@@ -14,6 +14,7 @@ cd "$(dirname "$0")"
 cmd=${1:?usage: run.sh start|stop DIR}
 DIR=${2:?usage: run.sh start|stop DIR}
 mkdir -p "$DIR"
+. ../lib.sh
 case "$cmd" in
 start)
 	: "${PORT:?PORT missing}" "${BENCH_PG_DSN:?BENCH_PG_DSN missing}" "${PULSE_JWT_SECRET:?PULSE_JWT_SECRET missing}"
@@ -24,24 +25,10 @@ start)
 	export PORT BENCH_PG_DSN PULSE_JWT_SECRET REDIS_URL CACHE WORKERS PG_POOL
 	NODE_ENV=production node server.js >"$DIR/express.log" 2>&1 &
 	echo $! >"$DIR/express.pid"
-	for _ in $(seq 100); do
-		curl -sf "http://127.0.0.1:$PORT/health" >/dev/null 2>&1 && exit 0
-		kill -0 "$(cat "$DIR/express.pid")" 2>/dev/null || break
-		sleep 0.1
-	done
-	kill -KILL "$(cat "$DIR/express.pid")" 2>/dev/null || true
-	rm -f "$DIR/express.pid"
-	echo "express peer did not start:" >&2
-	tail -n 20 "$DIR/express.log" >&2
-	exit 1
+	peer_await express
 	;;
 stop)
-	[ -f "$DIR/express.pid" ] || exit 0
-	pid=$(cat "$DIR/express.pid")
-	kill -TERM "$pid" 2>/dev/null || true
-	for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-	kill -KILL "$pid" 2>/dev/null || true
-	rm -f "$DIR/express.pid"
+	peer_stop express
 	;;
 *)
 	echo "usage: run.sh start|stop DIR" >&2
