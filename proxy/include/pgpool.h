@@ -32,12 +32,15 @@ typedef struct pulse_pgresult_t {
     size_t after_len;
 } pulse_pgresult_t;
 
+/* Longest prepared statement name, with its NUL (router.h's "pulse_" and 16 hex digits fit). */
+#define PULSE_PGPOOL_STMT_NAME_MAX 24
+
 /* What one call runs; every string is copied by pulse_pgpool_submit. */
 typedef struct pulse_pgquery_t {
     const char *tenant;       /* pulse.tenant */
     const char *request_id;   /* put into application_name for log correlation */
     int statement_timeout_ms; /* 0: the server's default */
-    const char *stmt_name;    /* prepared once per connection */
+    const char *stmt_name;    /* prepared once per connection (shorter than PULSE_PGPOOL_STMT_NAME_MAX) */
     const char *sql;
     int nparams;
     const char *const *params; /* text parameters, NULL for SQL NULL */
@@ -54,6 +57,7 @@ typedef struct pulse_pgpool_stats_t {
     uint64_t wait_ms;                 /* time queued calls waited until they got a connection */
     uint64_t queue_full;              /* calls refused because the queue was full */
     uint64_t queue_timeouts;          /* queued calls that got no connection within queue_timeout_ms */
+    uint64_t deallocated;             /* prepared statements deallocated to stay within pool_max_prepared */
 } pulse_pgpool_stats_t;
 
 typedef void (*pulse_pgjob_cb)(void *data, const pulse_pgresult_t *res);

@@ -45,6 +45,7 @@ static const opt_t options[] = {
     {"redis_url",         OPT_STR, OFF(redis_url),                      "",               0,   0,       0},
     {"threads",           OPT_INT, OFF(threads),                        "0",              0,   256,     0},
     {"pool_size",         OPT_INT, OFF(pool_size),                      "4",              1,   512,     0},
+    {"pool_max_prepared", OPT_INT, OFF(pool_max_prepared),              "128",            1,   100000,  0},
     {"queue_limit",       OPT_INT, OFF(queue_limit),                    "1024",           0,   1000000, 1},
     {"queue_timeout_ms",  OPT_INT, OFF(queue_timeout_ms),               "2000",           1,   600000,  0},
     {"call_timeout_ms",   OPT_INT, OFF(call_timeout_ms),                "60000",          100, INT_MAX, 0},

@@ -57,7 +57,7 @@ struct pulse_metrics_shard_t {
     ctr_t pg_unavailable;
     /* copied by pulse_metrics_sync */
     _Atomic int pool_present, pool_conns[4], pool_queued, pool_queue_limit;
-    ctr_t pool_waits, pool_wait_ms, pool_queue_full, pool_queue_timeouts;
+    ctr_t pool_waits, pool_wait_ms, pool_queue_full, pool_queue_timeouts, pool_deallocated;
     _Atomic int redis_present, redis_state;
     ctr_t redis_commands, redis_failures, redis_timeouts, redis_fast_fails, redis_opens, redis_connects;
 };
@@ -255,6 +255,7 @@ void pulse_metrics_sync(pulse_metrics_shard_t *s, const pulse_pgpool_t *pool, pu
         ctr_set(&s->pool_wait_ms, st.wait_ms);
         ctr_set(&s->pool_queue_full, st.queue_full);
         ctr_set(&s->pool_queue_timeouts, st.queue_timeouts);
+        ctr_set(&s->pool_deallocated, st.deallocated);
         atomic_store_explicit(&s->pool_present, 1, memory_order_relaxed);
     }
     if (redis != NULL) {
@@ -469,7 +470,7 @@ char *pulse_metrics_render(size_t *len)
     bprintf(&b, "pulse_pg_unavailable_total %llu\n", (unsigned long long)v);
 
     int pool_present = 0, redis_present = 0, conns[4] = {0}, queued = 0, limit = 0, redis_by_state[3] = {0};
-    uint64_t waits = 0, wait_ms = 0, full = 0, timeouts = 0, rc[6] = {0};
+    uint64_t waits = 0, wait_ms = 0, full = 0, timeouts = 0, deallocated = 0, rc[6] = {0};
     for (int i = 0; i < nshards; i++) {
         pulse_metrics_shard_t *s = &shards[i];
         if (atomic_load_explicit(&s->pool_present, memory_order_relaxed)) {
@@ -482,6 +483,7 @@ char *pulse_metrics_render(size_t *len)
             wait_ms += ctr_get(&s->pool_wait_ms);
             full += ctr_get(&s->pool_queue_full);
             timeouts += ctr_get(&s->pool_queue_timeouts);
+            deallocated += ctr_get(&s->pool_deallocated);
         }
         if (atomic_load_explicit(&s->redis_present, memory_order_relaxed)) {
             redis_present = 1;
@@ -511,6 +513,9 @@ char *pulse_metrics_render(size_t *len)
         family(&b, "pulse_pool_rejected_total", "counter", "Calls answered 503 by the pool: queue full, or no connection in time.");
         bprintf(&b, "pulse_pool_rejected_total{reason=\"queue_full\"} %llu\n", (unsigned long long)full);
         bprintf(&b, "pulse_pool_rejected_total{reason=\"queue_timeout\"} %llu\n", (unsigned long long)timeouts);
+        family(&b, "pulse_pool_statements_deallocated_total", "counter",
+               "Prepared statements deallocated to keep at most pool_max_prepared per connection.");
+        bprintf(&b, "pulse_pool_statements_deallocated_total %llu\n", (unsigned long long)deallocated);
     }
     if (redis_present) {
         family(&b, "pulse_redis_up", "gauge", "1 when the Redis client of every event loop is up (breaker closed).");

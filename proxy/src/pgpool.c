@@ -29,10 +29,15 @@
     "SELECT set_config('pulse.tenant', $1, true), set_config('application_name', $2, true), "                                      \
     "set_config('statement_timeout', $3, true)"
 #define RECONNECT_MS 500
-#define MAX_CMDS 5
+#define MAX_CMDS 6
 
 typedef enum { CONN_DOWN, CONN_CONNECTING, CONN_IDLE, CONN_BUSY } conn_state_t;
-typedef enum { CMD_PREP_SETUP, CMD_SETUP, CMD_PREP_CALL, CMD_CALL, CMD_AFTER } cmd_kind_t;
+typedef enum { CMD_PREP_SETUP, CMD_SETUP, CMD_PREP_CALL, CMD_CALL, CMD_AFTER, CMD_DEALLOC } cmd_kind_t;
+
+typedef struct prepared_t {
+    char name[PULSE_PGPOOL_STMT_NAME_MAX];
+    uint64_t used; /* the connection's call counter when it last ran */
+} prepared_t;
 
 typedef struct conn_t {
     pulse_pgpool_t *pool;
@@ -46,9 +51,10 @@ typedef struct conn_t {
     int syncs; /* Syncs still expected for the running job */
     PGresult *error, *result, *after;
     int setup_prepared;
-    unsigned failures; /* connection attempts failed in a row: only some are logged */
-    char **prepared;   /* names of the statements prepared on this connection */
-    size_t nprepared, capprepared;
+    unsigned failures;    /* connection attempts failed in a row: only some are logged */
+    prepared_t *prepared; /* the statements prepared on this connection (max_prepared slots, allocated on first use) */
+    size_t nprepared;
+    uint64_t calls;
     h2o_timeout_entry_t reconnect;
     h2o_timeout_entry_t call_timer; /* linked while a call runs */
 } conn_t;
@@ -76,7 +82,15 @@ struct pulse_pgpool_t {
     conn_t *conns;
     h2o_linklist_t queue;
     h2o_timeout_t queue_timeout, reconnect_timeout, call_timeout;
-    uint64_t waits, wait_ms, queue_full, queue_timeouts; /* see pulse_pgpool_stats_t */
+    /*
+     * Prepared statements kept per connection.  A call's statement depends on
+     * the endpoint and on which of its arguments the request names, and
+     * endpoints come and go with the catalog: past max_prepared, the least
+     * recently used one is deallocated (after the call that needed room, in
+     * its own Sync, so that nothing it does can fail the call).
+     */
+    int max_prepared;
+    uint64_t waits, wait_ms, queue_full, queue_timeouts, deallocated; /* see pulse_pgpool_stats_t */
 };
 
 static void conn_start(conn_t *c);
@@ -193,8 +207,6 @@ static void conn_close(conn_t *c, const char *reason)
     PQclear(c->result);
     PQclear(c->after);
     c->error = c->result = c->after = NULL;
-    for (size_t i = 0; i < c->nprepared; i++)
-        free(c->prepared[i]);
     c->nprepared = 0;
     c->setup_prepared = 0;
     c->state = CONN_DOWN;
@@ -297,29 +309,43 @@ static void conn_start(conn_t *c)
     conn_poll_connect(c);
 }
 
+/* whether `name` is prepared on the connection; marks it used */
 static int conn_is_prepared(conn_t *c, const char *name)
 {
     for (size_t i = 0; i < c->nprepared; i++)
-        if (strcmp(c->prepared[i], name) == 0)
+        if (strcmp(c->prepared[i].name, name) == 0) {
+            c->prepared[i].used = c->calls;
             return 1;
+        }
     return 0;
 }
 
 static void conn_mark_prepared(conn_t *c, const char *name)
 {
-    if (conn_is_prepared(c, name))
+    if (conn_is_prepared(c, name) || strlen(name) >= PULSE_PGPOOL_STMT_NAME_MAX)
         return;
-    if (c->nprepared == c->capprepared) {
-        size_t cap = c->capprepared == 0 ? 16 : c->capprepared * 2;
-        char **n = realloc(c->prepared, cap * sizeof(char *));
-        if (n == NULL)
-            return; /* it will be prepared again and fail with 42P05: harmless but logged */
-        c->prepared = n;
-        c->capprepared = cap;
-    }
-    char *copy = strdup(name);
-    if (copy != NULL)
-        c->prepared[c->nprepared++] = copy;
+    if (c->prepared == NULL && (c->prepared = calloc((size_t)c->pool->max_prepared, sizeof(prepared_t))) == NULL)
+        return; /* it will be prepared again and fail with 42P05: harmless but logged */
+    if (c->nprepared == (size_t)c->pool->max_prepared)
+        return; /* conn_run makes room first: cannot happen */
+    prepared_t *p = &c->prepared[c->nprepared++];
+    strcpy(p->name, name);
+    p->used = c->calls;
+}
+
+/* forgets the least recently used statement, whose name goes to `out`, when the table is full; returns 1 then */
+static int conn_evict_prepared(conn_t *c, char out[PULSE_PGPOOL_STMT_NAME_MAX])
+{
+    if (c->nprepared < (size_t)c->pool->max_prepared)
+        return 0;
+    size_t lru = 0;
+    for (size_t i = 1; i < c->nprepared; i++)
+        if (c->prepared[i].used < c->prepared[lru].used)
+            lru = i;
+    memcpy(out, c->prepared[lru].name, PULSE_PGPOOL_STMT_NAME_MAX);
+    c->prepared[lru] = c->prepared[--c->nprepared];
+    c->pool->deallocated++;
+    return 1;
 }
 
 static void on_writable(h2o_socket_t *sock, const char *err)
@@ -347,6 +373,7 @@ static void conn_run(conn_t *c, pulse_pgjob_t *job)
     c->job = job;
     c->state = CONN_BUSY;
     c->ncmds = c->cur = 0;
+    c->calls++;
     h2o_timeout_link(c->pool->loop, &c->pool->call_timeout, &c->call_timer);
     int ok = 1;
     if (!c->setup_prepared) {
@@ -355,7 +382,10 @@ static void conn_run(conn_t *c, pulse_pgjob_t *job)
     }
     ok = ok && PQsendQueryPrepared(c->pg, SETUP_STMT, 3, setup_params, NULL, NULL, 0);
     c->cmds[c->ncmds++] = CMD_SETUP;
+    char evict[PULSE_PGPOOL_STMT_NAME_MAX];
+    int evicting = 0;
     if (!conn_is_prepared(c, job->stmt_name)) {
+        evicting = conn_evict_prepared(c, evict);
         ok = ok && PQsendPrepare(c->pg, job->stmt_name, job->sql, job->nparams, NULL);
         c->cmds[c->ncmds++] = CMD_PREP_CALL;
     }
@@ -369,7 +399,15 @@ static void conn_run(conn_t *c, pulse_pgjob_t *job)
         ok = ok && PQsendQueryParams(c->pg, job->after_sql, 1, NULL, p, NULL, NULL, 0);
         c->cmds[c->ncmds++] = CMD_AFTER;
         ok = ok && PQpipelineSync(c->pg);
-        c->syncs = 2;
+        c->syncs++;
+    }
+    if (evicting) { /* statement names are ours, "pulse_" and hex digits: no quoting needed */
+        char sql[16 + PULSE_PGPOOL_STMT_NAME_MAX];
+        snprintf(sql, sizeof(sql), "DEALLOCATE %s", evict);
+        ok = ok && PQsendQueryParams(c->pg, sql, 0, NULL, NULL, NULL, NULL, 0);
+        c->cmds[c->ncmds++] = CMD_DEALLOC;
+        ok = ok && PQpipelineSync(c->pg);
+        c->syncs++;
     }
     if (!ok) {
         char reason[256];
@@ -437,7 +475,11 @@ static void conn_read_results(conn_t *c)
             return;
         }
         cmd_kind_t kind = c->cur < c->ncmds ? c->cmds[c->cur] : CMD_CALL;
-        if (kind == CMD_AFTER) {
+        if (kind == CMD_DEALLOC) {
+            if (st == PGRES_FATAL_ERROR)
+                pulse_log_msg("warning", c->job->request_id, "pgpool %d: DEALLOCATE failed: %s", c->pool->id,
+                              PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY));
+        } else if (kind == CMD_AFTER) {
             if (st == PGRES_TUPLES_OK && c->after == NULL) {
                 c->after = r;
                 r = NULL;
@@ -516,6 +558,7 @@ pulse_pgpool_t *pulse_pgpool_create(int id, h2o_loop_t *loop, const pulse_config
     pool->loop = loop;
     pool->size = size;
     pool->queue_limit = queue_limit;
+    pool->max_prepared = conf->pool_max_prepared > 0 ? conf->pool_max_prepared : 128;
     pool->conninfo = strdup(conninfo);
     pool->conns = calloc((size_t)size, sizeof(conn_t));
     if (pool->conninfo == NULL || pool->conns == NULL) {
@@ -561,8 +604,6 @@ void pulse_pgpool_destroy(pulse_pgpool_t *pool)
         PQclear(c->error);
         PQclear(c->result);
         PQclear(c->after);
-        for (size_t j = 0; j < c->nprepared; j++)
-            free(c->prepared[j]);
         free(c->prepared);
     }
     h2o_timeout_dispose(pool->loop, &pool->queue_timeout);
@@ -689,6 +730,7 @@ void pulse_pgpool_stats(const pulse_pgpool_t *pool, pulse_pgpool_stats_t *out)
     out->wait_ms = pool->wait_ms;
     out->queue_full = pool->queue_full;
     out->queue_timeouts = pool->queue_timeouts;
+    out->deallocated = pool->deallocated;
 }
 
 void pulse_pgpool_set_queue_limit(pulse_pgpool_t *pool, int queue_limit)

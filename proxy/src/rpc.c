@@ -842,8 +842,79 @@ static int register_one(h2o_hostconf_t *hostconf, const char *path, int kind)
     return 0;
 }
 
+/*
+ * Errors h2o answers by itself before a handler runs: while reading a request
+ * body it sends a plain-text 413 (body over body_limit) or 400 (broken
+ * chunked encoding or content-length), and 417 for an unknown Expect.  Such a
+ * request is bound to the host's fallback path, where this filter rewrites
+ * the response into a problem document (h2o's text becomes its detail), with
+ * a request id, and logs and counts it like any other answer.  (Errors of the
+ * request line and headers, before a request exists, are written to the
+ * socket by h2o directly and stay plain text.)
+ */
+typedef struct {
+    h2o_ostream_t super;
+    struct timeval t0;
+} problem_ostream_t;
+
+static void problem_do_send(h2o_ostream_t *_self, h2o_req_t *req, h2o_iovec_t *bufs, size_t bufcnt, h2o_send_state_t state)
+{
+    problem_ostream_t *self = (problem_ostream_t *)_self;
+    if (h2o_send_state_is_in_progress(state)) { /* h2o_send_inline sends once, final; keep going if that ever changes */
+        h2o_ostream_send_next(&self->super, req, NULL, 0, state);
+        return;
+    }
+    char detail[256] = "";
+    size_t n = 0;
+    for (size_t i = 0; i < bufcnt && n < sizeof(detail) - 1; i++) {
+        size_t k = bufs[i].len < sizeof(detail) - 1 - n ? bufs[i].len : sizeof(detail) - 1 - n;
+        memcpy(detail + n, bufs[i].base, k);
+        n += k;
+    }
+    detail[n] = '\0';
+    detail[strcspn(detail, "\r\n")] = '\0';
+    char rid[65];
+    ssize_t hi = h2o_find_header_by_str(&req->headers, H2O_STRLIT("x-request-id"), -1);
+    pulse_rpc_request_id(hi >= 0 ? req->headers.entries[hi].value.base : NULL, hi >= 0 ? req->headers.entries[hi].value.len : 0,
+                         rid);
+    if (req->res.status == 413) {
+        pulse_config_t *conf = pulse_config_acquire();
+        snprintf(detail, sizeof(detail), "the request body is larger than %d bytes", conf->body_limit);
+        pulse_config_release(conf);
+    }
+    size_t len = 0;
+    char *doc = pulse_problem_render(req->res.status, detail[0] != '\0' ? detail : NULL, rid, &len);
+    h2o_iovec_t body = doc != NULL ? h2o_strdup(&req->pool, doc, len) : h2o_iovec_init(H2O_STRLIT("{}"));
+    free(doc);
+    memset(&req->res.headers, 0, sizeof(req->res.headers));
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT(PULSE_PROBLEM_CONTENT_TYPE));
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL, H2O_STRLIT("no-store"));
+    h2o_iovec_t rv = h2o_strdup(&req->pool, rid, SIZE_MAX);
+    h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-request-id"), 0, NULL, rv.base, rv.len);
+    req->res.reason = pulse_problem_title(req->res.status);
+    req->res.content_length = body.len;
+    rpc_log_access(req, rid, &self->t0, NULL, 1, NULL, body.len, NULL);
+    h2o_ostream_send_next(&self->super, req, &body, 1, state);
+}
+
+static void problem_on_setup_ostream(h2o_filter_t *self, h2o_req_t *req, h2o_ostream_t **slot)
+{
+    (void)self;
+    if (req->res.status >= 400) {
+        problem_ostream_t *o = (problem_ostream_t *)h2o_add_ostream(req, sizeof(*o), slot);
+        o->super.do_send = problem_do_send;
+        gettimeofday(&o->t0, NULL);
+        slot = &o->super.next;
+    }
+    h2o_setup_next_ostream(req, slot);
+}
+
 int pulse_rpc_register(h2o_hostconf_t *hostconf)
 {
+    h2o_filter_t *f = h2o_create_filter(&hostconf->fallback_path, sizeof(*f));
+    if (f == NULL)
+        return -1;
+    f->on_setup_ostream = problem_on_setup_ostream;
     if (register_one(hostconf, "/rpc/", HANDLER_RPC) != 0 || register_one(hostconf, "/health", HANDLER_HEALTH) != 0 ||
         register_one(hostconf, "/ready", HANDLER_READY) != 0 || register_one(hostconf, "/metrics", HANDLER_METRICS) != 0 ||
         register_one(hostconf, "/", HANDLER_NOT_FOUND) != 0)

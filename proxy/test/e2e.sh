@@ -100,6 +100,7 @@ call_timeout_ms: 3000
 body_limit: 65536
 max_args: 8
 max_header_bytes: 8192
+pool_max_prepared: 2
 access_log: $TMP/access.log
 redis_url: redis://127.0.0.1:$REDIS_PORT
 redis_command_timeout_ms: 200
@@ -461,7 +462,14 @@ check "clients gone mid-call: proxy alive and serving" eval '[ "$status" = 200 ]
 # --- malformed input never kills the proxy ----------------------------------------
 head -c 200000 /dev/zero | tr '\0' 'a' >"$TMP/big"
 req POST /rpc/events_page "$T1" --data-binary @"$TMP/big"
-check "body over body_limit: 413, proxy alive" eval '[ "$status" = 413 ] && alive'
+check "body over body_limit: 413 problem+json, proxy alive" eval 'is_problem 413 && alive'
+req POST /rpc/events_page "$T1" -H "Transfer-Encoding: chunked" -H "X-Request-Id: chunked-big" --data-binary @"$TMP/big"
+check "chunked body over body_limit: 413 problem+json with the client's request id" \
+	eval 'is_problem 413 && [ "$(header x-request-id)" = chunked-big ] &&
+		wait_for 5 python3 -c "import json,sys; sys.exit(not any(d.get(\"request_id\") == \"chunked-big\" and d.get(\"status\") == 413 for d in map(json.loads, open(sys.argv[1]))))" "$TMP/access.log"'
+broken=$(printf 'POST /rpc/events_page HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n' |
+	timeout 5 python3 -c 'import socket,sys; s=socket.create_connection(("127.0.0.1", int(sys.argv[1]))); s.sendall(sys.stdin.buffer.read()); print(s.recv(65536).decode())' "$HTTP_PORT")
+check "broken chunked encoding: 400 problem+json" eval 'printf "%s" "$broken" | grep -q "^HTTP/1.1 400" && printf "%s" "$broken" | grep -qi "^content-type: application/problem+json"'
 req GET "/rpc/events_page" "$T1" -H "X-Junk: $(head -c 20000 "$TMP/big")"
 check "headers over max_header_bytes: 431, proxy alive" eval 'is_problem 431 && alive'
 { exec 3<>"/dev/tcp/127.0.0.1/$HTTP_PORT" && printf 'GARBAGE \x01\x02\x03 HTTP/9.9\r\n\r\n' >&3 && timeout 2 cat <&3 >/dev/null; exec 3>&-; } 2>/dev/null
@@ -530,6 +538,11 @@ check "PostgreSQL back: /ready is 200 again" [ $? = 0 ]
 # an idle keep-alive connection and a half-sent request stay open across the shutdown
 exec 7<>"/dev/tcp/127.0.0.1/$HTTP_PORT"
 printf 'GET /health HTTP/1.1\r\nHost: x\r\n\r\n' >&7
+# pool_max_prepared 2: every connection deallocated statements all along the test, without failing a call
+for k in a b c d e f; do req GET "/rpc/events_page?page_size=1&kind=prep-$k" "$T1"; done
+dealloc=$(curl -s "$BASE/metrics" | awk '$1 == "pulse_pool_statements_deallocated_total" { print $2 }')
+check "prepared statements beyond pool_max_prepared are deallocated ($dealloc so far), none failed" \
+	eval '[ "${dealloc:-0}" -gt 10 ] && ! grep -q "DEALLOCATE failed\|42P05\|26000" "$TMP/proxy.err"'
 exec 8<>"/dev/tcp/127.0.0.1/$HTTP_PORT"
 printf 'GET /hea' >&8
 curl -s -o "$TMP/drain" -w '%{http_code}' -H "Authorization: Bearer $T1" "$BASE/rpc/slow?seconds=0.7" >"$TMP/drain_status" &
