@@ -12,34 +12,35 @@
 typedef enum { PULSE_CLASS_READ = 0, PULSE_CLASS_SEARCH, PULSE_CLASS_WRITE, PULSE_CLASS_BATCH, PULSE_CLASS_COUNT } pulse_class_t;
 
 typedef struct pulse_config_t {
-    char *listen;                      /* host:port of the HTTP listener */
-    char *pg_url;                      /* libpq connection string or URI of the pool */
-    char *pg_control_url;              /* connection for LISTEN/catalog; default: pg_url */
-    char *jwt_secret;                  /* HS256 key */
-    char *access_log;                  /* "-" (stderr), "off", or a file path */
-    char *redis_url;                   /* redis://host:port[/db] of the response cache; empty: no cache */
-    int threads;                       /* event loops; 0: one per core */
-    int pool_size;                     /* PostgreSQL connections per event loop */
-    int pool_max_prepared;             /* prepared statements kept per connection (least recently used deallocated) */
-    int queue_limit;                   /* queued calls per event loop before 503 */
-    int queue_timeout_ms;              /* longest wait for a connection before 503 */
-    int call_timeout_ms;               /* longest wait for the server's answer before its connection is closed (503) */
-    int timeout_ms[PULSE_CLASS_COUNT]; /* statement_timeout per endpoint class */
-    int body_limit;                    /* bytes of a request body */
-    int max_header_bytes;              /* bytes of all request header names and values */
-    int max_args;                      /* arguments of one call */
-    int retry_after;                   /* seconds, in Retry-After of 503s */
-    int drain_timeout_ms;              /* SIGTERM: longest wait for in-flight requests */
-    int swr_ms[PULSE_CLASS_COUNT];     /* stale-while-revalidate window per class (read, search; 0 for the others) */
-    int sie_ms[PULSE_CLASS_COUNT];     /* stale-if-error window per class (read, search; 0 for the others) */
-    int redis_connect_timeout_ms;      /* Redis connection and probe */
-    int redis_command_timeout_ms;      /* each Redis command: beyond, the database answers */
-    int redis_backoff_max_ms;          /* longest wait between Redis reconnection attempts */
-    int slo_p95_ms[PULSE_CLASS_COUNT]; /* SLO: p95 latency per class */
-    int slo_p99_ms[PULSE_CLASS_COUNT]; /* SLO: p99 latency per class */
-    int slo_error_rate_ppm;            /* SLO: share of 5xx answers per class, parts per million */
-    int slo_window_ms;                 /* SLO: length of an evaluation window */
-    int _refcnt;                       /* see pulse_config_acquire */
+    char *listen;                           /* host:port of the HTTP listener */
+    char *pg_url;                           /* libpq connection string or URI of the pool */
+    char *pg_control_url;                   /* connection for LISTEN/catalog; default: pg_url */
+    char *jwt_secret;                       /* HS256 key */
+    char *access_log;                       /* "-" (stderr), "off", or a file path */
+    char *redis_url;                        /* redis://host:port[/db] of the response cache; empty: no cache */
+    int threads;                            /* event loops; 0: one per core */
+    int pool_size;                          /* PostgreSQL connections per event loop */
+    int pool_max_prepared;                  /* prepared statements kept per connection (least recently used deallocated) */
+    int queue_limit;                        /* queued calls per event loop before 503 */
+    int queue_timeout_ms;                   /* longest wait for a connection before 503 */
+    int queue_budget_ms[PULSE_CLASS_COUNT]; /* longest wait for a connection per class (capped by queue_timeout_ms) */
+    int call_timeout_ms;                    /* longest wait for the server's answer before its connection is closed (503) */
+    int timeout_ms[PULSE_CLASS_COUNT];      /* statement_timeout per endpoint class */
+    int body_limit;                         /* bytes of a request body */
+    int max_header_bytes;                   /* bytes of all request header names and values */
+    int max_args;                           /* arguments of one call */
+    int retry_after;                        /* seconds, in Retry-After of 503s */
+    int drain_timeout_ms;                   /* SIGTERM: longest wait for in-flight requests */
+    int swr_ms[PULSE_CLASS_COUNT];          /* stale-while-revalidate window per class (read, search; 0 for the others) */
+    int sie_ms[PULSE_CLASS_COUNT];          /* stale-if-error window per class (read, search; 0 for the others) */
+    int redis_connect_timeout_ms;           /* Redis connection and probe */
+    int redis_command_timeout_ms;           /* each Redis command: beyond, the database answers */
+    int redis_backoff_max_ms;               /* longest wait between Redis reconnection attempts */
+    int slo_p95_ms[PULSE_CLASS_COUNT];      /* SLO: p95 latency per class */
+    int slo_p99_ms[PULSE_CLASS_COUNT];      /* SLO: p99 latency per class */
+    int slo_error_rate_ppm;                 /* SLO: share of 5xx answers per class, parts per million */
+    int slo_window_ms;                      /* SLO: length of an evaluation window */
+    int _refcnt;                            /* see pulse_config_acquire */
 } pulse_config_t;
 
 /**

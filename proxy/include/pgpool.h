@@ -32,11 +32,16 @@ typedef struct pulse_pgresult_t {
     size_t after_len;
 } pulse_pgresult_t;
 
+/* Why a call was shed (answered PULSE_PG_BUSY): the queue was full; its estimated wait was over its class's budget when
+   it came; it waited its whole budget. */
+enum { PULSE_PGPOOL_SHED_QUEUE_FULL, PULSE_PGPOOL_SHED_ESTIMATE, PULSE_PGPOOL_SHED_WAITED, PULSE_PGPOOL_SHED_REASONS };
+
 /* Longest prepared statement name, with its NUL (router.h's "pulse_" and 16 hex digits fit). */
 #define PULSE_PGPOOL_STMT_NAME_MAX 24
 
 /* What one call runs; every string is copied by pulse_pgpool_submit. */
 typedef struct pulse_pgquery_t {
+    pulse_class_t cls;        /* its queue, priority and queue budget */
     const char *tenant;       /* pulse.tenant */
     const char *request_id;   /* put into application_name for log correlation */
     int statement_timeout_ms; /* 0: the server's default */
@@ -58,6 +63,8 @@ typedef struct pulse_pgpool_stats_t {
     uint64_t queue_full;              /* calls refused because the queue was full */
     uint64_t queue_timeouts;          /* queued calls that got no connection within queue_timeout_ms */
     uint64_t deallocated;             /* prepared statements deallocated to stay within pool_max_prepared */
+    uint64_t shed[PULSE_CLASS_COUNT][PULSE_PGPOOL_SHED_REASONS]; /* calls answered PULSE_PG_BUSY, by class and reason */
+    double call_us;                                              /* moving average of a call's time on its connection */
 } pulse_pgpool_stats_t;
 
 typedef void (*pulse_pgjob_cb)(void *data, const pulse_pgresult_t *res);

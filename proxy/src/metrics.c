@@ -58,6 +58,7 @@ struct pulse_metrics_shard_t {
     /* copied by pulse_metrics_sync */
     _Atomic int pool_present, pool_conns[4], pool_queued, pool_queue_limit;
     ctr_t pool_waits, pool_wait_ms, pool_queue_full, pool_queue_timeouts, pool_deallocated;
+    ctr_t pool_shed[PULSE_CLASS_COUNT][PULSE_PGPOOL_SHED_REASONS];
     _Atomic int redis_present, redis_state;
     ctr_t redis_commands, redis_failures, redis_timeouts, redis_fast_fails, redis_opens, redis_connects;
 };
@@ -256,6 +257,9 @@ void pulse_metrics_sync(pulse_metrics_shard_t *s, const pulse_pgpool_t *pool, pu
         ctr_set(&s->pool_queue_full, st.queue_full);
         ctr_set(&s->pool_queue_timeouts, st.queue_timeouts);
         ctr_set(&s->pool_deallocated, st.deallocated);
+        for (int c = 0; c < PULSE_CLASS_COUNT; c++)
+            for (int k = 0; k < PULSE_PGPOOL_SHED_REASONS; k++)
+                ctr_set(&s->pool_shed[c][k], st.shed[c][k]);
         atomic_store_explicit(&s->pool_present, 1, memory_order_relaxed);
     }
     if (redis != NULL) {
@@ -471,6 +475,7 @@ char *pulse_metrics_render(size_t *len)
 
     int pool_present = 0, redis_present = 0, conns[4] = {0}, queued = 0, limit = 0, redis_by_state[3] = {0};
     uint64_t waits = 0, wait_ms = 0, full = 0, timeouts = 0, deallocated = 0, rc[6] = {0};
+    uint64_t shed[PULSE_CLASS_COUNT][PULSE_PGPOOL_SHED_REASONS] = {{0}};
     for (int i = 0; i < nshards; i++) {
         pulse_metrics_shard_t *s = &shards[i];
         if (atomic_load_explicit(&s->pool_present, memory_order_relaxed)) {
@@ -484,6 +489,9 @@ char *pulse_metrics_render(size_t *len)
             full += ctr_get(&s->pool_queue_full);
             timeouts += ctr_get(&s->pool_queue_timeouts);
             deallocated += ctr_get(&s->pool_deallocated);
+            for (int c = 0; c < PULSE_CLASS_COUNT; c++)
+                for (int k = 0; k < PULSE_PGPOOL_SHED_REASONS; k++)
+                    shed[c][k] += ctr_get(&s->pool_shed[c][k]);
         }
         if (atomic_load_explicit(&s->redis_present, memory_order_relaxed)) {
             redis_present = 1;
@@ -516,6 +524,14 @@ char *pulse_metrics_render(size_t *len)
         family(&b, "pulse_pool_statements_deallocated_total", "counter",
                "Prepared statements deallocated to keep at most pool_max_prepared per connection.");
         bprintf(&b, "pulse_pool_statements_deallocated_total %llu\n", (unsigned long long)deallocated);
+        static const char *const shed_reasons[PULSE_PGPOOL_SHED_REASONS] = {"queue_full", "estimate", "waited"};
+        family(&b, "pulse_shed_total", "counter",
+               "Calls answered 503 without running, by class and reason: queue full, estimated wait over the class's queue "
+               "budget, or waited the whole budget.");
+        for (int c = 0; c < PULSE_CLASS_COUNT; c++)
+            for (int k = 0; k < PULSE_PGPOOL_SHED_REASONS; k++)
+                bprintf(&b, "pulse_shed_total{class=\"%s\",reason=\"%s\"} %llu\n", pulse_config_class_name((pulse_class_t)c),
+                        shed_reasons[k], (unsigned long long)shed[c][k]);
     }
     if (redis_present) {
         family(&b, "pulse_redis_up", "gauge", "1 when the Redis client of every event loop is up (breaker closed).");

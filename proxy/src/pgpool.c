@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include "log.h"
 #include "pgpool.h"
@@ -55,13 +56,15 @@ typedef struct conn_t {
     prepared_t *prepared; /* the statements prepared on this connection (max_prepared slots, allocated on first use) */
     size_t nprepared;
     uint64_t calls;
+    struct timespec started; /* when the running call was sent */
     h2o_timeout_entry_t reconnect;
     h2o_timeout_entry_t call_timer; /* linked while a call runs */
 } conn_t;
 
 struct pulse_pgjob_t {
-    h2o_linklist_t _link; /* in pool->queue while queued */
+    h2o_linklist_t _link; /* in pool->queue[cls] while queued */
     h2o_timeout_entry_t _timeout;
+    pulse_class_t cls;
     pulse_pgpool_t *_pool;
     pulse_pgjob_cb cb; /* NULL once canceled */
     void *data;
@@ -78,10 +81,22 @@ struct pulse_pgpool_t {
     h2o_loop_t *loop;
     char *conninfo;
     int size, queue_limit, queue_len;
-    int failing; /* the last connection attempt failed, or a connection broke; cleared by a success */
+    int queued[PULSE_CLASS_COUNT]; /* queue_len by class */
+    int failing;                   /* the last connection attempt failed, or a connection broke; cleared by a success */
     conn_t *conns;
-    h2o_linklist_t queue;
-    h2o_timeout_t queue_timeout, reconnect_timeout, call_timeout;
+    /*
+     * Load shedding.  One FIFO queue per class, served in the order of
+     * class_priority: under overload the batch class waits first, and is shed
+     * first.  A call waits at most its class's budget (queue_budget_<class>_ms,
+     * capped by queue_timeout_ms), and one whose estimated wait is already
+     * over it is refused at once: (calls queued ahead of it + 1) x the mean
+     * call time / the connections up.
+     */
+    h2o_linklist_t queue[PULSE_CLASS_COUNT];
+    h2o_timeout_t queue_timeout[PULSE_CLASS_COUNT], reconnect_timeout, call_timeout;
+    uint64_t budget_ms[PULSE_CLASS_COUNT];
+    double call_us; /* moving average of a call's time on its connection */
+    uint64_t shed[PULSE_CLASS_COUNT][PULSE_PGPOOL_SHED_REASONS];
     /*
      * Prepared statements kept per connection.  A call's statement depends on
      * the endpoint and on which of its arguments the request names, and
@@ -107,6 +122,7 @@ static void job_finish(pulse_pgjob_t *job, const pulse_pgresult_t *res)
     if (h2o_linklist_is_linked(&job->_link)) {
         h2o_linklist_unlink(&job->_link);
         job->_pool->queue_len--;
+        job->_pool->queued[job->cls]--;
     }
     if (job->ref != NULL)
         *job->ref = NULL;
@@ -125,7 +141,8 @@ static void on_queue_timeout(h2o_timeout_entry_t *entry)
 {
     pulse_pgjob_t *job = H2O_STRUCT_FROM_MEMBER(pulse_pgjob_t, _timeout, entry);
     job->_pool->queue_timeouts++;
-    job_fail(job, PULSE_PG_BUSY, "no database connection became free in time");
+    job->_pool->shed[job->cls][PULSE_PGPOOL_SHED_WAITED]++;
+    job_fail(job, PULSE_PG_BUSY, "no database connection became free within the class's queue budget");
 }
 
 /* ---- connections ---------------------------------------------------------- */
@@ -174,12 +191,45 @@ static int pool_alive(const pulse_pgpool_t *pool)
     return n;
 }
 
+/* the order in which the class queues are served */
+static const pulse_class_t class_priority[PULSE_CLASS_COUNT] = {PULSE_CLASS_READ, PULSE_CLASS_WRITE, PULSE_CLASS_SEARCH,
+                                                                PULSE_CLASS_BATCH};
+
+/* the first queued call in priority order, or NULL */
+static pulse_pgjob_t *pool_next_job(pulse_pgpool_t *pool)
+{
+    for (int k = 0; k < PULSE_CLASS_COUNT; k++) {
+        h2o_linklist_t *q = &pool->queue[class_priority[k]];
+        if (!h2o_linklist_is_empty(q))
+            return H2O_STRUCT_FROM_MEMBER(pulse_pgjob_t, _link, q->next);
+    }
+    return NULL;
+}
+
 static void pool_fail_queue(pulse_pgpool_t *pool, const char *why)
 {
-    while (!h2o_linklist_is_empty(&pool->queue)) {
-        pulse_pgjob_t *job = H2O_STRUCT_FROM_MEMBER(pulse_pgjob_t, _link, pool->queue.next);
+    pulse_pgjob_t *job;
+    while ((job = pool_next_job(pool)) != NULL)
         job_fail(job, PULSE_PG_UNAVAILABLE, why);
+}
+
+/* calls that would be served before a new call of class `cls` */
+static int pool_queued_ahead(const pulse_pgpool_t *pool, pulse_class_t cls)
+{
+    int n = 0;
+    for (int k = 0; k < PULSE_CLASS_COUNT; k++) {
+        n += pool->queued[class_priority[k]];
+        if (class_priority[k] == cls)
+            break;
     }
+    return n;
+}
+
+static double elapsed_us(const struct timespec *t0)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)(now.tv_sec - t0->tv_sec) * 1e6 + (double)(now.tv_nsec - t0->tv_nsec) / 1e3;
 }
 
 /* Closes a connection that broke or failed to open, with the reason; its job fails; a reconnect is scheduled. */
@@ -374,6 +424,7 @@ static void conn_run(conn_t *c, pulse_pgjob_t *job)
     c->state = CONN_BUSY;
     c->ncmds = c->cur = 0;
     c->calls++;
+    clock_gettime(CLOCK_MONOTONIC, &c->started);
     h2o_timeout_link(c->pool->loop, &c->pool->call_timeout, &c->call_timer);
     int ok = 1;
     if (!c->setup_prepared) {
@@ -443,6 +494,8 @@ static void conn_complete(conn_t *c)
         res.after_len = (size_t)PQgetlength(c->after, 0, 0);
     }
     h2o_timeout_unlink(&c->call_timer);
+    double us = elapsed_us(&c->started);
+    c->pool->call_us = c->pool->call_us == 0 ? us : c->pool->call_us + (us - c->pool->call_us) / 16;
     c->job = NULL;
     c->state = CONN_IDLE;
     PGresult *error = c->error, *result = c->result, *after = c->after;
@@ -530,13 +583,14 @@ static void on_readable(h2o_socket_t *sock, const char *err)
 
 static void pool_dispatch(pulse_pgpool_t *pool)
 {
-    for (int i = 0; i < pool->size && !h2o_linklist_is_empty(&pool->queue); i++) {
+    for (int i = 0; i < pool->size && pool->queue_len != 0; i++) {
         conn_t *c = &pool->conns[i];
         if (c->state != CONN_IDLE)
             continue;
-        pulse_pgjob_t *job = H2O_STRUCT_FROM_MEMBER(pulse_pgjob_t, _link, pool->queue.next);
+        pulse_pgjob_t *job = pool_next_job(pool);
         h2o_linklist_unlink(&job->_link);
         pool->queue_len--;
+        pool->queued[job->cls]--;
         h2o_timeout_unlink(&job->_timeout);
         pool->wait_ms += h2o_now(pool->loop) - job->queued_at;
         if (job->cb == NULL) { /* canceled while queued: cannot happen, cancel frees it */
@@ -550,7 +604,7 @@ static void pool_dispatch(pulse_pgpool_t *pool)
 pulse_pgpool_t *pulse_pgpool_create(int id, h2o_loop_t *loop, const pulse_config_t *conf)
 {
     const char *conninfo = conf->pg_url;
-    int size = conf->pool_size, queue_limit = conf->queue_limit, queue_timeout_ms = conf->queue_timeout_ms;
+    int size = conf->pool_size, queue_limit = conf->queue_limit;
     pulse_pgpool_t *pool = calloc(1, sizeof(*pool));
     if (pool == NULL)
         return NULL;
@@ -567,8 +621,12 @@ pulse_pgpool_t *pulse_pgpool_create(int id, h2o_loop_t *loop, const pulse_config
         free(pool);
         return NULL;
     }
-    h2o_linklist_init_anchor(&pool->queue);
-    h2o_timeout_init(loop, &pool->queue_timeout, (uint64_t)queue_timeout_ms);
+    for (int k = 0; k < PULSE_CLASS_COUNT; k++) {
+        int budget = conf->queue_budget_ms[k] < conf->queue_timeout_ms ? conf->queue_budget_ms[k] : conf->queue_timeout_ms;
+        pool->budget_ms[k] = (uint64_t)budget;
+        h2o_linklist_init_anchor(&pool->queue[k]);
+        h2o_timeout_init(loop, &pool->queue_timeout[k], (uint64_t)budget);
+    }
     h2o_timeout_init(loop, &pool->call_timeout, (uint64_t)conf->call_timeout_ms);
     h2o_timeout_init(loop, &pool->reconnect_timeout, RECONNECT_MS);
     for (int i = 0; i < size; i++) {
@@ -606,7 +664,8 @@ void pulse_pgpool_destroy(pulse_pgpool_t *pool)
         PQclear(c->after);
         free(c->prepared);
     }
-    h2o_timeout_dispose(pool->loop, &pool->queue_timeout);
+    for (int k = 0; k < PULSE_CLASS_COUNT; k++)
+        h2o_timeout_dispose(pool->loop, &pool->queue_timeout[k]);
     h2o_timeout_dispose(pool->loop, &pool->call_timeout);
     h2o_timeout_dispose(pool->loop, &pool->reconnect_timeout);
     free(pool->conns);
@@ -632,8 +691,21 @@ int pulse_pgpool_submit(pulse_pgpool_t *pool, const pulse_pgquery_t *q, pulse_pg
         *status = PULSE_PG_UNAVAILABLE;
         return -1;
     }
+    pulse_class_t cls = q->cls >= 0 && q->cls < PULSE_CLASS_COUNT ? q->cls : PULSE_CLASS_READ;
     if (pool->queue_len >= pool->queue_limit) {
         pool->queue_full++;
+        pool->shed[cls][PULSE_PGPOOL_SHED_QUEUE_FULL]++;
+        *status = PULSE_PG_BUSY;
+        return -1;
+    }
+    int idle = 0, alive = 0;
+    for (int i = 0; i < pool->size; i++) {
+        idle += pool->conns[i].state == CONN_IDLE;
+        alive += pool->conns[i].state == CONN_IDLE || pool->conns[i].state == CONN_BUSY;
+    }
+    if (idle == 0 && alive != 0 &&
+        (double)(pool_queued_ahead(pool, cls) + 1) * pool->call_us / alive > (double)pool->budget_ms[cls] * 1000.0) {
+        pool->shed[cls][PULSE_PGPOOL_SHED_ESTIMATE]++; /* it would wait past its budget: refuse it now, not then */
         *status = PULSE_PG_BUSY;
         return -1;
     }
@@ -672,14 +744,13 @@ int pulse_pgpool_submit(pulse_pgpool_t *pool, const pulse_pgquery_t *q, pulse_pg
         job->params[i] = copy_into(&p, q->params[i]);
     job->_timeout.cb = on_queue_timeout;
     job->queued_at = h2o_now(pool->loop);
-    int idle = 0;
-    for (int i = 0; i < pool->size; i++)
-        idle += pool->conns[i].state == CONN_IDLE;
+    job->cls = cls;
     if (idle == 0 || pool->queue_len != 0)
         pool->waits++;
-    h2o_linklist_insert(&pool->queue, &job->_link);
+    h2o_linklist_insert(&pool->queue[cls], &job->_link);
     pool->queue_len++;
-    h2o_timeout_link(pool->loop, &pool->queue_timeout, &job->_timeout);
+    pool->queued[cls]++;
+    h2o_timeout_link(pool->loop, &pool->queue_timeout[cls], &job->_timeout);
     pool_dispatch(pool);
     return 0;
 }
@@ -691,6 +762,7 @@ void pulse_pgpool_cancel(pulse_pgjob_t *job)
     if (h2o_linklist_is_linked(&job->_link)) {
         h2o_linklist_unlink(&job->_link);
         job->_pool->queue_len--;
+        job->_pool->queued[job->cls]--;
         if (h2o_timeout_is_linked(&job->_timeout))
             h2o_timeout_unlink(&job->_timeout);
         free(job);
@@ -731,6 +803,8 @@ void pulse_pgpool_stats(const pulse_pgpool_t *pool, pulse_pgpool_stats_t *out)
     out->queue_full = pool->queue_full;
     out->queue_timeouts = pool->queue_timeouts;
     out->deallocated = pool->deallocated;
+    memcpy(out->shed, pool->shed, sizeof(out->shed));
+    out->call_us = pool->call_us;
 }
 
 void pulse_pgpool_set_queue_limit(pulse_pgpool_t *pool, int queue_limit)

@@ -370,9 +370,14 @@ static void on_db_result(void *data, const pulse_pgresult_t *res)
 static void rpc_call_database(rpc_req_t *r)
 {
     pulse_worker_t *w = r->worker;
-    pulse_pgquery_t q = {r->tenant,         r->request_id, r->conf->timeout_ms[r->route->cls],
-                         r->call.stmt_name, r->call.sql,   r->call.nparams,
-                         r->call.params,    NULL,          NULL};
+    pulse_pgquery_t q = {.cls = r->route->cls,
+                         .tenant = r->tenant,
+                         .request_id = r->request_id,
+                         .statement_timeout_ms = r->conf->timeout_ms[r->route->cls],
+                         .stmt_name = r->call.stmt_name,
+                         .sql = r->call.sql,
+                         .nparams = r->call.nparams,
+                         .params = r->call.params};
     char *tags = NULL;
     /* a write with tags reads their generations after its COMMIT, so that the next read through this proxy is fresh */
     if (w->gens != NULL && r->route->ntags != 0 && (r->route->cls == PULSE_CLASS_WRITE || r->route->cls == PULSE_CLASS_BATCH) &&
@@ -501,9 +506,14 @@ static void rpc_refresh_start(rpc_req_t *r)
         rf->call.values[i] = r->call.values[i] != NULL ? h2o_strdup(&rf->pool, r->call.values[i], SIZE_MAX).base : NULL;
         rf->call.given[i] = r->call.given[i];
     }
-    pulse_pgquery_t q = {r->tenant,         r->request_id, r->conf->timeout_ms[r->route->cls],
-                         r->call.stmt_name, r->call.sql,   r->call.nparams,
-                         r->call.params,    NULL,          NULL};
+    pulse_pgquery_t q = {.cls = r->route->cls,
+                         .tenant = r->tenant,
+                         .request_id = r->request_id,
+                         .statement_timeout_ms = r->conf->timeout_ms[r->route->cls],
+                         .stmt_name = r->call.stmt_name,
+                         .sql = r->call.sql,
+                         .nparams = r->call.nparams,
+                         .params = r->call.params};
     pulse_pgstatus_t st;
     if (pulse_pgpool_submit(w->pgpool, &q, on_refresh_result, rf, &rf->job, &st) != 0) {
         (void)pulse_cache_flight_finish(w->flights, rf->key, NULL);

@@ -36,6 +36,7 @@ PROXY_PID=
 REDIS_PID=
 SF_PID=
 MX_PID=
+EXTRA_PIDS=()
 
 start_redis() {
 	redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no >>"$TMP/redis.log" 2>&1 &
@@ -56,6 +57,7 @@ cleanup() {
 		kill -KILL "$PROXY_PID" 2>/dev/null
 	fi
 	[ -z "$SF_PID" ] || kill -KILL "$SF_PID" 2>/dev/null
+	for p in "${EXTRA_PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
 	[ -z "$MX_PID" ] || kill -KILL "$MX_PID" 2>/dev/null
 	[ -z "$REDIS_PID" ] || kill -CONT "$REDIS_PID" 2>/dev/null
 	stop_redis
@@ -96,6 +98,10 @@ threads: 2
 pool_size: 2
 timeout_read_ms: 1000
 queue_timeout_ms: 3000
+queue_budget_read_ms: 3000
+queue_budget_search_ms: 3000
+queue_budget_write_ms: 3000
+queue_budget_batch_ms: 3000
 call_timeout_ms: 3000
 body_limit: 65536
 max_args: 8
@@ -458,6 +464,72 @@ done
 wait "${pids[@]}"
 req GET "/rpc/event?id=$t1_id" "$T1"
 check "clients gone mid-call: proxy alive and serving" eval '[ "$status" = 200 ] && alive'
+
+# --- load shedding ----------------------------------------------------------------------
+# extra_proxy NAME [YAML LINES]: another proxy with the main configuration plus the lines given, on a free port, its
+# access log in $TMP/NAME_access.log; sets XP (its base URL) and XP_PID
+extra_proxy() {
+	local port
+	port=$(free_port $((REDIS_PORT + 10 + ${#EXTRA_PIDS[@]})))
+	{ cat "$TMP/proxy.yaml"; printf 'listen: 127.0.0.1:%s\naccess_log: %s\n%s\n' "$port" "$TMP/$1_access.log" "${2:-}"; } >"$TMP/$1.yaml"
+	PULSE_JWT_SECRET=$SECRET "$BIN" --config "$TMP/$1.yaml" 2>>"$TMP/$1.err" &
+	XP_PID=$!
+	EXTRA_PIDS+=("$XP_PID")
+	XP="http://127.0.0.1:$port"
+	wait_for 10 curl -sf "$XP/ready"
+}
+stop_extra() { # stop_extra PID: SIGTERM, returns its exit status
+	kill -TERM "$1" 2>/dev/null
+	wait "$1"
+}
+# timed URL [curl args]: one request, prints "STATUS SECONDS RETRY-AFTER"
+timed() {
+	local url=$1 h="$TMP/timed.$BASHPID"
+	shift
+	curl -s -o /dev/null -D "$h" -w '%{http_code} %{time_total}' -H "Authorization: Bearer $T1" "$@" "$url"
+	printf ' %s\n' "$(grep -i '^retry-after:' "$h" | cut -d' ' -f2 | tr -d '\r')"
+}
+# one loop, one connection: a slow call holds it while the others queue
+extra_proxy shed "$(printf 'threads: 1\npool_size: 1\nqueue_budget_read_ms: 3000\nqueue_budget_batch_ms: 3000\nqueue_budget_search_ms: 300\ntimeout_read_ms: 5000\ntimeout_batch_ms: 5000')"
+for _ in 1 2 3; do curl -s -o /dev/null -H "Authorization: Bearer $T1" "$XP/rpc/whoami"; done
+timed "$XP/rpc/slow?seconds=1" >"$TMP/shed_hold" &
+hold=$!
+sleep 0.2
+timed "$XP/rpc/slow_batch" -X POST -H 'Content-Type: application/json' -d '{"seconds": 0.3}' >"$TMP/shed_batch" &
+b=$!
+sleep 0.2
+t_read=$(date +%s.%N)
+timed "$XP/rpc/whoami" >"$TMP/shed_read"
+t_read_end=$(date +%s.%N)
+wait $b $hold
+t_batch_end=$(date +%s.%N)
+check "priority: a read queued after a batch call runs first (read $(cut -d' ' -f1,2 "$TMP/shed_read"), batch $(cut -d' ' -f1,2 "$TMP/shed_batch") s)" \
+	eval '[ "$(cut -d" " -f1 "$TMP/shed_read")" = 200 ] && [ "$(cut -d" " -f1 "$TMP/shed_batch")" = 200 ] && python3 -c "import sys; r0, r1, b1 = map(float, sys.argv[1:]); sys.exit(not (b1 - r1 >= 0.25))" "$t_read" "$t_read_end" "$t_batch_end"'
+# the search budget is 300 ms: behind a 1.5 s call, searches wait it out (503 after ~300 ms, not 1.5 s), and once
+# enough are queued the next ones are refused at once
+timed "$XP/rpc/slow?seconds=1.5" >"$TMP/shed_hold" &
+hold=$!
+sleep 0.2
+pids=()
+for i in $(seq 12); do
+	timed "$XP/rpc/events_page?kind=shed-$$-$i" >"$TMP/shed_s$i" &
+	pids+=($!)
+done
+wait "${pids[@]}" $hold
+cat "$TMP"/shed_s* >"$TMP/shed_searches"
+metric_of() { curl -s "$1/metrics" | awk -v k="$2" 'index($0, k " ") == 1 { print $2 }'; }
+waited=$(metric_of "$XP" 'pulse_shed_total{class="search",reason="waited"}')
+estimated=$(metric_of "$XP" 'pulse_shed_total{class="search",reason="estimate"}')
+check "overload: 12 searches all 503 with Retry-After, none waited past ~budget ($waited waited, $estimated refused at once)" \
+	eval '[ "$(awk "\$1 == 503 && \$2 < 1.0 && \$3 >= 1" "$TMP/shed_searches" | wc -l)" = 12 ] && [ "${waited:-0}" -ge 1 ] && [ "${estimated:-0}" -ge 1 ] && [ $((waited + estimated)) = 12 ]'
+check "overload: refused at once means fast (every estimate-shed answer under 150 ms)" \
+	eval '[ "$(awk "\$1 == 503 && \$2 < 0.15" "$TMP/shed_searches" | wc -l)" -ge "$estimated" ]'
+check "overload: the call holding the connection still completes" eval '[ "$(cut -d" " -f1 "$TMP/shed_hold")" = 200 ]'
+req GET "/rpc/whoami" "$T1"
+curl -s -o "$TMP/body" -D "$TMP/headers" -H "Authorization: Bearer $T1" "$XP/rpc/events_page?kind=shed-after-$$"
+check "after the overload: served again" eval 'grep -q "^HTTP/1.1 200" "$TMP/headers"'
+stop_extra "$XP_PID"
+check "shedding proxy stops cleanly" [ $? = 0 ]
 
 # --- malformed input never kills the proxy ----------------------------------------
 head -c 200000 /dev/zero | tr '\0' 'a' >"$TMP/big"

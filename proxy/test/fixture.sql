@@ -48,6 +48,9 @@ $$;
 CREATE FUNCTION api.slow(seconds float8) RETURNS json LANGUAGE sql STABLE AS $$
     SELECT json_build_object('slept', pg_sleep(seconds) IS NULL)
 $$;
+CREATE FUNCTION api.slow_batch(seconds float8) RETURNS json LANGUAGE sql AS $$
+    SELECT json_build_object('slept', pg_sleep(seconds) IS NULL)
+$$;
 CREATE FUNCTION api.secret() RETURNS json LANGUAGE sql STABLE AS $$
     SELECT json_agg(secret) FROM demo.secrets
 $$;
@@ -79,3 +82,4 @@ SELECT pulse.expose('api.slow(float8)');
 SELECT pulse.expose('api.secret()');
 SELECT pulse.expose('api.fail()');
 SELECT pulse.expose('api.add_event(text,text)', 'write', NULL, '{demo.events}');
+SELECT pulse.expose('api.slow_batch(float8)', 'batch');
