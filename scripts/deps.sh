@@ -26,6 +26,7 @@ PACKAGES=(
 	libyaml-dev
 	libjansson-dev
 	libjwt-dev
+	libcurl4-openssl-dev
 	clang
 	libclang-rt-14-dev
 	wrk
