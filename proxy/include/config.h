@@ -40,6 +40,12 @@ typedef struct pulse_config_t {
     int slo_p99_ms[PULSE_CLASS_COUNT];      /* SLO: p99 latency per class */
     int slo_error_rate_ppm;                 /* SLO: share of 5xx answers per class, parts per million */
     int slo_window_ms;                      /* SLO: length of an evaluation window */
+    char *ratelimit[PULSE_CLASS_COUNT];     /* token buckets per class: "tenant=R/B,ip=R/B,global=R/B" (ratelimit.h) */
+    char *otlp_endpoint;                    /* OTLP/HTTP traces URL (http://host:4318/v1/traces); empty: no tracing */
+    char *trace_service_name;               /* service.name of the spans */
+    int trace_sample_ppm;                   /* head sampling of new traces, parts per million */
+    int trace_slow_ms;                      /* a request slower than this is always traced; 0: its class's p99 SLO */
+    int request_timeout_ms;                 /* longest time to receive a request's head and body; keep-alive idle time */
     int _refcnt;                            /* see pulse_config_acquire */
 } pulse_config_t;
 

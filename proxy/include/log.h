@@ -11,17 +11,20 @@
 
 typedef struct pulse_access_t {
     const char *request_id;
+    const char *trace_id; /* 32 hex digits; NULL for requests outside /rpc */
     const char *method;
     size_t method_len;
     const char *path;
     size_t path_len;
     const char *endpoint; /* NULL when no route matched */
+    const char *cls;      /* the endpoint's class; NULL with endpoint */
     const char *tenant;   /* NULL when not authenticated */
     const char *remote;   /* peer address */
     int status;
     size_t bytes; /* body bytes sent */
     double duration_ms;
-    const char *source; /* "db", later "cache"; NULL for none */
+    const char *source; /* where the body came from: "db", "cache", "flight", ...; NULL for none */
+    const char *cache;  /* X-Cache: "hit", "miss", "stale"; NULL for calls that are not cached */
 } pulse_access_t;
 
 /**

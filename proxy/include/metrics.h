@@ -17,7 +17,9 @@
 #include <stdint.h>
 #include "config.h"
 #include "pgpool.h"
+#include "ratelimit.h"
 #include "redis.h"
+#include "trace.h"
 
 /* upper bounds (seconds) of the latency histogram's buckets, +Inf excluded; every default SLO threshold is one of them */
 #define PULSE_METRICS_NBUCKETS 15
@@ -39,6 +41,12 @@ typedef struct pulse_metrics_slo_result_t {
  * before the loops start.
  */
 int pulse_metrics_init(int nshards) PULSE_WUR;
+
+/**
+ * Tells /metrics where the process-wide counters of the rate limiter and the span exporter are (either may be NULL).
+ * Call it before the loops start.
+ */
+void pulse_metrics_set_sources(pulse_ratelimit_t *ratelimit, pulse_tracer_t *tracer);
 
 /**
  * Frees the shards and resets the SLO state; call it after every loop stopped.

@@ -44,6 +44,7 @@ typedef struct pulse_pgquery_t {
     pulse_class_t cls;        /* its queue, priority and queue budget */
     const char *tenant;       /* pulse.tenant */
     const char *request_id;   /* put into application_name for log correlation */
+    const char *trace_id;     /* too: application_name = "pulse <trace_id> <request_id>" (NULL: none) */
     int statement_timeout_ms; /* 0: the server's default */
     const char *stmt_name;    /* prepared once per connection (shorter than PULSE_PGPOOL_STMT_NAME_MAX) */
     const char *sql;

@@ -4,7 +4,8 @@
  *
  * The request pipeline of /rpc/<name> (rpc.c), in order:
  *   1. request id, route lookup (404), method check (405)
- *   2. bearer token → tenant (401)
+ *   2. bearer token → tenant (401), then the rate limits of the endpoint's
+ *      class: tenant, client IP, global buckets (429; ratelimit.h)
  *   3. arguments → pulse_call_t, typed SQL (400)
  *   4. cacheable call (read/search with a TTL, Redis configured): cache key,
  *      Redis lookup; a usable entry answers (and may start a background
@@ -23,7 +24,9 @@
 #include "generations.h"
 #include "metrics.h"
 #include "pgpool.h"
+#include "ratelimit.h"
 #include "redis.h"
+#include "trace.h"
 
 /* One event loop with its HTTP context and its PostgreSQL pool; owned by its thread (main.c). */
 typedef struct pulse_worker_t {
@@ -37,6 +40,8 @@ typedef struct pulse_worker_t {
     pulse_cache_flights_t *flights; /* single-flight of this loop's misses; NULL when redis is */
     pulse_generations_t *gens;      /* the process's map (main.c), shared by every worker */
     pulse_metrics_shard_t *metrics; /* this loop's metrics (written only by its thread) */
+    pulse_ratelimit_t *ratelimit;   /* the process's limiter (main.c), shared by every worker */
+    pulse_tracer_t *tracer;         /* the process's span exporter; NULL: no tracing */
     int inflight;                   /* /rpc requests not yet disposed (SIGTERM waits for 0) */
     int index;
     int disposed; /* its context and loop were freed at exit */

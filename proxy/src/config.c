@@ -79,6 +79,15 @@ static const opt_t options[] = {
     {"slo_batch_p99_ms",  OPT_INT, OFF(slo_p99_ms[PULSE_CLASS_BATCH]),  "10000",          1,   INT_MAX, 1},
     {"slo_error_rate_ppm", OPT_INT, OFF(slo_error_rate_ppm),            "1000",           0,   1000000, 1},
     {"slo_window_ms",     OPT_INT, OFF(slo_window_ms),                  "10000",          100, 3600000, 1},
+    {"ratelimit_read",    OPT_STR, OFF(ratelimit[PULSE_CLASS_READ]),    "",               0,   0,       1},
+    {"ratelimit_search",  OPT_STR, OFF(ratelimit[PULSE_CLASS_SEARCH]),  "",               0,   0,       1},
+    {"ratelimit_write",   OPT_STR, OFF(ratelimit[PULSE_CLASS_WRITE]),   "",               0,   0,       1},
+    {"ratelimit_batch",   OPT_STR, OFF(ratelimit[PULSE_CLASS_BATCH]),   "",               0,   0,       1},
+    {"otlp_endpoint",     OPT_STR, OFF(otlp_endpoint),                  "",               0,   0,       0},
+    {"trace_service_name", OPT_STR, OFF(trace_service_name),            "pulse-proxy",    0,   0,       0},
+    {"trace_sample_ppm",  OPT_INT, OFF(trace_sample_ppm),               "10000",          0,   1000000, 1},
+    {"trace_slow_ms",     OPT_INT, OFF(trace_slow_ms),                  "0",              0,   INT_MAX, 1},
+    {"request_timeout_ms", OPT_INT, OFF(request_timeout_ms),            "10000",          100, 600000,  0},
 };
 /* clang-format on */
 #define NOPTIONS (sizeof(options) / sizeof(options[0]))

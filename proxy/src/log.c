@@ -154,7 +154,8 @@ static void timestamp(char *out, size_t cap)
 
 static void emit(json_t *o)
 {
-    char *s = json_dumps(o, JSON_PRESERVE_ORDER | JSON_COMPACT);
+    /* 7 significant digits: durations in ms to the microsecond, not 1.0189999999999999 */
+    char *s = json_dumps(o, JSON_PRESERVE_ORDER | JSON_COMPACT | JSON_REAL_PRECISION(7));
     json_decref(o);
     if (s == NULL)
         return;
@@ -179,6 +180,8 @@ void pulse_log_access(const pulse_access_t *e)
     json_t *o = json_object();
     json_object_set_new(o, "ts", json_string(ts));
     json_object_set_new(o, "request_id", e->request_id != NULL ? json_string(e->request_id) : json_null());
+    if (e->trace_id != NULL)
+        json_object_set_new(o, "trace_id", json_string(e->trace_id));
     json_object_set_new(o, "remote", e->remote != NULL ? json_string(e->remote) : json_null());
     json_object_set_new(o, "method", jstrn(e->method, e->method_len));
     json_object_set_new(o, "path", jstrn(e->path, e->path_len > 2048 ? 2048 : e->path_len));
@@ -187,10 +190,14 @@ void pulse_log_access(const pulse_access_t *e)
     json_object_set_new(o, "duration_ms", json_real(e->duration_ms));
     if (e->endpoint != NULL)
         json_object_set_new(o, "endpoint", json_string(e->endpoint));
+    if (e->cls != NULL)
+        json_object_set_new(o, "class", json_string(e->cls));
     if (e->tenant != NULL)
         json_object_set_new(o, "tenant", json_string(e->tenant));
     if (e->source != NULL)
         json_object_set_new(o, "source", json_string(e->source));
+    if (e->cache != NULL)
+        json_object_set_new(o, "cache", json_string(e->cache));
     emit(o);
 }
 

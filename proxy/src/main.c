@@ -34,6 +34,21 @@ static atomic_int stopping;
 static const char *config_path;
 static pulse_worker_t *volatile kept_workers; /* workers whose loops still had connections at exit */
 static pulse_generations_t *gens;             /* cache tag generations: fed by the catalog thread, read by the workers */
+static pulse_ratelimit_t *ratelimit;          /* token buckets, shared by the workers */
+static pulse_tracer_t *tracer;                /* span exporter; NULL: no tracing */
+
+/* parses the ratelimit_<class> options; returns 0, or -1 with the reason in `err` */
+static int ratelimit_policies(const pulse_config_t *conf, pulse_ratelimit_policy_t out[PULSE_CLASS_COUNT], char *err, size_t errlen)
+{
+    for (int c = 0; c < PULSE_CLASS_COUNT; c++) {
+        char why[256];
+        if (pulse_ratelimit_policy_parse(conf->ratelimit[c], &out[c], why, sizeof(why)) != 0) {
+            snprintf(err, errlen, "ratelimit_%s: %s", pulse_config_class_name((pulse_class_t)c), why);
+            return -1;
+        }
+    }
+    return 0;
+}
 
 static void usage(FILE *fp)
 {
@@ -120,6 +135,8 @@ static void *worker_main(void *arg)
         exit(1);
     }
     w->gens = gens;
+    w->ratelimit = ratelimit;
+    w->tracer = tracer;
     if (conf->redis_url[0] != '\0') {
         pulse_redis_config_t rc;
         char err[256];
@@ -208,7 +225,14 @@ static void reload(void)
         pulse_config_t *merged = pulse_config_merge_reload(cur, next);
         pulse_config_release(cur);
         pulse_config_free(next);
+        pulse_ratelimit_policy_t policies[PULSE_CLASS_COUNT];
+        if (merged != NULL && ratelimit_policies(merged, policies, err, sizeof(err)) != 0) {
+            pulse_log_msg("error", NULL, "reload: %s; keeping the current configuration", err);
+            pulse_config_free(merged);
+            merged = NULL;
+        }
         if (merged != NULL) {
+            pulse_ratelimit_set_policies(ratelimit, policies);
             pulse_config_publish(merged);
             pulse_log_msg("info", NULL, "reload: configuration reloaded");
         }
@@ -263,6 +287,24 @@ int main(int argc, char **argv)
         if ((gens = pulse_generations_create()) == NULL)
             return 1;
     }
+    pulse_ratelimit_policy_t policies[PULSE_CLASS_COUNT];
+    if (ratelimit_policies(conf, policies, err, sizeof(err)) != 0) {
+        fprintf(stderr, "pulse-proxy: %s\n", err);
+        return 2;
+    }
+    if ((ratelimit = pulse_ratelimit_create(policies, NULL)) == NULL)
+        return 1;
+    if (conf->otlp_endpoint[0] != '\0') {
+        if (strncmp(conf->otlp_endpoint, "http://", 7) != 0 && strncmp(conf->otlp_endpoint, "https://", 8) != 0) {
+            fprintf(stderr, "pulse-proxy: otlp_endpoint must be an http:// or https:// URL\n");
+            return 2;
+        }
+        pulse_tracer_config_t tc = {.endpoint = conf->otlp_endpoint, .service_name = conf->trace_service_name};
+        if ((tracer = pulse_tracer_create(&tc)) == NULL) {
+            fprintf(stderr, "pulse-proxy: cannot start the span exporter\n");
+            return 1;
+        }
+    }
     int nthreads = conf->threads;
     if (nthreads == 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
@@ -278,6 +320,11 @@ int main(int argc, char **argv)
     h2o_config_init(&globalconf);
     globalconf.server_name = h2o_iovec_init(H2O_STRLIT("pulse-proxy"));
     globalconf.max_request_entity_size = (size_t)conf->body_limit;
+    /* slow clients: the whole request (head and body) must arrive within request_timeout_ms, which is also how long an
+       idle keep-alive connection is kept (h2o arms it once per request, not per read: a client that trickles bytes is
+       cut off all the same) */
+    globalconf.http1.req_timeout = (uint64_t)conf->request_timeout_ms;
+    globalconf.http2.idle_timeout = (uint64_t)conf->request_timeout_ms;
     h2o_hostconf_t *hostconf = h2o_config_register_host(&globalconf, h2o_iovec_init(H2O_STRLIT("default")), 65535);
     if (pulse_rpc_register(hostconf) != 0) {
         fprintf(stderr, "pulse-proxy: cannot register handlers\n");
@@ -290,6 +337,7 @@ int main(int argc, char **argv)
         return 1;
     if (pulse_metrics_init(nthreads) != 0)
         return 1;
+    pulse_metrics_set_sources(ratelimit, tracer);
     for (int i = 0; i < nthreads; i++) {
         workers[i].index = i;
         workers[i].metrics = pulse_metrics_shard(i);
@@ -334,6 +382,9 @@ int main(int argc, char **argv)
         pulse_metrics_free();
     pulse_catalog_stop();
     pulse_generations_destroy(gens);
+    if (all_disposed) /* every loop's Redis client is gone, and no check is pending */
+        pulse_ratelimit_destroy(ratelimit);
+    pulse_tracer_destroy(tracer); /* flushes the spans still queued */
     pulse_log_msg("info", NULL, "stopped");
     pulse_log_close();
     h2o_config_dispose(&globalconf);

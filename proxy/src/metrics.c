@@ -87,6 +87,15 @@ static inline void ctr_set(ctr_t *c, uint64_t v)
     atomic_store_explicit(c, v, memory_order_relaxed);
 }
 
+static pulse_ratelimit_t *src_ratelimit;
+static pulse_tracer_t *src_tracer;
+
+void pulse_metrics_set_sources(pulse_ratelimit_t *ratelimit, pulse_tracer_t *tracer)
+{
+    src_ratelimit = ratelimit;
+    src_tracer = tracer;
+}
+
 int pulse_metrics_init(int n)
 {
     if ((shards = calloc((size_t)n, sizeof(*shards))) == NULL)
@@ -97,6 +106,8 @@ int pulse_metrics_init(int n)
 
 void pulse_metrics_free(void)
 {
+    src_ratelimit = NULL;
+    src_tracer = NULL;
     for (int i = 0; i < nshards; i++) {
         metrics_ep_t *e = atomic_load(&shards[i].eps);
         while (e != NULL) {
@@ -551,6 +562,37 @@ char *pulse_metrics_render(size_t *len)
             family(&b, names[k][0], "counter", names[k][1]);
             bprintf(&b, "%s %llu\n", names[k][0], (unsigned long long)rc[k]);
         }
+    }
+    if (src_ratelimit != NULL) {
+        pulse_ratelimit_stats_t st;
+        pulse_ratelimit_stats(src_ratelimit, &st);
+        family(&b, "pulse_ratelimit_requests_total", "counter",
+               "Rate limit decisions by class and result: allowed, or limited by the tenant, ip or global bucket.");
+        for (int c = 0; c < PULSE_CLASS_COUNT; c++) {
+            const char *cl = pulse_config_class_name((pulse_class_t)c);
+            bprintf(&b, "pulse_ratelimit_requests_total{class=\"%s\",result=\"allowed\"} %llu\n", cl,
+                    (unsigned long long)st.allowed[c]);
+            for (int k = 0; k < PULSE_RATELIMIT_SCOPE_COUNT; k++)
+                bprintf(&b, "pulse_ratelimit_requests_total{class=\"%s\",result=\"limited_%s\"} %llu\n", cl,
+                        pulse_ratelimit_scope_name((pulse_ratelimit_scope_t)k), (unsigned long long)st.limited[c][k]);
+        }
+        family(&b, "pulse_ratelimit_decisions_total", "counter",
+               "Decisions with at least one bucket, by where they were made: redis (shared), local (fallback).");
+        bprintf(&b, "pulse_ratelimit_decisions_total{source=\"redis\"} %llu\n", (unsigned long long)st.redis_checks);
+        bprintf(&b, "pulse_ratelimit_decisions_total{source=\"local\"} %llu\n", (unsigned long long)st.fallback_checks);
+        family(&b, "pulse_ratelimit_redis_errors_total", "counter", "Rate limit checks Redis failed (decided locally).");
+        bprintf(&b, "pulse_ratelimit_redis_errors_total %llu\n", (unsigned long long)st.errors);
+    }
+    if (src_tracer != NULL) {
+        pulse_tracer_stats_t st;
+        pulse_tracer_stats(src_tracer, &st);
+        family(&b, "pulse_trace_spans_total", "counter",
+               "Spans by fate: exported, failed (the collector refused or was unreachable), dropped (queue full).");
+        bprintf(&b, "pulse_trace_spans_total{result=\"exported\"} %llu\n", (unsigned long long)st.spans_exported);
+        bprintf(&b, "pulse_trace_spans_total{result=\"failed\"} %llu\n", (unsigned long long)st.spans_failed);
+        bprintf(&b, "pulse_trace_spans_total{result=\"dropped\"} %llu\n", (unsigned long long)st.spans_dropped);
+        family(&b, "pulse_trace_spans_queued", "gauge", "Spans waiting for the exporter.");
+        bprintf(&b, "pulse_trace_spans_queued %llu\n", (unsigned long long)st.spans_queued);
     }
     if (b.oom)
         goto oom;

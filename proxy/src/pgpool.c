@@ -709,8 +709,9 @@ int pulse_pgpool_submit(pulse_pgpool_t *pool, const pulse_pgquery_t *q, pulse_pg
         *status = PULSE_PG_BUSY;
         return -1;
     }
-    char app[80], timeout[24];
-    snprintf(app, sizeof(app), "pulse-proxy %s", q->request_id != NULL ? q->request_id : "-");
+    char app[112], timeout[24];
+    /* PostgreSQL keeps 63 bytes of it: the trace id (the key to join the server's log with the traces) comes first */
+    snprintf(app, sizeof(app), "pulse %s %s", q->trace_id != NULL ? q->trace_id : "-", q->request_id != NULL ? q->request_id : "-");
     snprintf(timeout, sizeof(timeout), "%d", q->statement_timeout_ms);
     const char *rid = q->request_id != NULL ? q->request_id : "-";
     size_t size = sizeof(pulse_pgjob_t) + (size_t)q->nparams * sizeof(char *) + strlen(q->tenant) + 1 + strlen(rid) + 1 +

@@ -35,6 +35,22 @@
 
 typedef struct rpc_req_t rpc_req_t;
 
+/*
+ * A request's trace (W3C trace context): its ids, and the times its spans
+ * need; the spans are built only when the request ends and is exported
+ * (sampled by the head decision, failed with a 5xx, or slower than
+ * trace_slow_ms).  Times in nanoseconds since the epoch, 0: did not happen.
+ */
+typedef struct rpc_trace_t {
+    uint8_t trace_id[16], span_id[8], parent_id[8];
+    int has_parent, sampled;
+    uint64_t start_ns;
+    uint64_t cache_start_ns, cache_end_ns;
+    uint64_t db_start_ns, db_end_ns;
+    uint64_t send_ns; /* the response was handed to h2o: serialization ended */
+    char sqlstate[6];
+} rpc_trace_t;
+
 /* a pending Redis lookup; `r` is NULL once the request went away */
 typedef struct rpc_fetch_t {
     rpc_req_t *r;
@@ -60,6 +76,12 @@ struct rpc_req_t {
     int leader;                   /* leads the flight of key: finishes it on every path */
     int has_stale;                /* `stale` is a stale-if-error entry (in req->pool) */
     pulse_cache_entry_t stale;
+    int is_get;
+    const char *xcache; /* "hit", "miss", "stale" once a cached answer is sent */
+    char remote[NI_MAXHOST];
+    pulse_ratelimit_pending_t *rl_pending; /* a rate limit decision on its way from Redis */
+    pulse_ratelimit_result_t rl;
+    rpc_trace_t trace;
 };
 
 /* a background refresh of a stale entry; leads the flight of its key */
@@ -122,33 +144,54 @@ static double ms_since(const struct timeval *t0)
     return (double)(now.tv_sec - t0->tv_sec) * 1000.0 + (double)(now.tv_usec - t0->tv_usec) / 1000.0;
 }
 
-/* logs the request, and counts it in the loop's metrics unless it is a built-in (/health, /ready, /metrics: route NULL,
-   counted 0); `route` NULL and counted: no endpoint matched */
-static void rpc_log_access(h2o_req_t *req, const char *request_id, const struct timeval *t0, const pulse_route_t *route,
-                           int counted, const char *tenant, size_t bytes, const char *source)
+static void rpc_trace_export(rpc_req_t *r, double ms);
+
+/* fills `host` with the client's address */
+static void rpc_peer(h2o_req_t *req, char host[NI_MAXHOST])
 {
-    const char *endpoint = route != NULL ? route->name : NULL;
-    double ms = ms_since(t0);
-    if (counted)
-        pulse_metrics_observe_request(pulse_rpc_worker(req)->metrics, endpoint, route != NULL ? route->cls : PULSE_CLASS_READ,
-                                      req->res.status, ms / 1000.0);
     struct sockaddr_storage ss;
-    char host[NI_MAXHOST] = "";
+    host[0] = '\0';
     socklen_t sl = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&ss);
     if (sl != 0)
         h2o_socket_getnumerichost((struct sockaddr *)&ss, sl, host);
-    pulse_access_t e = {request_id,
-                        req->method.base,
-                        req->method.len,
-                        req->path.base,
-                        req->path.len,
-                        endpoint,
-                        tenant,
-                        host,
-                        req->res.status,
-                        bytes,
-                        ms,
-                        source};
+}
+
+/* logs the request, and counts it in the loop's metrics unless it is a built-in (/health, /ready, /metrics: route NULL,
+   counted 0); `route` NULL and counted: no endpoint matched; `r`: the /rpc request, whose trace ends here (NULL for
+   the others) */
+static void rpc_log_access(h2o_req_t *req, rpc_req_t *r, const char *request_id, const struct timeval *t0,
+                           const pulse_route_t *route, int counted, const char *tenant, size_t bytes, const char *source)
+{
+    const char *endpoint = route != NULL ? route->name : NULL;
+    double ms = ms_since(t0);
+    char trace_id[33] = "";
+    if (r != NULL) {
+        rpc_trace_export(r, ms);
+        pulse_trace_hex(r->trace.trace_id, 16, trace_id);
+    }
+    if (counted)
+        pulse_metrics_observe_request(pulse_rpc_worker(req)->metrics, endpoint, route != NULL ? route->cls : PULSE_CLASS_READ,
+                                      req->res.status, ms / 1000.0);
+    char host[NI_MAXHOST];
+    if (r != NULL && r->remote[0] != '\0')
+        memcpy(host, r->remote, sizeof(host));
+    else
+        rpc_peer(req, host);
+    pulse_access_t e = {.request_id = request_id,
+                        .trace_id = trace_id[0] != '\0' ? trace_id : NULL,
+                        .method = req->method.base,
+                        .method_len = req->method.len,
+                        .path = req->path.base,
+                        .path_len = req->path.len,
+                        .endpoint = endpoint,
+                        .cls = route != NULL ? pulse_config_class_name(route->cls) : NULL,
+                        .tenant = tenant,
+                        .remote = host,
+                        .status = req->res.status,
+                        .bytes = bytes,
+                        .duration_ms = ms,
+                        .source = source,
+                        .cache = r != NULL ? r->xcache : NULL};
     pulse_log_access(&e);
 }
 
@@ -184,8 +227,9 @@ static size_t send_problem(h2o_req_t *req, const char *request_id, int status, c
 
 static void rpc_fail(rpc_req_t *r, int status, const char *detail, const char *allow)
 {
+    r->trace.send_ns = pulse_trace_now_ns();
     size_t n = send_problem(r->req, r->request_id, status, detail, r->conf->retry_after, allow);
-    rpc_log_access(r->req, r->request_id, &r->t0, r->route, 1, r->authenticated ? r->tenant : NULL, n, NULL);
+    rpc_log_access(r->req, r, r->request_id, &r->t0, r->route, 1, r->authenticated ? r->tenant : NULL, n, NULL);
 }
 
 /* step 7: the body as the database produced it */
@@ -199,8 +243,9 @@ static void rpc_send_body(rpc_req_t *r, h2o_iovec_t body, const char *link, cons
     if (link != NULL)
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_LINK, NULL, link, strlen(link));
     req->res.content_length = body.len;
+    r->trace.send_ns = pulse_trace_now_ns();
     h2o_send_inline(req, body.base, body.len);
-    rpc_log_access(req, r->request_id, &r->t0, r->route, 1, r->tenant, body.len, source);
+    rpc_log_access(req, r, r->request_id, &r->t0, r->route, 1, r->tenant, body.len, source);
 }
 
 /* the Link header for a body carrying next_cursor, or NULL */
@@ -241,6 +286,7 @@ static void rpc_send_entry(rpc_req_t *r, const pulse_cache_entry_t *e, const cha
 {
     h2o_req_t *req = r->req;
     char cc[128];
+    r->xcache = xcache;
     pulse_metrics_observe_cache(r->worker->metrics, r->route->name, r->route->cls,
                                 xcache[0] == 'h'   ? PULSE_METRICS_CACHE_HIT
                                 : xcache[0] == 's' ? PULSE_METRICS_CACHE_STALE
@@ -261,8 +307,9 @@ static void rpc_send_entry(rpc_req_t *r, const pulse_cache_entry_t *e, const cha
                                               e->etag.len, false)) {
         req->res.status = 304;
         req->res.reason = "Not Modified";
+        r->trace.send_ns = pulse_trace_now_ns();
         h2o_send_inline(req, NULL, 0);
-        rpc_log_access(req, r->request_id, &r->t0, r->route, 1, r->tenant, 0, source);
+        rpc_log_access(req, r, r->request_id, &r->t0, r->route, 1, r->tenant, 0, source);
         return;
     }
     h2o_iovec_t body = e->body;
@@ -276,8 +323,9 @@ static void rpc_send_entry(rpc_req_t *r, const pulse_cache_entry_t *e, const cha
     req->res.reason = "OK";
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, e->content_type.base, e->content_type.len);
     req->res.content_length = body.len;
+    r->trace.send_ns = pulse_trace_now_ns();
     h2o_send_inline(req, body.base, body.len);
-    rpc_log_access(req, r->request_id, &r->t0, r->route, 1, r->tenant, body.len, source);
+    rpc_log_access(req, r, r->request_id, &r->t0, r->route, 1, r->tenant, body.len, source);
 }
 
 /* the leader hands `result` (an entry, or NULL: the waiters call the database themselves) to the flight's waiters */
@@ -305,6 +353,9 @@ static void on_db_result(void *data, const pulse_pgresult_t *res)
 {
     rpc_req_t *r = data;
     pulse_worker_t *w = r->worker;
+    r->trace.db_end_ns = pulse_trace_now_ns();
+    if (res->sqlstate != NULL)
+        snprintf(r->trace.sqlstate, sizeof(r->trace.sqlstate), "%s", res->sqlstate);
     if (res->after != NULL && w->gens != NULL &&
         pulse_generations_resync(w->gens, (const char *const *)r->route->tags, r->route->ntags, res->after, res->after_len) < 0)
         pulse_log_msg("error", r->request_id, "%s: unexpected pulse.tag_generations result", r->route->name);
@@ -370,14 +421,18 @@ static void on_db_result(void *data, const pulse_pgresult_t *res)
 static void rpc_call_database(rpc_req_t *r)
 {
     pulse_worker_t *w = r->worker;
+    char trace_id[33];
+    pulse_trace_hex(r->trace.trace_id, 16, trace_id);
     pulse_pgquery_t q = {.cls = r->route->cls,
                          .tenant = r->tenant,
                          .request_id = r->request_id,
+                         .trace_id = trace_id,
                          .statement_timeout_ms = r->conf->timeout_ms[r->route->cls],
                          .stmt_name = r->call.stmt_name,
                          .sql = r->call.sql,
                          .nparams = r->call.nparams,
                          .params = r->call.params};
+    r->trace.db_start_ns = pulse_trace_now_ns();
     char *tags = NULL;
     /* a write with tags reads their generations after its COMMIT, so that the next read through this proxy is fresh */
     if (w->gens != NULL && r->route->ntags != 0 && (r->route->cls == PULSE_CLASS_WRITE || r->route->cls == PULSE_CLASS_BATCH) &&
@@ -530,6 +585,7 @@ static void on_cache_fetch(void *data, pulse_cache_lookup_t status, const pulse_
     if (r == NULL) /* the request went away */
         return;
     r->fetch = NULL;
+    r->trace.cache_end_ns = pulse_trace_now_ns();
     if (status == PULSE_CACHE_LOOKUP_HIT) {
         pulse_cache_entry_t e;
         switch (pulse_cache_classify(entry->created_at_ms, entry->ttl_ms, r->swr_ms, r->sie_ms, now_ms())) {
@@ -586,7 +642,9 @@ static int rpc_cache_lookup(rpc_req_t *r)
     if (f == NULL)
         return 1;
     f->r = r;
+    r->trace.cache_start_ns = pulse_trace_now_ns();
     if (pulse_cache_fetch(w->redis, r->key, on_cache_fetch, f) != 0) {
+        r->trace.cache_end_ns = pulse_trace_now_ns();
         free(f);
         return 1; /* Redis is down: a miss */
     }
@@ -598,6 +656,8 @@ static void rpc_dispose(void *p)
 {
     rpc_req_t *r = p;
     pulse_pgpool_cancel(r->job);
+    if (r->rl_pending != NULL)
+        pulse_ratelimit_cancel(r->rl_pending);
     if (r->fetch != NULL)
         r->fetch->r = NULL;
     if (r->waiter != NULL)
@@ -636,6 +696,118 @@ static int rpc_authenticate(rpc_req_t *r, const char **reason)
     return 0;
 }
 
+/* the trace of a request: the incoming traceparent's trace, or a new one; the head sampling decision */
+static void rpc_trace_start(rpc_req_t *r)
+{
+    h2o_req_t *req = r->req;
+    rpc_trace_t *t = &r->trace;
+    t->start_ns = (uint64_t)r->t0.tv_sec * 1000000000u + (uint64_t)r->t0.tv_usec * 1000u;
+    pulse_trace_new_ids(t->trace_id, t->span_id);
+    if (r->worker->tracer == NULL)
+        return;
+    ssize_t i = h2o_find_header_by_str(&req->headers, H2O_STRLIT("traceparent"), -1);
+    pulse_trace_ctx_t ctx;
+    if (i >= 0 && pulse_trace_parse_traceparent(req->headers.entries[i].value.base, req->headers.entries[i].value.len, &ctx) == 0) {
+        memcpy(t->trace_id, ctx.trace_id, sizeof(t->trace_id));
+        memcpy(t->parent_id, ctx.span_id, sizeof(t->parent_id));
+        t->has_parent = 1;
+        t->sampled = (ctx.flags & PULSE_TRACE_FLAG_SAMPLED) != 0;
+    } else {
+        t->sampled = pulse_trace_sample(t->trace_id, (uint32_t)r->conf->trace_sample_ppm);
+    }
+}
+
+/* the request ended after `ms`: its spans go to the exporter when it was sampled, failed (5xx) or slow */
+static void rpc_trace_export(rpc_req_t *r, double ms)
+{
+    pulse_tracer_t *tracer = r->worker->tracer;
+    const rpc_trace_t *t = &r->trace;
+    if (tracer == NULL)
+        return;
+    int status = r->req->res.status;
+    int slow_ms = r->conf->trace_slow_ms != 0 ? r->conf->trace_slow_ms
+                  : r->route != NULL          ? r->conf->slo_p99_ms[r->route->cls]
+                                              : r->conf->slo_p99_ms[PULSE_CLASS_READ];
+    if (!t->sampled && status < 500 && ms < (double)slow_ms)
+        return;
+    static __thread pulse_span_t spans[4];
+    size_t n = 0;
+    uint64_t end_ns = t->start_ns + (uint64_t)(ms * 1e6);
+    pulse_span_t *root = &spans[n++];
+    char name[PULSE_SPAN_NAME_MAX];
+    snprintf(name, sizeof(name), "%.*s /rpc/%s", (int)r->req->method.len, r->req->method.base,
+             r->route != NULL ? r->route->name : "{unknown}");
+    pulse_span_start(root, name, PULSE_SPAN_SERVER, t->trace_id, t->has_parent ? t->parent_id : NULL, t->start_ns);
+    memcpy(root->span_id, t->span_id, sizeof(root->span_id));
+    pulse_span_set_strn(root, "http.request.method", r->req->method.base, r->req->method.len);
+    pulse_span_set_strn(root, "url.path", r->req->path.base, r->req->query_at != SIZE_MAX ? r->req->query_at : r->req->path.len);
+    pulse_span_set_int(root, "http.response.status_code", status);
+    pulse_span_set_str(root, "client.address", r->remote);
+    pulse_span_set_str(root, "pulse.request_id", r->request_id);
+    if (r->route != NULL) {
+        pulse_span_set_str(root, "pulse.endpoint", r->route->name);
+        pulse_span_set_str(root, "pulse.class", pulse_config_class_name(r->route->cls));
+    }
+    if (r->authenticated)
+        pulse_span_set_str(root, "pulse.tenant", r->tenant);
+    if (r->xcache != NULL)
+        pulse_span_set_str(root, "pulse.cache", r->xcache);
+    pulse_span_set_status(root, status >= 500 ? PULSE_SPAN_STATUS_ERROR : PULSE_SPAN_STATUS_UNSET,
+                          status >= 500 ? pulse_problem_title(status) : NULL);
+    pulse_span_end(root, end_ns);
+    if (t->cache_start_ns != 0) {
+        pulse_span_t *s = &spans[n++];
+        pulse_span_start(s, "cache lookup", PULSE_SPAN_CLIENT, t->trace_id, t->span_id, t->cache_start_ns);
+        pulse_span_set_str(s, "db.system", "redis");
+        pulse_span_set_str(s, "pulse.cache", r->xcache != NULL && t->db_start_ns == 0 ? r->xcache : "miss");
+        pulse_span_end(s, t->cache_end_ns != 0 ? t->cache_end_ns : end_ns);
+    }
+    if (t->db_start_ns != 0) {
+        pulse_span_t *s = &spans[n++];
+        pulse_span_start(s, "database call", PULSE_SPAN_CLIENT, t->trace_id, t->span_id, t->db_start_ns);
+        pulse_span_set_str(s, "db.system", "postgresql");
+        pulse_span_set_str(s, "db.statement", r->call.sql != NULL ? r->call.sql : "");
+        pulse_span_set_str(s, "pulse.fingerprint", r->call.stmt_name + 6); /* "pulse_" + the statement's hash */
+        if (t->sqlstate[0] != '\0') {
+            pulse_span_set_str(s, "db.response.status_code", t->sqlstate);
+            pulse_span_set_status(s, PULSE_SPAN_STATUS_ERROR, t->sqlstate);
+        }
+        pulse_span_end(s, t->db_end_ns != 0 ? t->db_end_ns : end_ns);
+    }
+    uint64_t ser_start = t->db_end_ns != 0 ? t->db_end_ns : t->cache_end_ns;
+    if (ser_start != 0 && t->send_ns >= ser_start) {
+        pulse_span_t *s = &spans[n++];
+        pulse_span_start(s, "serialize response", PULSE_SPAN_INTERNAL, t->trace_id, t->span_id, ser_start);
+        pulse_span_end(s, t->send_ns);
+    }
+    (void)pulse_tracer_submit(tracer, spans, n);
+}
+
+static void rpc_run(rpc_req_t *r);
+
+/* step 2, rate limits: allowed requests go on (with RateLimit-* headers when a bucket applies), the others get 429 */
+static void rpc_ratelimited(rpc_req_t *r, const pulse_ratelimit_result_t *res)
+{
+    h2o_req_t *req = r->req;
+    if (res->limited)
+        pulse_ratelimit_add_headers(&req->pool, &req->res.headers, res);
+    if (res->allowed) {
+        rpc_run(r);
+        return;
+    }
+    char detail[160];
+    snprintf(detail, sizeof(detail), "rate limit exceeded: %u requests per %s bucket of the %s class, refilled at %g/s", res->limit,
+             pulse_ratelimit_scope_name(res->scope), pulse_config_class_name(r->route->cls), res->rate);
+    rpc_fail(r, 429, detail, NULL);
+}
+
+static void on_ratelimit(void *data, const pulse_ratelimit_result_t *res)
+{
+    rpc_req_t *r = data;
+    r->rl = *res;
+    rpc_ratelimited(r, &r->rl);
+}
+
 static int on_rpc(h2o_req_t *req)
 {
     pulse_worker_t *w = pulse_rpc_worker(req);
@@ -648,6 +820,8 @@ static int on_rpc(h2o_req_t *req)
     r->conf = pulse_config_acquire();
     r->routes = pulse_router_acquire();
     pulse_pgpool_set_queue_limit(w->pgpool, r->conf->queue_limit);
+    rpc_peer(req, r->remote);
+    rpc_trace_start(r);
 
     /* step 1 */
     ssize_t hi = h2o_find_header_by_str(&req->headers, H2O_STRLIT("x-request-id"), -1);
@@ -664,10 +838,10 @@ static int on_rpc(h2o_req_t *req)
         rpc_fail(r, 404, "no such endpoint", NULL);
         return 0;
     }
-    int is_get = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET"));
+    r->is_get = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET"));
     int is_post = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("POST"));
     int readonly = r->route->cls == PULSE_CLASS_READ || r->route->cls == PULSE_CLASS_SEARCH;
-    if (!(is_post || (is_get && readonly))) {
+    if (!(is_post || (r->is_get && readonly))) {
         rpc_fail(r, 405, readonly ? "use GET or POST" : "use POST", readonly ? "GET, POST" : "POST");
         return 0;
     }
@@ -678,33 +852,42 @@ static int on_rpc(h2o_req_t *req)
         rpc_fail(r, 401, reason, NULL);
         return 0;
     }
+    if (pulse_ratelimit_check(w->ratelimit, w->redis, r->route->cls, r->tenant, r->remote, &r->rl, on_ratelimit, r,
+                              &r->rl_pending) == 1)
+        rpc_ratelimited(r, &r->rl); /* otherwise on_ratelimit continues */
+    return 0;
+}
 
+/* steps 3 to 7 */
+static void rpc_run(rpc_req_t *r)
+{
+    h2o_req_t *req = r->req;
     /* step 3 */
     char *err = NULL;
     pulse_router_call_init(&req->pool, &r->call, r->route);
-    if (is_get) {
+    if (r->is_get) {
         if (req->query_at != SIZE_MAX &&
             pulse_router_args_from_query(&req->pool, &r->call, req->path.base + req->query_at + 1,
                                          req->path.len - req->query_at - 1, r->conf->max_args, &err) != 0) {
             rpc_fail(r, 400, err, NULL);
-            return 0;
+            return;
         }
     } else {
         ssize_t ct = h2o_find_header(&req->headers, H2O_TOKEN_CONTENT_TYPE, -1);
         if (ct >= 0 &&
             h2o_strstr(req->headers.entries[ct].value.base, req->headers.entries[ct].value.len, H2O_STRLIT("json")) == SIZE_MAX) {
             rpc_fail(r, 415, "the request body must be a JSON object (application/json)", NULL);
-            return 0;
+            return;
         }
         if (req->entity.base != NULL && req->entity.len != 0 &&
             pulse_router_args_from_json(&req->pool, &r->call, req->entity.base, req->entity.len, r->conf->max_args, &err) != 0) {
             rpc_fail(r, 400, err, NULL);
-            return 0;
+            return;
         }
     }
     if (pulse_router_prepare(&req->pool, &r->call, &err) != 0) {
         rpc_fail(r, 400, err, NULL);
-        return 0;
+        return;
     }
 
     /* step 4: a cacheable call is looked up in Redis (on_cache_fetch continues); when Redis cannot be asked, it is a miss */
@@ -718,7 +901,6 @@ static int on_rpc(h2o_req_t *req)
         rpc_call_database(r);
         break;
     }
-    return 0;
 }
 
 static int on_health(h2o_req_t *req, int ready)
@@ -736,7 +918,7 @@ static int on_health(h2o_req_t *req, int ready)
             pulse_config_t *conf = pulse_config_acquire();
             size_t n = send_problem(req, rid, 503, "PostgreSQL is not reachable", conf->retry_after, NULL);
             pulse_config_release(conf);
-            rpc_log_access(req, rid, &t0, NULL, 0, NULL, n, NULL);
+            rpc_log_access(req, NULL, rid, &t0, NULL, 0, NULL, n, NULL);
             return 0;
         }
     }
@@ -759,7 +941,7 @@ static int on_health(h2o_req_t *req, int ready)
     h2o_iovec_t b = h2o_strdup(&req->pool, body, (size_t)n);
     req->res.content_length = b.len;
     h2o_send_inline(req, b.base, b.len);
-    rpc_log_access(req, rid, &t0, NULL, 0, NULL, b.len, NULL);
+    rpc_log_access(req, NULL, rid, &t0, NULL, 0, NULL, b.len, NULL);
     return 0;
 }
 
@@ -778,7 +960,7 @@ static int on_metrics(h2o_req_t *req)
     char *text = pulse_metrics_render(&len);
     if (text == NULL) {
         size_t n = send_problem(req, rid, 500, "out of memory", 0, NULL);
-        rpc_log_access(req, rid, &t0, NULL, 0, NULL, n, NULL);
+        rpc_log_access(req, NULL, rid, &t0, NULL, 0, NULL, n, NULL);
         return 0;
     }
     h2o_iovec_t body = h2o_strdup(&req->pool, text, len);
@@ -791,7 +973,7 @@ static int on_metrics(h2o_req_t *req)
     h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-request-id"), 0, NULL, rid, strlen(rid));
     req->res.content_length = body.len;
     h2o_send_inline(req, body.base, body.len);
-    rpc_log_access(req, rid, &t0, NULL, 0, NULL, body.len, NULL);
+    rpc_log_access(req, NULL, rid, &t0, NULL, 0, NULL, body.len, NULL);
     return 0;
 }
 
@@ -815,7 +997,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         gettimeofday(&t0, NULL);
         pulse_rpc_request_id(NULL, 0, rid);
         size_t n = send_problem(req, rid, 431, "the request headers are too large", 0, NULL);
-        rpc_log_access(req, rid, &t0, NULL, 1, NULL, n, NULL);
+        rpc_log_access(req, NULL, rid, &t0, NULL, 1, NULL, n, NULL);
         return 0;
     }
     switch (h->kind) {
@@ -835,7 +1017,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         pulse_rpc_request_id(hi >= 0 ? req->headers.entries[hi].value.base : NULL, hi >= 0 ? req->headers.entries[hi].value.len : 0,
                              rid);
         size_t n = send_problem(req, rid, 404, "no such resource", 0, NULL);
-        rpc_log_access(req, rid, &t0, NULL, 1, NULL, n, NULL);
+        rpc_log_access(req, NULL, rid, &t0, NULL, 1, NULL, n, NULL);
         return 0;
     }
     }
@@ -903,7 +1085,7 @@ static void problem_do_send(h2o_ostream_t *_self, h2o_req_t *req, h2o_iovec_t *b
     h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-request-id"), 0, NULL, rv.base, rv.len);
     req->res.reason = pulse_problem_title(req->res.status);
     req->res.content_length = body.len;
-    rpc_log_access(req, rid, &self->t0, NULL, 1, NULL, body.len, NULL);
+    rpc_log_access(req, NULL, rid, &self->t0, NULL, 1, NULL, body.len, NULL);
     h2o_ostream_send_next(&self->super, req, &body, 1, state);
 }
 

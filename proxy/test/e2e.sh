@@ -531,6 +531,126 @@ check "after the overload: served again" eval 'grep -q "^HTTP/1.1 200" "$TMP/hea
 stop_extra "$XP_PID"
 check "shedding proxy stops cleanly" [ $? = 0 ]
 
+# --- rate limits ---------------------------------------------------------------------------
+T3=$(token "{\"tenant\": 3, \"exp\": $((NOW + 3600))}")
+T4=$(token "{\"tenant\": 4, \"exp\": $((NOW + 3600))}")
+RL_CONF=$(printf 'ratelimit_read: tenant=2/4\nratelimit_search: ip=2/3\nthreads: 2')
+extra_proxy rla "$RL_CONF"
+RLA=$XP RLA_PID=$XP_PID
+extra_proxy rlb "$RL_CONF"
+RLB=$XP RLB_PID=$XP_PID
+# rl URL TOKEN: one request, prints "STATUS LIMIT REMAINING RETRY-AFTER" (- for a missing header); body in $TMP/body
+rl() {
+	curl -s -o "$TMP/body" -D "$TMP/headers" -w '%{http_code}' -H "Authorization: Bearer $2" "$1"
+	local h
+	for h in ratelimit-limit ratelimit-remaining retry-after; do
+		printf ' %s' "$(grep -i "^$h:" "$TMP/headers" | cut -d' ' -f2 | tr -d '\r' | grep . || echo -)"
+	done
+	echo
+}
+: >"$TMP/rl1"
+for _ in 1 2 3 4 5 6; do rl "$RLA/rpc/whoami" "$T1" >>"$TMP/rl1"; done
+check "rate limit (tenant=2/4): a burst of 4, then 429 with RateLimit-* and Retry-After ($(tr '\n' ',' <"$TMP/rl1"))" \
+	eval '[ "$(cut -d" " -f1 "$TMP/rl1" | tr "\n" " ")" = "200 200 200 200 429 429 " ] && [ "$(sed -n 4p "$TMP/rl1")" = "200 4 0 -" ] && [ "$(sed -n 5p "$TMP/rl1" | cut -d" " -f2,3)" = "4 0" ] && [ "$(sed -n 6p "$TMP/rl1" | cut -d" " -f4)" -ge 1 ]'
+status=$(rl "$RLA/rpc/whoami" "$T1" | cut -d' ' -f1)
+check "the 429 is a problem document naming the bucket" eval 'is_problem 429 && grep -q "tenant bucket" "$TMP/body"'
+check "another tenant has its own bucket" eval '[ "$(rl "$RLA/rpc/whoami" "$T2" | cut -d" " -f1)" = 200 ]'
+sleep 1.1
+check "the bucket refills at its rate: allowed again after 1 s" eval '[ "$(rl "$RLA/rpc/whoami" "$T1" | cut -d" " -f1)" = 200 ]'
+: >"$TMP/rl2"
+for p in "$RLA" "$RLB" "$RLA" "$RLB" "$RLA" "$RLB"; do rl "$p/rpc/whoami" "$T3" >>"$TMP/rl2"; done
+check "two proxies share one bucket in Redis: 4 allowed across both, then 429 from either" \
+	eval '[ "$(cut -d" " -f1 "$TMP/rl2" | tr "\n" " ")" = "200 200 200 200 429 429 " ]'
+: >"$TMP/rl3"
+for t in "$T1" "$T2" "$T3" "$T4"; do rl "$RLA/rpc/events_page?kind=rl-$$" "$t" >>"$TMP/rl3"; done
+check "per-IP bucket (search ip=2/3): the 4th search from this address is limited whatever the tenant" \
+	eval '[ "$(cut -d" " -f1 "$TMP/rl3" | tr "\n" " ")" = "200 200 200 429 " ] && grep -q "ip bucket" "$TMP/body"'
+kill -STOP "$REDIS_PID"
+: >"$TMP/rl4"
+for _ in 1 2 3 4 5 6 7 8; do rl "$RLA/rpc/whoami" "$T4" >>"$TMP/rl4"; done
+local_decisions=$(metric_of "$RLA" 'pulse_ratelimit_decisions_total{source="local"}')
+kill -CONT "$REDIS_PID"
+check "Redis down: limits still enforced by the local buckets ($(cut -d' ' -f1 "$TMP/rl4" | tr '\n' ' '); $local_decisions local decisions)" \
+	eval '[ "$(grep -c "^200" "$TMP/rl4")" -ge 4 ] && [ "$(grep -c "^200" "$TMP/rl4")" -le 6 ] && [ "$(grep -c "^429" "$TMP/rl4")" -ge 2 ] && [ "${local_decisions:-0}" -ge 1 ]'
+before=$(metric_of "$RLA" 'pulse_ratelimit_decisions_total{source="redis"}')
+# each loop's client reconnects on its own backoff (at most redis_backoff_max_ms): retry for a while
+wait_for 10 eval 'rl "$RLA/rpc/whoami" "$T2" >/dev/null; [ "$(metric_of "$RLA" "pulse_ratelimit_decisions_total{source=\"redis\"}")" -gt "$before" ]'
+check "Redis back: decisions go to Redis again" [ $? = 0 ]
+check "rate limit counters in /metrics" \
+	eval '[ "$(metric_of "$RLA" "pulse_ratelimit_requests_total{class=\"read\",result=\"limited_tenant\"}")" -ge 2 ] && curl -s "$RLA/metrics" | promtool check metrics >/dev/null 2>&1'
+stop_extra "$RLA_PID"
+a=$?
+stop_extra "$RLB_PID"
+check "rate limited proxies stop cleanly" [ "$a$?" = 00 ]
+
+# --- tracing, access log, slow clients ---------------------------------------------------------
+OTLP_PORT=$(free_port $((REDIS_PORT + 40)))
+python3 proxy/test/otlp_receiver.py "$OTLP_PORT" "$TMP/spans.jsonl" 2>"$TMP/otlp.err" &
+OTLP_PID=$!
+EXTRA_PIDS+=("$OTLP_PID")
+wait_for 5 eval 'curl -s -o /dev/null "http://127.0.0.1:$OTLP_PORT/"'
+extra_proxy tr "$(printf 'otlp_endpoint: http://127.0.0.1:%s/v1/traces\ntrace_sample_ppm: 0\nrequest_timeout_ms: 1000' "$OTLP_PORT")"
+TRACE=4bf92f3577b34da6a3ce929d0e0e4736
+PARENT=00f067aa0ba902b7
+curl -s -o "$TMP/body" -H "Authorization: Bearer $T1" -H "traceparent: 00-$TRACE-$PARENT-01" "$XP/rpc/whoami"
+curl -s -o /dev/null -H "Authorization: Bearer $T1" "$XP/rpc/whoami?unsampled=1" # head sampling 0: not exported
+curl -s -o /dev/null -H "Authorization: Bearer $T1" -H "X-Request-Id: trace-fail-$$" "$XP/rpc/fail" # 500: always exported
+span() { # span NAME FIELD-EXPR: prints the field of the spans named NAME of trace $TRACE
+	python3 -c "
+import json, sys
+for l in open(sys.argv[1]):
+    d = json.loads(l)
+    if d['traceId'] == sys.argv[2] and d['name'] == sys.argv[3]:
+        print(eval(sys.argv[4]))" "$TMP/spans.jsonl" "$TRACE" "$1" "$2"
+}
+wait_for 5 eval '[ "$(span "GET /rpc/whoami" "d[\"spanId\"]")" != "" ] && [ -n "$(grep "trace-fail-$$" "$TMP/spans.jsonl")" ]'
+root=$(span "GET /rpc/whoami" 'd["spanId"]')
+check "traceparent accepted: the request span continues the caller's trace under its span" \
+	eval '[ -n "$root" ] && [ "$(span "GET /rpc/whoami" "d[\"parentSpanId\"]")" = "$PARENT" ] && [ "$(span "GET /rpc/whoami" "d[\"kind\"]")" = 2 ]'
+check "request span attributes: method, status, endpoint, class, tenant, request id" \
+	eval '[ "$(span "GET /rpc/whoami" "[d[\"attributes\"].get(k) for k in (\"http.request.method\", \"http.response.status_code\", \"pulse.endpoint\", \"pulse.class\", \"pulse.tenant\")] == [\"GET\", 200, \"whoami\", \"read\", \"1\"] and len(d[\"attributes\"][\"pulse.request_id\"]) == 32")" = True ]'
+check "database span: child of the request span, PostgreSQL, with the statement and its fingerprint" \
+	eval '[ "$(span "database call" "d[\"parentSpanId\"]")" = "$root" ] && [ "$(span "database call" "d[\"attributes\"][\"db.system\"]")" = postgresql ] && [ -n "$(span "database call" "d[\"attributes\"][\"pulse.fingerprint\"]")" ] && span "database call" "d[\"attributes\"][\"db.statement\"]" | grep -q whoami'
+check "serialization span: child of the request span, within it" \
+	eval '[ "$(span "serialize response" "d[\"parentSpanId\"]")" = "$root" ] && [ "$(span "serialize response" "d[\"endTimeUnixNano\"] <= [json.loads(x) for x in open(sys.argv[1]) if json.loads(x)[\"spanId\"] == \"$root\"][0][\"endTimeUnixNano\"]")" = True ]'
+check "the trace id reaches PostgreSQL (application_name)" eval '[[ "$(jq_ "d[\"application_name\"]")" == *"$TRACE"* ]]'
+check "head sampling 0: an unsampled request is not exported; a failed one (500) always is" \
+	eval '! grep -q "unsampled" "$TMP/spans.jsonl" && grep "trace-fail-$$" "$TMP/spans.jsonl" | grep -q "\"status\": *{\"code\": *2"'
+curl -s -o /dev/null -H "Authorization: Bearer $T1" -H "traceparent: 00-$TRACE-$PARENT-01" -H 'X-Request-Id: cached-trace' "$XP/rpc/events_page?kind=trace-$$"
+wait_for 5 eval '[ -n "$(span "cache lookup" "d[\"spanId\"]")" ]'
+check "cache lookup span on a cacheable call (Redis)" eval '[ "$(span "cache lookup" "d[\"attributes\"][\"db.system\"]")" = redis ]'
+wait_for 5 eval 'grep -q "cached-trace" "$TMP/tr_access.log"'
+check "access log: trace id, class, cache result for the call" \
+	eval 'python3 -c "import json,sys; d=[json.loads(l) for l in open(sys.argv[1]) if \"cached-trace\" in l][0]; sys.exit(not (d[\"trace_id\"] == sys.argv[2] and d[\"class\"] == \"search\" and d[\"cache\"] == \"miss\" and d[\"endpoint\"] == \"events_page\" and d[\"bytes\"] > 0))" "$TMP/tr_access.log" "$TRACE"'
+check "tracer counters in /metrics: spans exported, none dropped" \
+	eval '[ "$(metric_of "$XP" "pulse_trace_spans_total{result=\"exported\"}")" -ge 6 ] && [ "$(metric_of "$XP" "pulse_trace_spans_total{result=\"dropped\"}")" = 0 ]'
+# slowloris: a client trickling a request head one byte every 200 ms is cut off after request_timeout_ms (1 s)
+slow=$(timeout 10 python3 -c '
+import socket, sys, time
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+t0 = time.time()
+try:
+    for c in b"GET /rpc/whoami HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 100:
+        s.send(bytes([c]))
+        time.sleep(0.2)
+        s.setblocking(False)
+        try:
+            if s.recv(1) == b"":
+                break
+        except BlockingIOError:
+            pass
+        s.setblocking(True)
+except OSError:
+    pass
+print("%.1f" % (time.time() - t0))' "${XP##*:}")
+check "slow client (one byte per 200 ms): connection closed after ~request_timeout_ms ($slow s)" \
+	eval '[ -n "$slow" ] && python3 -c "import sys; sys.exit(not (0.8 <= float(sys.argv[1]) <= 3.0))" "$slow"'
+check "tracing proxy alive" eval 'curl -sf "$XP/health" >/dev/null'
+stop_extra "$XP_PID"
+check "tracing proxy stops cleanly (spans flushed)" [ $? = 0 ]
+kill "$OTLP_PID"
+wait "$OTLP_PID" 2>/dev/null
+
 # --- malformed input never kills the proxy ----------------------------------------
 head -c 200000 /dev/zero | tr '\0' 'a' >"$TMP/big"
 req POST /rpc/events_page "$T1" --data-binary @"$TMP/big"
