@@ -58,7 +58,7 @@ build-ext: deps
 	@echo "build: pulse.so built (log: build/build.log)"
 
 run: build-ext
-	@RUN_DIR=$(RUN_DIR) RUN_PORT=$(RUN_PORT) scripts/run.sh
+	@RUN_DIR=$(RUN_DIR) RUN_PORT=$(RUN_PORT) METRICS=$(METRICS) scripts/run.sh
 
 stop:
 	@RUN_DIR=$(RUN_DIR) scripts/run.sh stop

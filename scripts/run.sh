@@ -11,6 +11,8 @@ RUN_DIR=${RUN_DIR:-/tmp/pulse-run}
 RUN_PORT=${RUN_PORT:-54329}
 RUN_PROXY_PORT=${RUN_PROXY_PORT:-8089}
 RUN_REDIS_PORT=${RUN_REDIS_PORT:-6389}
+RUN_PROM_PORT=${RUN_PROM_PORT:-9099}
+METRICS=${METRICS:-}
 
 stop_proxy() {
 	local pid
@@ -34,7 +36,19 @@ stop_redis() {
 	rm -f "$RUN_DIR/redis.pid"
 }
 
+stop_prometheus() {
+	local pid
+	pid=$(cat "$RUN_DIR/prometheus.pid" 2>/dev/null) || return 0
+	if kill -0 "$pid" 2>/dev/null; then
+		kill -TERM "$pid"
+		for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+		echo "prometheus: stopped"
+	fi
+	rm -f "$RUN_DIR/prometheus.pid"
+}
+
 if [ "${1:-}" = stop ]; then
+	stop_prometheus
 	stop_proxy
 	stop_redis
 	PGBIN="$RUN_DIR/pgroot/usr/lib/postgresql/15/bin" scripts/cluster.sh stop "$RUN_DIR/pg"
@@ -101,6 +115,11 @@ threads: 2
 pool_size: 4
 access_log: $RUN_DIR/proxy-access.log
 redis_url: redis://127.0.0.1:$RUN_REDIS_PORT
+# token buckets in Redis per class: rate per second / burst (429 beyond, RateLimit-* headers)
+ratelimit_read: tenant=100/200,ip=200/400
+ratelimit_search: tenant=50/100,ip=100/200
+ratelimit_write: tenant=20/40
+ratelimit_batch: tenant=1/5
 CONF
 stop_proxy >/dev/null
 PULSE_JWT_SECRET=$(cat "$RUN_DIR/proxy.secret") nohup build/pulse-proxy --config "$RUN_DIR/proxy.yaml" \
@@ -108,6 +127,41 @@ PULSE_JWT_SECRET=$(cat "$RUN_DIR/proxy.secret") nohup build/pulse-proxy --config
 echo $! >"$RUN_DIR/proxy.pid"
 wait_for 10 curl -sf "http://127.0.0.1:$RUN_PROXY_PORT/ready" ||
 	{ tail -n 20 "$RUN_DIR/proxy.log" >&2; echo "proxy: did not become ready" >&2; exit 1; }
+# METRICS=1: a local Prometheus (Debian's package) scraping the proxy every 5 s, with pulse's rules
+prom_msg=
+if [ -n "$METRICS" ] && [ "$METRICS" != 0 ]; then
+	mkdir -p "$RUN_DIR/prometheus/data"
+	cp proxy/prometheus/pulse-rules.yml "$RUN_DIR/prometheus/"
+	cat >"$RUN_DIR/prometheus/prometheus.yml" <<CONF
+# Prometheus of \`make run METRICS=1\`
+global:
+  scrape_interval: 5s
+  evaluation_interval: 15s
+rule_files:
+  - pulse-rules.yml
+scrape_configs:
+  - job_name: pulse-proxy
+    static_configs:
+      - targets: ['127.0.0.1:$RUN_PROXY_PORT']
+CONF
+	promtool check config "$RUN_DIR/prometheus/prometheus.yml" >/dev/null
+	stop_prometheus >/dev/null
+	nohup prometheus --config.file="$RUN_DIR/prometheus/prometheus.yml" --storage.tsdb.path="$RUN_DIR/prometheus/data" \
+		--storage.tsdb.retention.time=2d --web.listen-address="127.0.0.1:$RUN_PROM_PORT" \
+		>>"$RUN_DIR/prometheus.log" 2>&1 </dev/null &
+	echo $! >"$RUN_DIR/prometheus.pid"
+	wait_for 20 curl -sf "http://127.0.0.1:$RUN_PROM_PORT/-/ready" ||
+		{ tail -n 20 "$RUN_DIR/prometheus.log" >&2; echo "prometheus: did not become ready" >&2; exit 1; }
+	q=$(python3 -c 'import urllib.parse,sys; print(urllib.parse.quote(sys.argv[1]))' 'pulse:request_duration_seconds:p99')
+	prom_msg="
+Prometheus scrapes the proxy every 5 s (rules: proxy/prometheus/pulse-rules.yml; log: $RUN_DIR/prometheus.log):
+
+  http://127.0.0.1:$RUN_PROM_PORT/graph?g0.expr=$q&g0.tab=0&g0.range_input=15m
+  p50/p95/p99 per class: pulse:request_duration_seconds:p50 / :p95 / :p99; alerts: http://127.0.0.1:$RUN_PROM_PORT/alerts
+"
+else
+	stop_prometheus >/dev/null
+fi
 TOKEN=$(python3 proxy/test/token.py "$(cat "$RUN_DIR/proxy.secret")" \
 	"{\"tenant\": 7, \"exp\": $(($(date +%s) + 30 * 86400))}")
 
@@ -141,6 +195,7 @@ A token for tenant 7, valid 30 days:
   curl -s -H "Authorization: Bearer \$TOKEN" -H 'Content-Type: application/json' \\
        -d '{"page_size": 2, "kind": "refund"}' http://127.0.0.1:$RUN_PROXY_PORT/rpc/events_page
   curl -s 'http://127.0.0.1:$RUN_PROXY_PORT/rpc/events_page'          # 401 problem+json
-
+  curl -s http://127.0.0.1:$RUN_PROXY_PORT/metrics                     # Prometheus text format
+$prom_msg
 Stop it with: make stop
 MSG

@@ -80,6 +80,8 @@ for t in extension/test/*.sh; do
 done
 
 suite "proxy unit (ASan/UBSan)" make --no-print-directory proxy-unit
+prom_rules() { promtool check rules proxy/prometheus/pulse-rules.yml && (cd proxy/prometheus && promtool test rules pulse-rules.test.yml); }
+suite "prometheus rules (promtool check + test)" prom_rules
 proxy_e2e() { # proxy_e2e MAKE_TARGET BINARY
 	make --no-print-directory "$1" >/dev/null || return 1
 	mkdir -p "$TMP/proxy-e2e-$1"
