@@ -20,4 +20,9 @@
  */
 int pulse_auth_verify(const char *token, size_t len, const char *secret, time_t now, char *tenant, const char **reason) PULSE_WUR;
 
+/**
+ * Returns how many verifications this thread answered from its cache of verified tokens (for tests).
+ */
+unsigned long long pulse_auth_cache_hits(void);
+
 #endif

@@ -1,13 +1,50 @@
 /*
  * auth.c: HS256 bearer token verification with libjwt; the claims are read
  * with jansson.  Nothing here allocates beyond the call.
+ *
+ * Verifying costs two JSON parses, libjwt's own decoding and an HMAC, and a
+ * client sends the same token with every request: each thread remembers the
+ * last tokens it verified (direct-mapped, AUTH_CACHE_SLOTS slots), with the
+ * key they were verified under (its hash) and their exp/nbf, so a token seen
+ * again is one hash, one constant-time comparison and the time checks.  A new
+ * jwt_secret misses every entry; an expired token fails as before.
  */
 #include <jansson.h>
 #include <jwt.h>
+#include <math.h>
+#include <openssl/crypto.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "auth.h"
+
+#define AUTH_CACHE_SLOTS 128
+#define AUTH_CACHE_TOKEN_MAX 768 /* longer tokens are verified every time */
+
+typedef struct auth_cache_entry_t {
+    uint64_t hash, secret_hash; /* hash == 0: empty */
+    double exp, nbf;            /* nbf: -inf when absent */
+    size_t len;
+    char tenant[PULSE_AUTH_MAX_TENANT + 1];
+    char token[AUTH_CACHE_TOKEN_MAX];
+} auth_cache_entry_t;
+
+static __thread auth_cache_entry_t auth_cache[AUTH_CACHE_SLOTS];
+static __thread unsigned long long auth_cache_hits;
+
+static uint64_t fnv1a(const char *s, size_t n)
+{
+    uint64_t h = 14695981039346656037ull;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)s[i]) * 1099511628211ull;
+    return h | 1; /* never 0 */
+}
+
+unsigned long long pulse_auth_cache_hits(void)
+{
+    return auth_cache_hits;
+}
 
 /* the JOSE header must say HS256 before the key is even tried */
 static int jwt_header_is_hs256(const char *token, size_t len)
@@ -74,6 +111,21 @@ int pulse_auth_verify(const char *token, size_t len, const char *secret, time_t 
         *reason = "token verification is not configured";
         return -1;
     }
+    uint64_t hash = fnv1a(token, len), secret_hash = fnv1a(secret, strlen(secret));
+    auth_cache_entry_t *ce = &auth_cache[hash % AUTH_CACHE_SLOTS];
+    if (ce->hash == hash && ce->len == len && ce->secret_hash == secret_hash && CRYPTO_memcmp(ce->token, token, len) == 0) {
+        if (ce->exp <= (double)now) {
+            *reason = "token has expired";
+            return -1;
+        }
+        if (ce->nbf > (double)now) {
+            *reason = "token is not valid yet";
+            return -1;
+        }
+        memcpy(tenant, ce->tenant, sizeof(ce->tenant));
+        auth_cache_hits++;
+        return 0;
+    }
     if (!jwt_header_is_hs256(token, len)) {
         *reason = "token must be signed with HS256";
         return -1;
@@ -123,6 +175,15 @@ int pulse_auth_verify(const char *token, size_t len, const char *secret, time_t 
         goto out;
     }
     rc = 0;
+    if (len <= AUTH_CACHE_TOKEN_MAX) {
+        ce->hash = hash;
+        ce->secret_hash = secret_hash;
+        ce->exp = json_number_value(exp);
+        ce->nbf = nbf != NULL ? json_number_value(nbf) : -INFINITY;
+        ce->len = len;
+        memcpy(ce->tenant, tenant, sizeof(ce->tenant));
+        memcpy(ce->token, token, len);
+    }
 out:
     json_decref(claims);
     free(claims_text);

@@ -108,5 +108,27 @@ int main(void)
     CHECK(pulse_auth_verify(make_token(hs, claims, "sekrit"), strlen(make_token(hs, claims, "sekrit")), "", time(NULL), tenant,
                             &reason) != 0,
           "no secret configured: refused");
+
+    /* the per-thread cache of verified tokens: a repeat is a hit, and still checks exp, nbf and the key */
+    long now = (long)time(NULL);
+    snprintf(claims, sizeof(claims), "{\"tenant\":\"cached\",\"exp\":%ld,\"nbf\":%ld}", now + 100, now - 100);
+    char *tok = strdup(make_token(hs, claims, "sekrit"));
+    size_t tl = strlen(tok);
+    unsigned long long h0 = pulse_auth_cache_hits();
+    CHECK(pulse_auth_verify(tok, tl, "sekrit", now, tenant, &reason) == 0 && strcmp(tenant, "cached") == 0, "first use: verified");
+    memset(tenant, 0, sizeof(tenant));
+    CHECK(pulse_auth_verify(tok, tl, "sekrit", now, tenant, &reason) == 0 && strcmp(tenant, "cached") == 0 &&
+              pulse_auth_cache_hits() == h0 + 1,
+          "second use: answered from the cache with the same tenant");
+    CHECK(pulse_auth_verify(tok, tl, "sekrit", now + 100, tenant, &reason) != 0 && strcmp(reason, "token has expired") == 0,
+          "cached token past its exp: expired");
+    CHECK(pulse_auth_verify(tok, tl, "sekrit", now - 101, tenant, &reason) != 0 && strcmp(reason, "token is not valid yet") == 0,
+          "cached token before its nbf: not valid yet");
+    unsigned long long h1 = pulse_auth_cache_hits();
+    CHECK(pulse_auth_verify(tok, tl, "another key", now, tenant, &reason) != 0 && pulse_auth_cache_hits() == h1,
+          "another jwt_secret: not answered from the cache, refused");
+    tok[tl - 2] = tok[tl - 2] == 'A' ? 'B' : 'A'; /* a forged signature of the same claims */
+    CHECK(pulse_auth_verify(tok, tl, "sekrit", now, tenant, &reason) != 0, "a changed signature misses the cache and is refused");
+    free(tok);
     TEST_DONE();
 }
