@@ -188,6 +188,26 @@ int pulse_cache_fetch(pulse_redis_t *redis, const char *key, pulse_cache_fetch_c
 int pulse_cache_store(pulse_redis_t *redis, h2o_mem_pool_t *pool, const char *key, const pulse_cache_entry_t *e,
                       uint64_t px_ms) PULSE_WUR;
 
+/*
+ * The flight lock: across event loops and proxies, the first miss of a key takes "<key>:lock" (SET NX PX) and calls the
+ * database; a miss that finds the lock taken polls the key until the entry appears or the lock's time is up. The
+ * callback gets 1 (taken: call the database), 0 (someone else holds it) or -1 (Redis did not answer: call the database).
+ */
+typedef void (*pulse_cache_lock_cb)(void *data, int taken);
+
+/**
+ * Tries to take the flight lock of `key` for `px_ms`, naming `owner` (e.g. the request id) as its holder. Returns 0 when
+ * sent (`cb` runs once, on the loop, never from inside this call), -1 when not (treat as -1: call the database).
+ */
+int pulse_cache_lock(pulse_redis_t *redis, const char *key, const char *owner, uint64_t px_ms, pulse_cache_lock_cb cb,
+                     void *data) PULSE_WUR;
+
+/**
+ * Releases the flight lock of `key` if `owner` still holds it (one atomic script: a lock that expired and was taken by
+ * another request is left alone); fire-and-forget.
+ */
+void pulse_cache_unlock(pulse_redis_t *redis, const char *key, const char *owner);
+
 /* --- single-flight ------------------------------------------------------------------------------------------------ */
 
 typedef struct pulse_cache_flights_t pulse_cache_flights_t;

@@ -38,6 +38,7 @@ typedef struct pulse_worker_t {
     pulse_pgpool_t *pgpool;
     pulse_redis_t *redis;           /* NULL: no cache (no redis_url), or the worker is stopping */
     pulse_cache_flights_t *flights; /* single-flight of this loop's misses; NULL when redis is */
+    h2o_timeout_t flight_poll;      /* a miss whose flight another loop or proxy leads polls Redis on this timer */
     pulse_generations_t *gens;      /* the process's map (main.c), shared by every worker */
     pulse_metrics_shard_t *metrics; /* this loop's metrics (written only by its thread) */
     pulse_ratelimit_t *ratelimit;   /* the process's limiter (main.c), shared by every worker */

@@ -586,6 +586,59 @@ int pulse_cache_fetch(pulse_redis_t *redis, const char *key, pulse_cache_fetch_c
     return 0;
 }
 
+typedef struct {
+    pulse_cache_lock_cb cb;
+    void *data;
+} cache_lock_t;
+
+static void cache_on_lock(void *_ctx, redisReply *reply, const char *err)
+{
+    cache_lock_t ctx = *(cache_lock_t *)_ctx;
+    free(_ctx);
+    (void)err;
+    if (reply == NULL || reply->type == REDIS_REPLY_ERROR)
+        ctx.cb(ctx.data, -1);
+    else
+        ctx.cb(ctx.data, reply->type == REDIS_REPLY_STATUS ? 1 : 0); /* +OK, or nil when the key exists */
+}
+
+int pulse_cache_lock(pulse_redis_t *redis, const char *key, const char *owner, uint64_t px_ms, pulse_cache_lock_cb cb, void *data)
+{
+    if (redis == NULL || !pulse_redis_is_up(redis))
+        return -1;
+    cache_lock_t *ctx = malloc(sizeof(*ctx));
+    if (ctx == NULL)
+        return -1;
+    *ctx = (cache_lock_t){cb, data};
+    char lock[PULSE_CACHE_KEY_SIZE + 8], px[24];
+    snprintf(lock, sizeof(lock), "%s:lock", key);
+    snprintf(px, sizeof(px), "%llu", (unsigned long long)(px_ms != 0 ? px_ms : 1));
+    const char *argv[] = {"SET", lock, owner, "NX", "PX", px};
+    if (pulse_redis_command_argv(redis, cache_on_lock, ctx, 6, argv, NULL) != 0) {
+        free(ctx);
+        return -1;
+    }
+    return 0;
+}
+
+static void cache_on_unlock(void *data, redisReply *reply, const char *err)
+{
+    (void)data, (void)reply, (void)err; /* a lock left behind expires by itself */
+}
+
+void pulse_cache_unlock(pulse_redis_t *redis, const char *key, const char *owner)
+{
+    if (redis == NULL || !pulse_redis_is_up(redis))
+        return;
+    char lock[PULSE_CACHE_KEY_SIZE + 8];
+    snprintf(lock, sizeof(lock), "%s:lock", key);
+    const char *argv[] = {"EVAL", "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
+                          "1", lock, owner};
+    if (pulse_redis_command_argv(redis, cache_on_unlock, NULL, 5, argv, NULL) != 0) {
+        /* not sent: the lock expires by itself */
+    }
+}
+
 static void cache_on_set(void *data, redisReply *reply, const char *err)
 {
     (void)data, (void)reply, (void)err; /* counted in the client's stats */

@@ -151,6 +151,7 @@ static void *worker_main(void *arg)
             pulse_log_msg("error", NULL, "worker %d: out of memory", w->index);
             exit(1);
         }
+        h2o_timeout_init(w->loop, &w->flight_poll, 10);
     }
     w->listener = h2o_evloop_socket_create(w->loop, w->listen_fd, H2O_SOCKET_FLAG_DONT_READ);
     w->listener->data = w;
@@ -207,6 +208,8 @@ static void *worker_main(void *arg)
        with them, and the worker stays allocated (main keeps it) */
     if (!context_is_idle(&w->ctx))
         return NULL;
+    if (w->flight_poll._link.next != NULL) /* initialized (a cache is configured) */
+        h2o_timeout_dispose(w->loop, &w->flight_poll);
     h2o_context_dispose(&w->ctx);
     free(w->ctx.queue); /* h2o 2.2.5's h2o_context_dispose destroys the queue but does not free it */
     h2o_evloop_destroy(w->loop);

@@ -74,6 +74,9 @@ struct rpc_req_t {
     rpc_fetch_t *fetch;           /* pending lookup */
     pulse_cache_waiter_t *waiter; /* waiting for the flight of key */
     int leader;                   /* leads the flight of key: finishes it on every path */
+    int locked;                   /* holds the flight lock of key in Redis: released when the flight ends */
+    uint64_t poll_until_ms;       /* polling for another leader's entry until then */
+    h2o_timeout_entry_t poll;     /* linked while waiting for the next poll */
     int has_stale;                /* `stale` is a stale-if-error entry (in req->pool) */
     pulse_cache_entry_t stale;
     int is_get;
@@ -334,6 +337,10 @@ static void rpc_flight_done(rpc_req_t *r, const pulse_cache_entry_t *result)
     if (!r->leader)
         return;
     r->leader = 0;
+    if (r->locked) {
+        r->locked = 0;
+        pulse_cache_unlock(r->worker->redis, r->key, r->request_id);
+    }
     if (r->worker->flights != NULL)
         (void)pulse_cache_flight_finish(r->worker->flights, r->key, result);
 }
@@ -469,6 +476,92 @@ static void on_flight_done(void *data, const void *result)
     rpc_send_entry(r, &e, "miss", "flight");
 }
 
+/*
+ * Single-flight across loops and proxies: the loop's leader of a key takes
+ * the key's flight lock in Redis before calling the database.  When another
+ * loop or proxy holds it, the leader polls the key every 10 ms until that
+ * other call's entry appears, and hands it to its own waiters;
+ * when the lock's time (the class's statement timeout and a margin) runs out
+ * first, or Redis fails, it calls the database itself.
+ */
+static void rpc_poll(rpc_req_t *r);
+
+static void on_poll_fetch(void *data, pulse_cache_lookup_t status, const pulse_cache_entry_t *entry)
+{
+    rpc_fetch_t *f = data;
+    rpc_req_t *r = f->r;
+    free(f);
+    if (r == NULL)
+        return;
+    r->fetch = NULL;
+    if (status == PULSE_CACHE_LOOKUP_HIT &&
+        pulse_cache_classify(entry->created_at_ms, entry->ttl_ms, r->swr_ms, r->sie_ms, now_ms()) == PULSE_CACHE_FRESH) {
+        pulse_cache_entry_t e;
+        rpc_entry_copy(&r->req->pool, &e, entry);
+        rpc_flight_done(r, &e);
+        rpc_send_entry(r, &e, "miss", "flight");
+        return;
+    }
+    if (status == PULSE_CACHE_LOOKUP_UNAVAILABLE || now_ms() >= r->poll_until_ms) {
+        rpc_call_database(r);
+        return;
+    }
+    rpc_poll(r);
+}
+
+static void on_poll_timer(h2o_timeout_entry_t *entry)
+{
+    rpc_req_t *r = H2O_STRUCT_FROM_MEMBER(rpc_req_t, poll, entry);
+    rpc_fetch_t *f = malloc(sizeof(*f));
+    if (f == NULL) {
+        rpc_call_database(r);
+        return;
+    }
+    f->r = r;
+    if (pulse_cache_fetch(r->worker->redis, r->key, on_poll_fetch, f) != 0) {
+        free(f);
+        rpc_call_database(r);
+        return;
+    }
+    r->fetch = f;
+}
+
+/* waits 10 ms (the worker's flight_poll timer) before the next look */
+static void rpc_poll(rpc_req_t *r)
+{
+    r->poll.cb = on_poll_timer;
+    h2o_timeout_link(r->worker->loop, &r->worker->flight_poll, &r->poll);
+}
+
+/* a pending SET NX of the flight lock; `super.r` is NULL once the request went away */
+typedef struct rpc_lock_t {
+    rpc_fetch_t super;
+    pulse_redis_t *redis;
+    char key[PULSE_CACHE_KEY_SIZE];
+    char owner[65];
+} rpc_lock_t;
+
+static void on_flight_lock(void *data, int taken)
+{
+    rpc_lock_t *l = data;
+    rpc_req_t *r = l->super.r;
+    if (r == NULL) { /* the request went away: give the lock back at once so that others need not wait it out */
+        if (taken == 1)
+            pulse_cache_unlock(l->redis, l->key, l->owner);
+        free(l);
+        return;
+    }
+    free(l);
+    r->fetch = NULL;
+    if (taken != 0) {
+        r->locked = taken == 1;
+        rpc_call_database(r);
+        return;
+    }
+    r->poll_until_ms = now_ms() + (uint64_t)r->conf->timeout_ms[r->route->cls] + 500;
+    rpc_poll(r);
+}
+
 /* a miss: the flight's leader calls the database, the others wait for it */
 static void rpc_miss(rpc_req_t *r)
 {
@@ -477,6 +570,21 @@ static void rpc_miss(rpc_req_t *r)
         if (rc == 0)
             return;
         r->leader = rc == 1;
+    }
+    if (r->leader) {
+        rpc_lock_t *l = malloc(sizeof(*l));
+        if (l != NULL) {
+            l->super.r = r;
+            l->redis = r->worker->redis;
+            memcpy(l->key, r->key, sizeof(l->key));
+            memcpy(l->owner, r->request_id, sizeof(l->owner));
+            if (pulse_cache_lock(r->worker->redis, r->key, r->request_id, (uint64_t)r->conf->timeout_ms[r->route->cls] + 500,
+                                 on_flight_lock, l) == 0) {
+                r->fetch = &l->super;
+                return;
+            }
+            free(l);
+        }
     }
     rpc_call_database(r);
 }
@@ -658,6 +766,8 @@ static void rpc_dispose(void *p)
     pulse_pgpool_cancel(r->job);
     if (r->rl_pending != NULL)
         pulse_ratelimit_cancel(r->rl_pending);
+    if (h2o_timeout_is_linked(&r->poll))
+        h2o_timeout_unlink(&r->poll);
     if (r->fetch != NULL)
         r->fetch->r = NULL;
     if (r->waiter != NULL)

@@ -274,24 +274,25 @@ req GET "/rpc/events_page?page_size=1&kind=buy" "$T2"
 check "write through the proxy: the very next read is fresh" \
 	eval '[ "$x1" = hit ] && [ "$(xcache)" = miss ] && [ "$(jq_ "d[\"items\"][0][\"id\"]")" = "$new_id" ]'
 
-# single-flight: the flight table belongs to an event loop, so a second proxy with one loop takes 10 identical
-# concurrent misses (h2o 2.2.5 cannot multiplex cleartext HTTP/2 streams for curl, so they come on 10 connections)
+# single-flight across loops and proxies: 10 identical concurrent misses, 5 on the main proxy and 5 on a second one,
+# both with 2 loops (h2o 2.2.5 cannot multiplex cleartext HTTP/2 streams for curl, so they come on 10 connections)
 SF_PORT=$(free_port $((REDIS_PORT + 1)))
-sed -e "s/^listen: .*/listen: 127.0.0.1:$SF_PORT/" -e "s/^threads: .*/threads: 1/" -e "s|^access_log: .*|access_log: $TMP/sf_access.log|" \
+sed -e "s/^listen: .*/listen: 127.0.0.1:$SF_PORT/" -e "s|^access_log: .*|access_log: $TMP/sf_access.log|" \
 	"$TMP/proxy.yaml" >"$TMP/sf.yaml"
 PULSE_JWT_SECRET=$SECRET "$BIN" --config "$TMP/sf.yaml" 2>>"$TMP/proxy.err" &
 SF_PID=$!
 wait_for 10 curl -sf "http://127.0.0.1:$SF_PORT/ready"
 before=$(calls)
-seq 10 | xargs -P 10 -I{} curl -s -o "$TMP/sf{}" -w '%{http_code}\n' -H "Authorization: Bearer $T1" \
-	"http://127.0.0.1:$SF_PORT/rpc/counted?k=sf&sleep=0.5" >"$TMP/sf_status"
+{ for i in 1 2 3 4 5; do echo "$BASE"; echo "http://127.0.0.1:$SF_PORT"; done; } |
+	xargs -P 10 -I{} curl -s -o "$TMP/sf.$RANDOM$RANDOM" -w '%{http_code}\n' -H "Authorization: Bearer $T1" \
+		"{}/rpc/counted?k=sf&sleep=0.5" >"$TMP/sf_status"
 after=$(calls)
 kill -TERM $SF_PID
 wait $SF_PID
 sf_rc=$?
 SF_PID=
-check "single-flight: 10 concurrent identical misses, all 200 with one body, $((after - before)) database call(s)" \
-	eval '[ "$(grep -c "^200$" "$TMP/sf_status")" = 10 ] && [ "$(md5sum "$TMP"/sf[0-9]* | cut -d" " -f1 | sort -u | wc -l)" = 1 ] && [ $((after - before)) = 1 ] && [ $sf_rc = 0 ]'
+check "single-flight across 2 proxies x 2 loops: 10 concurrent identical misses, all 200 with one body, $((after - before)) database call(s)" \
+	eval '[ "$(grep -c "^200$" "$TMP/sf_status")" = 10 ] && [ "$(md5sum "$TMP"/sf.[0-9]* | cut -d" " -f1 | sort -u | wc -l)" = 1 ] && [ $((after - before)) = 1 ] && [ $sf_rc = 0 ]'
 
 # stale-while-revalidate (counted: ttl 1 s, cache_swr_read_ms 2000): served stale, refreshed once in the background
 req GET "/rpc/counted?k=swr" "$T1"
