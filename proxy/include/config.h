@@ -20,6 +20,7 @@ typedef struct pulse_config_t {
     char *redis_url;                        /* redis://host:port[/db] of the response cache; empty: no cache */
     int threads;                            /* event loops; 0: one per core */
     int pool_size;                          /* PostgreSQL connections per event loop */
+    int cache_local_bytes;                  /* local cache per event loop in front of Redis; 0: none */
     int pool_max_prepared;                  /* prepared statements kept per connection (least recently used deallocated) */
     int queue_limit;                        /* queued calls per event loop before 503 */
     int queue_timeout_ms;                   /* longest wait for a connection before 503 */

@@ -17,6 +17,7 @@
 #include <stdint.h>
 #include "config.h"
 #include "pgpool.h"
+#include "localcache.h"
 #include "ratelimit.h"
 #include "redis.h"
 #include "trace.h"
@@ -88,7 +89,7 @@ void pulse_metrics_observe_pg_unavailable(pulse_metrics_shard_t *s);
  * Copies the gauges and counters of the shard's pool and Redis client (NULL: none) into the shard. Call it on the
  * shard's thread (the pool and client are not thread-safe), e.g. after every turn of its loop.
  */
-void pulse_metrics_sync(pulse_metrics_shard_t *s, const pulse_pgpool_t *pool, pulse_redis_t *redis);
+void pulse_metrics_sync(pulse_metrics_shard_t *s, const pulse_pgpool_t *pool, pulse_redis_t *redis, const pulse_lcache_t *lcache);
 
 /**
  * Renders every metric, summed over the shards, in the Prometheus text format into a malloc'd NUL-terminated string

@@ -8,7 +8,7 @@
  *      class: tenant, client IP, global buckets (429; ratelimit.h)
  *   3. arguments → pulse_call_t, typed SQL (400)
  *   4. cacheable call (read/search with a TTL, Redis configured): cache key,
- *      Redis lookup; a usable entry answers (and may start a background
+ *      the loop's local cache (fresh entries only, localcache.h), Redis lookup; a usable entry answers (and may start a background
  *      refresh), a miss joins the loop's single-flight table
  *   5. database call through the worker's pgpool (4xx/5xx by SQLSTATE, 503);
  *      a write with tags reads their generations after its COMMIT
@@ -22,6 +22,7 @@
 #include "cache.h"
 #include "config.h"
 #include "generations.h"
+#include "localcache.h"
 #include "metrics.h"
 #include "pgpool.h"
 #include "ratelimit.h"
@@ -39,6 +40,7 @@ typedef struct pulse_worker_t {
     pulse_redis_t *redis;           /* NULL: no cache (no redis_url), or the worker is stopping */
     pulse_cache_flights_t *flights; /* single-flight of this loop's misses; NULL when redis is */
     h2o_timeout_t flight_poll;      /* a miss whose flight another loop or proxy leads polls Redis on this timer */
+    pulse_lcache_t *lcache;         /* fresh entries kept in this loop, in front of Redis; NULL: none */
     pulse_generations_t *gens;      /* the process's map (main.c), shared by every worker */
     pulse_metrics_shard_t *metrics; /* this loop's metrics (written only by its thread) */
     pulse_ratelimit_t *ratelimit;   /* the process's limiter (main.c), shared by every worker */

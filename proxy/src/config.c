@@ -69,6 +69,7 @@ static const opt_t options[] = {
     {"redis_connect_timeout_ms", OPT_INT, OFF(redis_connect_timeout_ms), "200",           1,   60000,   0},
     {"redis_command_timeout_ms", OPT_INT, OFF(redis_command_timeout_ms), "50",            1,   60000,   0},
     {"redis_backoff_max_ms", OPT_INT, OFF(redis_backoff_max_ms),        "5000",           100, 600000,  0},
+    {"cache_local_bytes", OPT_INT, OFF(cache_local_bytes),              "8388608",        0,   INT_MAX, 0},
     {"slo_read_p95_ms",   OPT_INT, OFF(slo_p95_ms[PULSE_CLASS_READ]),   "100",            1,   INT_MAX, 1},
     {"slo_read_p99_ms",   OPT_INT, OFF(slo_p99_ms[PULSE_CLASS_READ]),   "200",            1,   INT_MAX, 1},
     {"slo_search_p95_ms", OPT_INT, OFF(slo_p95_ms[PULSE_CLASS_SEARCH]), "500",            1,   INT_MAX, 1},

@@ -152,6 +152,10 @@ static void *worker_main(void *arg)
             exit(1);
         }
         h2o_timeout_init(w->loop, &w->flight_poll, 10);
+        if (conf->cache_local_bytes > 0 && (w->lcache = pulse_lcache_create((size_t)conf->cache_local_bytes)) == NULL) {
+            pulse_log_msg("error", NULL, "worker %d: out of memory", w->index);
+            exit(1);
+        }
     }
     w->listener = h2o_evloop_socket_create(w->loop, w->listen_fd, H2O_SOCKET_FLAG_DONT_READ);
     w->listener->data = w;
@@ -160,7 +164,7 @@ static void *worker_main(void *arg)
 
     while (!atomic_load(&stopping)) {
         h2o_evloop_run(w->loop, 100);
-        pulse_metrics_sync(w->metrics, w->pgpool, w->redis);
+        pulse_metrics_sync(w->metrics, w->pgpool, w->redis, w->lcache);
         if (w->index == 0 && pulse_metrics_slo_due(h2o_now(w->loop))) { /* worker 0 evaluates the SLO windows */
             conf = pulse_config_acquire();
             pulse_metrics_slo_tick(h2o_now(w->loop), conf);
@@ -200,6 +204,8 @@ static void *worker_main(void *arg)
         w->redis = NULL;
         pulse_redis_destroy(redis);
     }
+    pulse_lcache_destroy(w->lcache);
+    w->lcache = NULL;
     pulse_pgpool_destroy(w->pgpool); /* answers what is still pending with 503 */
     w->pgpool = NULL;
     for (int i = 0; i < 5; i++)

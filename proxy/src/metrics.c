@@ -56,6 +56,8 @@ struct pulse_metrics_shard_t {
     ctr_t pg_errors[NSQLSTATE_CLASS];
     ctr_t pg_unavailable;
     /* copied by pulse_metrics_sync */
+    atomic_int lcache_present;
+    ctr_t lcache_hits, lcache_evictions, lcache_entries, lcache_bytes;
     _Atomic int pool_present, pool_conns[4], pool_queued, pool_queue_limit;
     ctr_t pool_waits, pool_wait_ms, pool_queue_full, pool_queue_timeouts, pool_deallocated;
     ctr_t pool_shed[PULSE_CLASS_COUNT][PULSE_PGPOOL_SHED_REASONS];
@@ -252,8 +254,17 @@ void pulse_metrics_observe_pg_unavailable(pulse_metrics_shard_t *s)
     ctr_add(&s->pg_unavailable, 1);
 }
 
-void pulse_metrics_sync(pulse_metrics_shard_t *s, const pulse_pgpool_t *pool, pulse_redis_t *redis)
+void pulse_metrics_sync(pulse_metrics_shard_t *s, const pulse_pgpool_t *pool, pulse_redis_t *redis, const pulse_lcache_t *lcache)
 {
+    if (lcache != NULL) {
+        pulse_lcache_stats_t st;
+        pulse_lcache_stats(lcache, &st);
+        atomic_store_explicit(&s->lcache_present, 1, memory_order_relaxed);
+        ctr_set(&s->lcache_hits, st.hits);
+        ctr_set(&s->lcache_evictions, st.evictions);
+        ctr_set(&s->lcache_entries, st.entries);
+        ctr_set(&s->lcache_bytes, st.bytes);
+    }
     if (pool != NULL) {
         pulse_pgpool_stats_t st;
         pulse_pgpool_stats(pool, &st);
@@ -562,6 +573,27 @@ char *pulse_metrics_render(size_t *len)
             family(&b, names[k][0], "counter", names[k][1]);
             bprintf(&b, "%s %llu\n", names[k][0], (unsigned long long)rc[k]);
         }
+    }
+    uint64_t lc[4] = {0};
+    int lc_present = 0;
+    for (int i = 0; i < nshards; i++) {
+        if (!atomic_load_explicit(&shards[i].lcache_present, memory_order_relaxed))
+            continue;
+        lc_present = 1;
+        lc[0] += ctr_get(&shards[i].lcache_hits);
+        lc[1] += ctr_get(&shards[i].lcache_evictions);
+        lc[2] += ctr_get(&shards[i].lcache_entries);
+        lc[3] += ctr_get(&shards[i].lcache_bytes);
+    }
+    if (lc_present) {
+        family(&b, "pulse_cache_local_hits_total", "counter", "Cached hits answered by the loops' local caches, without Redis.");
+        bprintf(&b, "pulse_cache_local_hits_total %llu\n", (unsigned long long)lc[0]);
+        family(&b, "pulse_cache_local_evictions_total", "counter", "Entries evicted from the local caches to stay within size.");
+        bprintf(&b, "pulse_cache_local_evictions_total %llu\n", (unsigned long long)lc[1]);
+        family(&b, "pulse_cache_local_entries", "gauge", "Entries in the local caches.");
+        bprintf(&b, "pulse_cache_local_entries %llu\n", (unsigned long long)lc[2]);
+        family(&b, "pulse_cache_local_bytes", "gauge", "Bytes held by the local caches (cache_local_bytes per loop at most).");
+        bprintf(&b, "pulse_cache_local_bytes %llu\n", (unsigned long long)lc[3]);
     }
     if (src_ratelimit != NULL) {
         pulse_ratelimit_stats_t st;

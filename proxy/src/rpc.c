@@ -382,6 +382,7 @@ static void on_db_result(void *data, const pulse_pgresult_t *res)
                                                       pulse_cache_redis_ttl_ms(r->ttl_ms, r->swr_ms, r->sie_ms)) != 0) {
                 /* Redis is down: answered from the database all the same */
             }
+            pulse_lcache_put(w->lcache, r->key, &e);
             rpc_flight_done(r, &e);
             rpc_send_entry(r, &e, "miss", "db");
             return;
@@ -498,6 +499,7 @@ static void on_poll_fetch(void *data, pulse_cache_lookup_t status, const pulse_c
         pulse_cache_classify(entry->created_at_ms, entry->ttl_ms, r->swr_ms, r->sie_ms, now_ms()) == PULSE_CACHE_FRESH) {
         pulse_cache_entry_t e;
         rpc_entry_copy(&r->req->pool, &e, entry);
+        pulse_lcache_put(r->worker->lcache, r->key, &e);
         rpc_flight_done(r, &e);
         rpc_send_entry(r, &e, "miss", "flight");
         return;
@@ -615,6 +617,7 @@ static void on_refresh_result(void *data, const pulse_pgresult_t *res)
         if (rf->w->redis != NULL && pulse_cache_store(rf->w->redis, &rf->pool, rf->key, &e, rf->px_ms) != 0) {
             /* Redis went down: the entry is only handed to the waiters */
         }
+        pulse_lcache_put(rf->w->lcache, rf->key, &e);
         result = &e;
     }
     if (rf->w->flights != NULL)
@@ -699,6 +702,7 @@ static void on_cache_fetch(void *data, pulse_cache_lookup_t status, const pulse_
         switch (pulse_cache_classify(entry->created_at_ms, entry->ttl_ms, r->swr_ms, r->sie_ms, now_ms())) {
         case PULSE_CACHE_FRESH:
             rpc_entry_copy(&r->req->pool, &e, entry);
+            pulse_lcache_put(r->worker->lcache, r->key, &e);
             rpc_send_entry(r, &e, "hit", "cache");
             return;
         case PULSE_CACHE_STALE:
@@ -717,7 +721,8 @@ static void on_cache_fetch(void *data, pulse_cache_lookup_t status, const pulse_
     rpc_miss(r);
 }
 
-/* step 4: the key of a cacheable call and its lookup; returns 0 when the lookup was sent (on_cache_fetch continues) */
+/* step 4: the key of a cacheable call and its lookup; returns 0 when the lookup was sent (on_cache_fetch continues), 2
+   when the local cache answered, 1 for a miss without a lookup (Redis is down), -1 for a call that is not cached */
 static int rpc_cache_lookup(rpc_req_t *r)
 {
     pulse_worker_t *w = r->worker;
@@ -746,6 +751,13 @@ static int rpc_cache_lookup(rpc_req_t *r)
     r->ttl_ms = (uint64_t)rt->ttl_ms;
     r->swr_ms = (uint64_t)r->conf->swr_ms[rt->cls];
     r->sie_ms = (uint64_t)r->conf->sie_ms[rt->cls];
+    const pulse_cache_entry_t *local = pulse_lcache_get(w->lcache, r->key, now_ms());
+    if (local != NULL) {
+        pulse_cache_entry_t e;
+        rpc_entry_copy(pool, &e, local);
+        rpc_send_entry(r, &e, "hit", "local");
+        return 2;
+    }
     rpc_fetch_t *f = malloc(sizeof(*f));
     if (f == NULL)
         return 1;
@@ -1003,6 +1015,7 @@ static void rpc_run(rpc_req_t *r)
     /* step 4: a cacheable call is looked up in Redis (on_cache_fetch continues); when Redis cannot be asked, it is a miss */
     switch (rpc_cache_lookup(r)) {
     case 0:
+    case 2:
         break;
     case 1:
         rpc_miss(r);
@@ -1065,7 +1078,7 @@ static int on_metrics(h2o_req_t *req)
     ssize_t hi = h2o_find_header_by_str(&req->headers, H2O_STRLIT("x-request-id"), -1);
     pulse_rpc_request_id(hi >= 0 ? req->headers.entries[hi].value.base : NULL, hi >= 0 ? req->headers.entries[hi].value.len : 0,
                          rid);
-    pulse_metrics_sync(w->metrics, w->pgpool, w->redis);
+    pulse_metrics_sync(w->metrics, w->pgpool, w->redis, w->lcache);
     size_t len;
     char *text = pulse_metrics_render(&len);
     if (text == NULL) {
