@@ -39,6 +39,16 @@ CREATE FUNCTION api.item(id bigint) RETURNS json LANGUAGE sql STABLE AS $$
       FROM (SELECT id, tenant_id, created_at, kind, amount, note
               FROM benchp.items WHERE benchp.items.id = item.id) AS i
 $$;
+-- the same lookup in PL/pgSQL: PostgreSQL 15 plans a LANGUAGE sql function's
+-- query again on every call (its plan lives only as long as the calling
+-- query's executor), while PL/pgSQL keeps its plans for the session
+CREATE FUNCTION api.item_pl(id bigint) RETURNS json LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN (SELECT row_to_json(i)
+              FROM (SELECT b.id, b.tenant_id, b.created_at, b.kind, b.amount, b.note
+                      FROM benchp.items b WHERE b.id = item_pl.id) AS i);
+END
+$$;
 -- the same lookup, cached (ttl 60 s)
 CREATE FUNCTION api.item_cached(id bigint) RETURNS json LANGUAGE sql STABLE AS $$
     SELECT row_to_json(i)
@@ -54,5 +64,6 @@ $$;
 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA api TO api;
 
 SELECT pulse.expose('api.item(bigint)', 'read');
+SELECT pulse.expose('api.item_pl(bigint)', 'read');
 SELECT pulse.expose('api.item_cached(bigint)', 'read', '60 s');
 SELECT pulse.expose('api.items_page(text,int)', 'search');
