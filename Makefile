@@ -118,7 +118,7 @@ build/asan/pulse-proxy: $(PROXY_SRCS) $(PROXY_HDRS)
 
 # Unit tests of the proxy's pure pieces, under ASan/UBSan: one binary per
 # proxy/test/<name>_test.c, linked with every proxy source but main.c.
-build/proxy-test/%: proxy/test/%.c $(PROXY_LIBSRCS) $(PROXY_HDRS) proxy/test/test.h
+build/proxy-test/%: proxy/test/%.c $(PROXY_LIBSRCS) $(PROXY_HDRS) proxy/test/test.h proxy/test/redis_server.h
 	@mkdir -p $(@D)
 	$(CC) -O1 $(SANITIZE) $(PROXY_CFLAGS) $< $(PROXY_LIBSRCS) -o $@ $(PROXY_LDLIBS)
 

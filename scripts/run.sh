@@ -14,38 +14,20 @@ RUN_REDIS_PORT=${RUN_REDIS_PORT:-6389}
 RUN_PROM_PORT=${RUN_PROM_PORT:-9099}
 METRICS=${METRICS:-}
 
-stop_proxy() {
+# stop_pidfile NAME [TENTHS]: SIGTERM the process in $RUN_DIR/NAME.pid, wait up to TENTHS x 0.1 s for it to go
+stop_pidfile() {
 	local pid
-	pid=$(cat "$RUN_DIR/proxy.pid" 2>/dev/null) || return 0
+	pid=$(cat "$RUN_DIR/$1.pid" 2>/dev/null) || return 0
 	if kill -0 "$pid" 2>/dev/null; then
 		kill -TERM "$pid"
-		for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-		echo "proxy: stopped"
+		for _ in $(seq "${2:-100}"); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+		echo "$1: stopped"
 	fi
-	rm -f "$RUN_DIR/proxy.pid"
+	rm -f "$RUN_DIR/$1.pid"
 }
-
-stop_redis() {
-	local pid
-	pid=$(cat "$RUN_DIR/redis.pid" 2>/dev/null) || return 0
-	if kill -0 "$pid" 2>/dev/null; then
-		kill -TERM "$pid"
-		for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-		echo "redis: stopped"
-	fi
-	rm -f "$RUN_DIR/redis.pid"
-}
-
-stop_prometheus() {
-	local pid
-	pid=$(cat "$RUN_DIR/prometheus.pid" 2>/dev/null) || return 0
-	if kill -0 "$pid" 2>/dev/null; then
-		kill -TERM "$pid"
-		for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-		echo "prometheus: stopped"
-	fi
-	rm -f "$RUN_DIR/prometheus.pid"
-}
+stop_proxy() { stop_pidfile proxy; }
+stop_redis() { stop_pidfile redis 50; }
+stop_prometheus() { stop_pidfile prometheus; }
 
 if [ "${1:-}" = stop ]; then
 	stop_prometheus
