@@ -102,7 +102,8 @@ typedef struct pulse_ratelimit_stats_t {
     uint64_t limited[PULSE_CLASS_COUNT][PULSE_RATELIMIT_SCOPE_COUNT]; /* denied, by the scope that denied */
     uint64_t unlimited;                                               /* decisions without any bucket */
     uint64_t redis_checks;                                            /* decided by Redis */
-    uint64_t fallback_checks;                                         /* decided by the local buckets */
+    uint64_t lease_checks;    /* decided with tokens a loop leased from Redis earlier (no round trip) */
+    uint64_t fallback_checks; /* decided by the local buckets */
     uint64_t errors;          /* Redis answered an error, a timeout or an unexpected reply */
     uint64_t cancelled;       /* pending checks cancelled */
     uint64_t local_buckets;   /* buckets in the local table now */

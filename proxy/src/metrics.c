@@ -609,9 +609,11 @@ char *pulse_metrics_render(size_t *len)
                         pulse_ratelimit_scope_name((pulse_ratelimit_scope_t)k), (unsigned long long)st.limited[c][k]);
         }
         family(&b, "pulse_ratelimit_decisions_total", "counter",
-               "Decisions with at least one bucket, by where they were made: redis (shared), local (fallback).");
+               "Decisions with at least one bucket, by where they were made: redis (shared), lease (tokens leased from Redis "
+               "earlier), local (fallback).");
         bprintf(&b, "pulse_ratelimit_decisions_total{source=\"redis\"} %llu\n", (unsigned long long)st.redis_checks);
         bprintf(&b, "pulse_ratelimit_decisions_total{source=\"local\"} %llu\n", (unsigned long long)st.fallback_checks);
+        bprintf(&b, "pulse_ratelimit_decisions_total{source=\"lease\"} %llu\n", (unsigned long long)st.lease_checks);
         family(&b, "pulse_ratelimit_redis_errors_total", "counter", "Rate limit checks Redis failed (decided locally).");
         bprintf(&b, "pulse_ratelimit_redis_errors_total %llu\n", (unsigned long long)st.errors);
     }

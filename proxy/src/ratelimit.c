@@ -14,6 +14,17 @@
  * by a mutex) makes the sequence odd, stores, makes it even; a reader retries
  * while it saw an odd or changed sequence.  Readers write nothing shared.
  *
+ * Leases: a round trip to Redis per request would cost more than the rest of
+ * a cached hit.  When a request's buckets are refilled fast enough (rate x
+ * RL_LEASE_MS / 1000 >= 2 tokens in each), the script may hand the loop up to
+ * that many tokens at once (all buckets give the same number, all-or-nothing,
+ * never more than an eighth of a burst), and the loop spends them on the next
+ * requests with the same buckets for at most RL_LEASE_MS, without Redis.
+ * Tokens are taken from Redis before they are spent, so the proxies together
+ * never admit more than the buckets allow; a lease left unspent is lost (the
+ * others see a little less for a moment).  Slow buckets (like the tests'
+ * 2/s) get leases of one token: one round trip per request, exact.
+ *
  * Pending checks: a pulse_ratelimit_pending_t is the privdata of the Redis
  * command; the Redis client answers it exactly once (reply, error, timeout,
  * "closed"), and that answer frees it.  Cancelling only clears its callback.
@@ -33,14 +44,17 @@
 #define RL_LOCAL_MIN_MAX 16
 #define RL_EXPIRE_MARGIN_MS 1000
 #define RL_MIN_RATE 0.001
+#define RL_LEASE_MS 50     /* how long a loop may spend a lease */
+#define RL_LEASE_SLOTS 256 /* leases kept per thread (direct-mapped) */
 
-/* KEYS: the buckets; ARGV: rate, burst, scope per bucket. Returns {allowed, scope, burst, remaining, retry_ms, reset_ms} of
- * the bucket rl_decide() picks. */
+/* KEYS: the buckets; ARGV: rate, burst, scope per bucket, then the lease wanted. Returns {allowed, scope, burst, remaining,
+ * retry_ms, reset_ms} of the bucket rl_decide() picks, and the tokens taken from every bucket (0 when denied). */
 static const char rl_script[] =
     "if redis.replicate_commands then pcall(redis.replicate_commands) end\n"
     "local t = redis.call('TIME')\n"
     "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
     "local n = #KEYS\n"
+    "local want = tonumber(ARGV[3 * n + 1]) or 1\n"
     "local tokens, rate, burst, scope = {}, {}, {}, {}\n"
     "local allowed = 1\n"
     "for i = 1, n do\n"
@@ -58,12 +72,14 @@ static const char rl_script[] =
     "  end\n"
     "  tokens[i] = tk\n"
     "  if tk < 1 then allowed = 0 end\n"
+    "  if math.floor(tk) < want then want = math.floor(tk) end\n"
     "end\n"
+    "if want < 1 then want = 1 end\n"
     "local pick, pretry, premain, preset = 0, 0, 0, 0\n"
     "for i = 1, n do\n"
     "  local tk = tokens[i]\n"
     "  if allowed == 1 then\n"
-    "    tk = tk - 1\n"
+    "    tk = tk - want\n"
     "    redis.call('HSET', KEYS[i], 'tokens', tk, 'ts', now)\n"
     "    redis.call('PEXPIRE', KEYS[i], math.ceil((burst[i] - tk) * 1000 / rate[i]) + " H2O_TO_STR(
         RL_EXPIRE_MARGIN_MS) ")\n"
@@ -78,7 +94,7 @@ static const char rl_script[] =
                              "  else better = remain < premain or (remain == premain and reset > preset) end\n"
                              "  if better then pick, pretry, premain, preset = i, retry, remain, reset end\n"
                              "end\n"
-                             "return {allowed, scope[pick], burst[pick], premain, pretry, preset}\n";
+                             "return {allowed, scope[pick], burst[pick], premain, pretry, preset, allowed * want}\n";
 
 typedef struct rl_bucket_req_t {
     pulse_ratelimit_scope_t scope;
@@ -95,7 +111,8 @@ struct pulse_ratelimit_pending_t {
     void *data;
     pulse_ratelimit_pending_t **ref;
     pulse_class_t cls;
-    int evaled; /* sent again as EVAL after NOSCRIPT */
+    int evaled;    /* sent again as EVAL after NOSCRIPT */
+    unsigned want; /* the lease asked for */
     int n;
     rl_bucket_req_t b[PULSE_RATELIMIT_SCOPE_COUNT];
 };
@@ -129,7 +146,7 @@ struct pulse_ratelimit_t {
     struct {
         _Atomic uint64_t allowed[PULSE_CLASS_COUNT];
         _Atomic uint64_t limited[PULSE_CLASS_COUNT][PULSE_RATELIMIT_SCOPE_COUNT];
-        _Atomic uint64_t unlimited, redis_checks, fallback_checks, errors, cancelled, local_evictions;
+        _Atomic uint64_t unlimited, redis_checks, fallback_checks, errors, cancelled, local_evictions, lease_checks;
     } stats;
 };
 
@@ -527,14 +544,86 @@ void pulse_ratelimit_set_local_max(pulse_ratelimit_t *rl, size_t max)
     pthread_mutex_unlock(&rl->local_mutex);
 }
 
+/* --- leases ------------------------------------------------------------------------------------------------------- */
+
+typedef struct rl_lease_t {
+    uint64_t hash;       /* of the class and the bucket keys; 0: empty */
+    uint64_t expires_ms; /* rl_now_ms() */
+    unsigned tokens;     /* left to spend */
+    pulse_ratelimit_result_t res;
+    size_t keylen;
+    char key[PULSE_RATELIMIT_SCOPE_COUNT * PULSE_RATELIMIT_KEY_SIZE + 8];
+} rl_lease_t;
+
+static __thread rl_lease_t rl_leases[RL_LEASE_SLOTS];
+
+/* the identity of a request's set of buckets: its class and their keys */
+static size_t rl_lease_key(pulse_class_t cls, int n, const rl_bucket_req_t *b, char *out)
+{
+    size_t len = (size_t)snprintf(out, 8, "%d", (int)cls);
+    for (int i = 0; i != n; ++i) {
+        out[len++] = '\n';
+        memcpy(out + len, b[i].key, b[i].keylen);
+        len += b[i].keylen;
+    }
+    return len;
+}
+
+/* the lease to ask for: what every bucket refills in RL_LEASE_MS, at most an eighth of a burst; 1 below 2 */
+static unsigned rl_lease_size(int n, const rl_bucket_req_t *b)
+{
+    double want = 1e9;
+    for (int i = 0; i != n; ++i) {
+        double w = floor(b[i].rate * RL_LEASE_MS / 1000.0), cap = floor(b[i].burst / 8.0);
+        if (cap < w)
+            w = cap;
+        if (w < want)
+            want = w;
+    }
+    return want >= 2 ? (unsigned)want : 1;
+}
+
+static void rl_lease_store(const pulse_ratelimit_pending_t *p, unsigned tokens, const pulse_ratelimit_result_t *res)
+{
+    char key[sizeof(rl_leases[0].key)];
+    size_t len = rl_lease_key(p->cls, p->n, p->b, key);
+    uint64_t h = rl_hash(key, len) | 1;
+    rl_lease_t *l = &rl_leases[h % RL_LEASE_SLOTS];
+    l->hash = h;
+    l->expires_ms = rl_now_ms() + RL_LEASE_MS;
+    l->tokens = tokens;
+    l->res = *res;
+    l->keylen = len;
+    memcpy(l->key, key, len);
+}
+
+/* spends a token of this thread's lease for these buckets, when it has one; returns whether it did */
+static int rl_lease_take(pulse_class_t cls, int n, const rl_bucket_req_t *b, pulse_ratelimit_result_t *result)
+{
+    char key[sizeof(rl_leases[0].key)];
+    size_t len = rl_lease_key(cls, n, b, key);
+    uint64_t h = rl_hash(key, len) | 1;
+    rl_lease_t *l = &rl_leases[h % RL_LEASE_SLOTS];
+    if (l->hash != h || l->tokens == 0 || l->keylen != len || memcmp(l->key, key, len) != 0)
+        return 0;
+    if (rl_now_ms() >= l->expires_ms) {
+        l->hash = 0;
+        return 0;
+    }
+    l->tokens--;
+    *result = l->res;
+    result->remaining = l->res.remaining + l->tokens;
+    return 1;
+}
+
 /* --- Redis -------------------------------------------------------------------------------------------------------- */
 
 static void rl_on_reply(void *data, redisReply *reply, const char *err);
 
 static int rl_send(pulse_ratelimit_pending_t *p)
 {
-    const char *argv[3 + 4 * PULSE_RATELIMIT_SCOPE_COUNT];
-    size_t argvlen[3 + 4 * PULSE_RATELIMIT_SCOPE_COUNT];
+    const char *argv[4 + 4 * PULSE_RATELIMIT_SCOPE_COUNT];
+    size_t argvlen[4 + 4 * PULSE_RATELIMIT_SCOPE_COUNT];
     char nkeys[4], num[PULSE_RATELIMIT_SCOPE_COUNT][3][32];
     int argc = 0;
 
@@ -557,17 +646,21 @@ static int rl_send(pulse_ratelimit_pending_t *p)
         for (int j = 0; j != 3; ++j)
             ARG(num[i][j], strlen(num[i][j]));
     }
+    char want[16];
+    snprintf(want, sizeof(want), "%u", p->want);
+    ARG(want, strlen(want));
 #undef ARG
     return pulse_redis_command_argv(p->redis, rl_on_reply, p, argc, argv, argvlen);
 }
 
 /* reads the script's answer; -1 when it is not one */
-static int rl_parse_reply(const pulse_ratelimit_pending_t *p, const redisReply *reply, pulse_ratelimit_result_t *res)
+static int rl_parse_reply(const pulse_ratelimit_pending_t *p, const redisReply *reply, pulse_ratelimit_result_t *res,
+                          long long *taken)
 {
-    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY || reply->elements != 6)
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY || reply->elements != 7)
         return -1;
-    long long v[6];
-    for (int i = 0; i != 6; ++i) {
+    long long v[7];
+    for (int i = 0; i != 7; ++i) {
         if (reply->element[i]->type != REDIS_REPLY_INTEGER || reply->element[i]->integer < 0)
             return -1;
         v[i] = reply->element[i]->integer;
@@ -576,8 +669,9 @@ static int rl_parse_reply(const pulse_ratelimit_pending_t *p, const redisReply *
     for (int i = 0; i != p->n; ++i)
         if ((long long)p->b[i].scope == v[1])
             b = &p->b[i];
-    if (v[0] > 1 || b == NULL)
+    if (v[0] > 1 || b == NULL || v[6] > (long long)p->want)
         return -1;
+    *taken = v[6];
     *res = (pulse_ratelimit_result_t){.allowed = v[0] == 1,
                                       .limited = true,
                                       .source = PULSE_RATELIMIT_SOURCE_REDIS,
@@ -602,8 +696,11 @@ static void rl_on_reply(void *data, redisReply *reply, const char *err)
     pulse_ratelimit_pending_t *p = data;
     pulse_ratelimit_t *rl = p->rl;
     pulse_ratelimit_result_t res;
+    long long taken = 0;
 
     if (p->cb == NULL) { /* cancelled */
+        if (rl_parse_reply(p, reply, &res, &taken) == 0 && res.allowed && taken > 1)
+            rl_lease_store(p, (unsigned)(taken - 1), &res); /* the tokens are taken: spend them on the next requests */
         free(p);
         return;
     }
@@ -614,8 +711,10 @@ static void rl_on_reply(void *data, redisReply *reply, const char *err)
             return;
         rl_decide_local(rl, p->n, p->b, &res);
         RL_COUNT(rl->stats.fallback_checks);
-    } else if (rl_parse_reply(p, reply, &res) == 0) {
+    } else if (rl_parse_reply(p, reply, &res, &taken) == 0) {
         RL_COUNT(rl->stats.redis_checks);
+        if (res.allowed && taken > 1)
+            rl_lease_store(p, (unsigned)(taken - 1), &res);
     } else {
         RL_COUNT(rl->stats.errors);
         rl_decide_local(rl, p->n, p->b, &res);
@@ -659,9 +758,15 @@ int pulse_ratelimit_check(pulse_ratelimit_t *rl, pulse_redis_t *redis, pulse_cla
     }
 
     if (redis != NULL && cb != NULL && pulse_redis_is_up(redis)) {
+        if (rl_lease_take(cls, n, b, result)) {
+            RL_COUNT(rl->stats.lease_checks);
+            rl_count(rl, cls, result);
+            return 1;
+        }
         pulse_ratelimit_pending_t *p = malloc(sizeof(*p));
         if (p != NULL) {
-            *p = (pulse_ratelimit_pending_t){.rl = rl, .redis = redis, .cb = cb, .data = data, .ref = ref, .cls = cls, .n = n};
+            *p = (pulse_ratelimit_pending_t){
+                .rl = rl, .redis = redis, .cb = cb, .data = data, .ref = ref, .cls = cls, .n = n, .want = rl_lease_size(n, b)};
             memcpy(p->b, b, sizeof(b[0]) * (size_t)n);
             if (rl_send(p) == 0) {
                 if (ref != NULL)
@@ -796,6 +901,7 @@ void pulse_ratelimit_stats(pulse_ratelimit_t *rl, pulse_ratelimit_stats_t *out)
     }
     out->unlimited = LOAD(rl->stats.unlimited);
     out->redis_checks = LOAD(rl->stats.redis_checks);
+    out->lease_checks = LOAD(rl->stats.lease_checks);
     out->fallback_checks = LOAD(rl->stats.fallback_checks);
     out->errors = LOAD(rl->stats.errors);
     out->cancelled = LOAD(rl->stats.cancelled);

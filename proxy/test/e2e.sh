@@ -542,7 +542,7 @@ check "shedding proxy stops cleanly" [ $? = 0 ]
 # --- rate limits ---------------------------------------------------------------------------
 T3=$(token "{\"tenant\": 3, \"exp\": $((NOW + 3600))}")
 T4=$(token "{\"tenant\": 4, \"exp\": $((NOW + 3600))}")
-RL_CONF=$(printf 'ratelimit_read: tenant=2/4\nratelimit_search: ip=2/3\nthreads: 2')
+RL_CONF=$(printf 'ratelimit_read: tenant=1/4\nratelimit_search: ip=2/3\nthreads: 2')
 extra_proxy rla "$RL_CONF"
 RLA=$XP RLA_PID=$XP_PID
 extra_proxy rlb "$RL_CONF"
@@ -558,7 +558,7 @@ rl() {
 }
 : >"$TMP/rl1"
 for _ in 1 2 3 4 5 6; do rl "$RLA/rpc/whoami" "$T1" >>"$TMP/rl1"; done
-check "rate limit (tenant=2/4): a burst of 4, then 429 with RateLimit-* and Retry-After ($(tr '\n' ',' <"$TMP/rl1"))" \
+check "rate limit (tenant=1/4): a burst of 4, then 429 with RateLimit-* and Retry-After ($(tr '\n' ',' <"$TMP/rl1"))" \
 	eval '[ "$(cut -d" " -f1 "$TMP/rl1" | tr "\n" " ")" = "200 200 200 200 429 429 " ] && [ "$(sed -n 4p "$TMP/rl1")" = "200 4 0 -" ] && [ "$(sed -n 5p "$TMP/rl1" | cut -d" " -f2,3)" = "4 0" ] && [ "$(sed -n 6p "$TMP/rl1" | cut -d" " -f4)" -ge 1 ]'
 status=$(rl "$RLA/rpc/whoami" "$T1" | cut -d' ' -f1)
 check "the 429 is a problem document naming the bucket" eval 'is_problem 429 && grep -q "tenant bucket" "$TMP/body"'

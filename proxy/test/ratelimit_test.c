@@ -401,9 +401,48 @@ static void test_two_proxies(void)
     pulse_redis_destroy(rb);
 }
 
+/* fast buckets: a loop leases rate x 50 ms tokens (at most burst / 8) and spends them without Redis; the proxies together
+   never take more than the buckets hold */
+static void test_lease(pulse_redis_t *r)
+{
+    pulse_ratelimit_t *rl = new_limiter("global=10000/10000", "t9");
+    pulse_ratelimit_result_t res;
+    pulse_ratelimit_stats_t s0, s1;
+    pulse_ratelimit_stats(rl, &s0);
+    int redis = 0, now = 0, allowed = 0;
+    for (int i = 0; i != 300; ++i) {
+        int rc = check(rl, r, NULL, "10.0.0.1", &res);
+        redis += rc == 0;
+        now += rc == 1;
+        allowed += res.allowed && rc >= 0;
+    }
+    pulse_ratelimit_stats(rl, &s1);
+    CHECK(allowed == 300 && redis == 1 && now == 299 && s1.lease_checks - s0.lease_checks == 299 &&
+              s1.redis_checks - s0.redis_checks == 1,
+          "lease: 300 requests of a 10000/s bucket, one round trip to Redis (a lease of 500)");
+    raw_t x;
+    const char *tk[] = {"HGET", "t9:read:g", "tokens"};
+    CHECK(redis_raw(r, &x, 3, tk) == 0 && atof(x.str) > 9499 && atof(x.str) < 9520,
+          "lease: the 500 tokens were taken from the bucket in Redis when leased");
+    CHECK(res.remaining >= 9400 && res.limit == 10000, "lease: headers from the leased decision (remaining counts the lease)");
+    pulse_ratelimit_destroy(rl);
+
+    /* a second proxy sees what the first one leased: a bucket of 16 gives leases of 2, and 16 requests in all */
+    pulse_redis_t *rb = new_client();
+    pulse_ratelimit_t *la = new_limiter("global=100/16", "t10"), *lb = new_limiter("global=100/16", "t10");
+    CHECK(run_until_up(rb, 2000), "lease: second client up");
+    int ok = 0;
+    for (int i = 0; i != 40; ++i)
+        ok += check(i % 2 ? la : lb, i % 2 ? r : rb, NULL, "10.0.0.1", &res) >= 0 && res.allowed;
+    CHECK(ok >= 16 && ok <= 18, "lease: two proxies with leases admit what the bucket holds (16, and ~2 refilled)");
+    pulse_ratelimit_destroy(la);
+    pulse_ratelimit_destroy(lb);
+    pulse_redis_destroy(rb);
+}
+
 static void test_noscript(pulse_redis_t *r)
 {
-    pulse_ratelimit_t *rl = new_limiter("ip=100/100", "t4");
+    pulse_ratelimit_t *rl = new_limiter("ip=10/100", "t4"); /* slow enough for leases of one token: Redis every time */
     pulse_ratelimit_result_t res;
     raw_t x;
     const char *flush[] = {"SCRIPT", "FLUSH"};
@@ -591,6 +630,7 @@ int main(void)
         test_burst_refill(r);
         test_all_or_nothing(r);
         test_two_proxies();
+        test_lease(r);
         test_noscript(r);
         test_cancel(r);
         test_fallback(r);
