@@ -16,10 +16,11 @@
  *
  * Leases: a round trip to Redis per request would cost more than the rest of
  * a cached hit.  When a request's buckets are refilled fast enough (rate x
- * RL_LEASE_MS / 1000 >= 2 tokens in each), the script may hand the loop up to
- * that many tokens at once (all buckets give the same number, all-or-nothing,
- * never more than an eighth of a burst), and the loop spends them on the next
- * requests with the same buckets for at most RL_LEASE_MS, without Redis.
+ * RL_LEASE_MS / 1000 >= 2 tokens in each), the script may hand the loop
+ * several tokens at once (all buckets give the same number, all-or-nothing),
+ * and the loop spends them on the next requests with the same buckets for at
+ * most RL_LEASE_MS, without Redis.  The lease follows the loop's demand (see
+ * rl_lease_size), so an idle loop does not hoard what others need.
  * Tokens are taken from Redis before they are spent, so the proxies together
  * never admit more than the buckets allow; a lease left unspent is lost (the
  * others see a little less for a moment).  Slow buckets (like the tests'
@@ -550,6 +551,8 @@ typedef struct rl_lease_t {
     uint64_t hash;       /* of the class and the bucket keys; 0: empty */
     uint64_t expires_ms; /* rl_now_ms() */
     unsigned tokens;     /* left to spend */
+    unsigned leased;     /* tokens the last lease brought; 0 once its outcome was weighed */
+    unsigned want;       /* the next lease to ask for: follows the demand */
     pulse_ratelimit_result_t res;
     size_t keylen;
     char key[PULSE_RATELIMIT_SCOPE_COUNT * PULSE_RATELIMIT_KEY_SIZE + 8];
@@ -569,45 +572,82 @@ static size_t rl_lease_key(pulse_class_t cls, int n, const rl_bucket_req_t *b, c
     return len;
 }
 
-/* the lease to ask for: what every bucket refills in RL_LEASE_MS, at most an eighth of a burst; 1 below 2 */
-static unsigned rl_lease_size(int n, const rl_bucket_req_t *b)
+/* this thread's lease slot of a set of buckets, when it holds that set */
+static rl_lease_t *rl_lease_find(pulse_class_t cls, int n, const rl_bucket_req_t *b, char *key, size_t *len, uint64_t *hash)
 {
-    double want = 1e9;
-    for (int i = 0; i != n; ++i) {
-        double w = floor(b[i].rate * RL_LEASE_MS / 1000.0), cap = floor(b[i].burst / 8.0);
-        if (cap < w)
-            w = cap;
-        if (w < want)
-            want = w;
-    }
-    return want >= 2 ? (unsigned)want : 1;
+    *len = rl_lease_key(cls, n, b, key);
+    *hash = rl_hash(key, *len) | 1;
+    rl_lease_t *l = &rl_leases[*hash % RL_LEASE_SLOTS];
+    return l->hash == *hash && l->keylen == *len && memcmp(l->key, key, *len) == 0 ? l : NULL;
 }
 
-static void rl_lease_store(const pulse_ratelimit_pending_t *p, unsigned tokens, const pulse_ratelimit_result_t *res)
+/*
+ * The lease to ask for.  It follows the demand: a loop starts with one token
+ * per round trip, doubles its lease each time it spends one before it
+ * expires, and falls back to what it spent when one expires unspent; never
+ * more than what every bucket refills in RL_LEASE_MS nor an eighth of a
+ * burst, and 1 when that is under 2 (slow buckets: exact, one round trip per
+ * request).
+ */
+static unsigned rl_lease_size(pulse_class_t cls, int n, const rl_bucket_req_t *b)
+{
+    double cap = 1e9;
+    for (int i = 0; i != n; ++i) {
+        double w = floor(b[i].rate * RL_LEASE_MS / 1000.0), c = floor(b[i].burst / 8.0);
+        if (c < w)
+            w = c;
+        if (w < cap)
+            cap = w;
+    }
+    if (cap < 2)
+        return 1;
+    char key[sizeof(rl_leases[0].key)];
+    size_t len;
+    uint64_t h;
+    const rl_lease_t *l = rl_lease_find(cls, n, b, key, &len, &h);
+    unsigned want = l != NULL && l->want > 1 ? l->want : 1;
+    return want < cap ? want : (unsigned)cap;
+}
+
+/* a Redis decision allowed the request and took `taken` >= 1 tokens: the rest is this thread's lease */
+static void rl_lease_store(const pulse_ratelimit_pending_t *p, unsigned taken, const pulse_ratelimit_result_t *res)
 {
     char key[sizeof(rl_leases[0].key)];
-    size_t len = rl_lease_key(p->cls, p->n, p->b, key);
-    uint64_t h = rl_hash(key, len) | 1;
-    rl_lease_t *l = &rl_leases[h % RL_LEASE_SLOTS];
-    l->hash = h;
+    size_t len;
+    uint64_t h;
+    rl_lease_t *l = rl_lease_find(p->cls, p->n, p->b, key, &len, &h);
+    if (l == NULL) {
+        l = &rl_leases[h % RL_LEASE_SLOTS];
+        l->hash = h;
+        l->want = 1;
+        l->keylen = len;
+        memcpy(l->key, key, len);
+    }
     l->expires_ms = rl_now_ms() + RL_LEASE_MS;
-    l->tokens = tokens;
+    l->tokens = taken - 1;
+    l->leased = taken;
     l->res = *res;
-    l->keylen = len;
-    memcpy(l->key, key, len);
 }
 
 /* spends a token of this thread's lease for these buckets, when it has one; returns whether it did */
 static int rl_lease_take(pulse_class_t cls, int n, const rl_bucket_req_t *b, pulse_ratelimit_result_t *result)
 {
     char key[sizeof(rl_leases[0].key)];
-    size_t len = rl_lease_key(cls, n, b, key);
-    uint64_t h = rl_hash(key, len) | 1;
-    rl_lease_t *l = &rl_leases[h % RL_LEASE_SLOTS];
-    if (l->hash != h || l->tokens == 0 || l->keylen != len || memcmp(l->key, key, len) != 0)
+    size_t len;
+    uint64_t h;
+    rl_lease_t *l = rl_lease_find(cls, n, b, key, &len, &h);
+    if (l == NULL)
         return 0;
-    if (rl_now_ms() >= l->expires_ms) {
-        l->hash = 0;
+    if (rl_now_ms() >= l->expires_ms) { /* expired: the next lease is what this one served */
+        if (l->leased != 0)
+            l->want = l->leased - l->tokens > 1 ? l->leased - l->tokens : 1;
+        l->leased = l->tokens = 0;
+        return 0;
+    }
+    if (l->tokens == 0) { /* spent in time: ask for twice as much */
+        if (l->leased != 0 && l->want < (1u << 20))
+            l->want = l->leased * 2;
+        l->leased = 0;
         return 0;
     }
     l->tokens--;
@@ -700,7 +740,7 @@ static void rl_on_reply(void *data, redisReply *reply, const char *err)
 
     if (p->cb == NULL) { /* cancelled */
         if (rl_parse_reply(p, reply, &res, &taken) == 0 && res.allowed && taken > 1)
-            rl_lease_store(p, (unsigned)(taken - 1), &res); /* the tokens are taken: spend them on the next requests */
+            rl_lease_store(p, (unsigned)taken, &res); /* the tokens are taken: spend them on the next requests */
         free(p);
         return;
     }
@@ -713,8 +753,8 @@ static void rl_on_reply(void *data, redisReply *reply, const char *err)
         RL_COUNT(rl->stats.fallback_checks);
     } else if (rl_parse_reply(p, reply, &res, &taken) == 0) {
         RL_COUNT(rl->stats.redis_checks);
-        if (res.allowed && taken > 1)
-            rl_lease_store(p, (unsigned)(taken - 1), &res);
+        if (res.allowed && taken >= 1)
+            rl_lease_store(p, (unsigned)taken, &res);
     } else {
         RL_COUNT(rl->stats.errors);
         rl_decide_local(rl, p->n, p->b, &res);
@@ -766,7 +806,7 @@ int pulse_ratelimit_check(pulse_ratelimit_t *rl, pulse_redis_t *redis, pulse_cla
         pulse_ratelimit_pending_t *p = malloc(sizeof(*p));
         if (p != NULL) {
             *p = (pulse_ratelimit_pending_t){
-                .rl = rl, .redis = redis, .cb = cb, .data = data, .ref = ref, .cls = cls, .n = n, .want = rl_lease_size(n, b)};
+                .rl = rl, .redis = redis, .cb = cb, .data = data, .ref = ref, .cls = cls, .n = n, .want = rl_lease_size(cls, n, b)};
             memcpy(p->b, b, sizeof(b[0]) * (size_t)n);
             if (rl_send(p) == 0) {
                 if (ref != NULL)

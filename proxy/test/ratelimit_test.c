@@ -401,8 +401,8 @@ static void test_two_proxies(void)
     pulse_redis_destroy(rb);
 }
 
-/* fast buckets: a loop leases rate x 50 ms tokens (at most burst / 8) and spends them without Redis; the proxies together
-   never take more than the buckets hold */
+/* fast buckets: a loop leases tokens and spends them without Redis, its lease doubling while it spends each in time (up
+   to rate x 50 ms, at most burst / 8); the proxies together never take more than the buckets hold */
 static void test_lease(pulse_redis_t *r)
 {
     pulse_ratelimit_t *rl = new_limiter("global=10000/10000", "t9");
@@ -417,14 +417,15 @@ static void test_lease(pulse_redis_t *r)
         allowed += res.allowed && rc >= 0;
     }
     pulse_ratelimit_stats(rl, &s1);
-    CHECK(allowed == 300 && redis == 1 && now == 299 && s1.lease_checks - s0.lease_checks == 299 &&
-              s1.redis_checks - s0.redis_checks == 1,
-          "lease: 300 requests of a 10000/s bucket, one round trip to Redis (a lease of 500)");
+    CHECK(allowed == 300 && redis >= 5 && redis <= 40 && s1.lease_checks - s0.lease_checks == (uint64_t)now &&
+              s1.redis_checks - s0.redis_checks == (uint64_t)redis,
+          "lease: 300 requests of a 10000/s bucket, a few round trips (leases 1, 2, 4, ...), not 300");
+    printf("#   %d round trips to Redis, %d decided with leased tokens\n", redis, now);
     raw_t x;
     const char *tk[] = {"HGET", "t9:read:g", "tokens"};
-    CHECK(redis_raw(r, &x, 3, tk) == 0 && atof(x.str) > 9499 && atof(x.str) < 9520,
-          "lease: the 500 tokens were taken from the bucket in Redis when leased");
-    CHECK(res.remaining >= 9400 && res.limit == 10000, "lease: headers from the leased decision (remaining counts the lease)");
+    CHECK(redis_raw(r, &x, 3, tk) == 0 && atof(x.str) >= 10000 - 2 * 300 && atof(x.str) < 9720,
+          "lease: the tokens were taken from the bucket in Redis (no more than twice what was spent)");
+    CHECK(res.limit == 10000, "lease: headers from the leased decision");
     pulse_ratelimit_destroy(rl);
 
     /* a second proxy sees what the first one leased: a bucket of 16 gives leases of 2, and 16 requests in all */
