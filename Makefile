@@ -170,3 +170,11 @@ bench-clean:
 bench-proxy: build-ext
 	@$(MAKE) --no-print-directory proxy
 	@bench/proxy/run.sh
+
+# pulse-proxy's protections: overhead of rate limits + tracing (+ metrics) on
+# cached hits, and a 5x spike with load shedding (bench/protect/README.md);
+# report in bench/results/<UTC date>-protect.md (+ -spike.png).
+.PHONY: bench-protect
+bench-protect: build-ext
+	@$(MAKE) --no-print-directory proxy
+	@bench/protect/run.sh
