@@ -44,3 +44,17 @@ tap_done() {
 	echo "$TAP_PASSED passed, $TAP_FAILED failed"
 	[ "$TAP_FAILED" -eq 0 ]
 }
+
+# bench_cleanup: the EXIT trap of the benchmarks that run their own servers: SIGTERM every pid in PIDS (SIGKILL
+# after 5 s), then destroy the throwaway cluster in $WORK/pg and remove $WORK
+bench_cleanup() {
+	local p
+	for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+	for p in "${PIDS[@]}"; do
+		for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+		kill -KILL "$p" 2>/dev/null || true
+		wait "$p" 2>/dev/null || true
+	done
+	scripts/cluster.sh destroy "$WORK/pg" >/dev/null 2>&1 || true
+	rm -rf "$WORK"
+}
