@@ -302,10 +302,18 @@ before=$(calls)
 req GET "/rpc/counted?k=swr" "$T1"
 x1=$(xcache) c2=$(jq_ 'd["call"]')
 wait_for 3 eval '[ "$(calls)" -gt "$before" ]'
-sleep 0.2
-req GET "/rpc/counted?k=swr" "$T1"
-check "stale-while-revalidate: stale answer, one background refresh, then a hit with the new body" \
-	eval '[ "$x1" = stale ] && [ "$c2" = "$c1" ] && [ "$(xcache)" = hit ] && [ "$(jq_ "d[\"call\"]")" = "$(calls)" ] && [ $(( $(calls) - before )) = 1 ]'
+# the refreshed entry is stored when the refresh's call returns: a hit within a few seconds (on a loaded machine, a
+# request on the other loop before that may start that loop's own refresh: background refreshes are single-flight
+# per loop, so at most one per loop)
+hit_ok=0
+for _ in $(seq 30); do
+	req GET "/rpc/counted?k=swr" "$T1"
+	[ "$(xcache)" = hit ] && { hit_ok=1; break; }
+	sleep 0.1
+done
+refreshes=$(($(calls) - before))
+check "stale-while-revalidate: stale answer, background refresh ($refreshes; at most one per loop), then a hit with the new body" \
+	eval '[ "$x1" = stale ] && [ "$c2" = "$c1" ] && [ $hit_ok = 1 ] && [ "$(jq_ "d[\"call\"]")" = "$(calls)" ] && [ $refreshes -ge 1 ] && [ $refreshes -le 2 ]'
 
 # Redis slow, then killed and restarted: the database answers, caching resumes by itself
 kill -STOP "$REDIS_PID"
@@ -503,16 +511,21 @@ for _ in 1 2 3; do curl -s -o /dev/null -H "Authorization: Bearer $T1" "$XP/rpc/
 timed "$XP/rpc/slow?seconds=1" >"$TMP/shed_hold" &
 hold=$!
 sleep 0.2
-timed "$XP/rpc/slow_batch" -X POST -H 'Content-Type: application/json' -d '{"seconds": 0.3}' >"$TMP/shed_batch" &
+timed "$XP/rpc/slow_batch" -X POST -H 'Content-Type: application/json' -H "X-Request-Id: prio-batch-$$" -d '{"seconds": 0.3}' >"$TMP/shed_batch" &
 b=$!
 sleep 0.2
-t_read=$(date +%s.%N)
-timed "$XP/rpc/whoami" >"$TMP/shed_read"
-t_read_end=$(date +%s.%N)
+timed "$XP/rpc/whoami" -H "X-Request-Id: prio-read-$$" >"$TMP/shed_read"
 wait $b $hold
-t_batch_end=$(date +%s.%N)
+# access_field REQUEST_ID FIELD: a field of the shedding proxy's access log line of a request (server-side times)
+access_field() {
+	python3 -c "import json,sys; print([json.loads(l) for l in open(sys.argv[1]) if json.loads(l).get('request_id') == sys.argv[2]][0][sys.argv[3]])" \
+		"$TMP/shed_access.log" "$1" "$2" 2>/dev/null
+}
+wait_for 5 eval '[ -n "$(access_field prio-batch-$$ ts)" ]'
+t_read_end=$(access_field "prio-read-$$" ts)
+t_batch_end=$(access_field "prio-batch-$$" ts)
 check "priority: a read queued after a batch call runs first (read $(cut -d' ' -f1,2 "$TMP/shed_read"), batch $(cut -d' ' -f1,2 "$TMP/shed_batch") s)" \
-	eval '[ "$(cut -d" " -f1 "$TMP/shed_read")" = 200 ] && [ "$(cut -d" " -f1 "$TMP/shed_batch")" = 200 ] && python3 -c "import sys; r0, r1, b1 = map(float, sys.argv[1:]); sys.exit(not (b1 - r1 >= 0.25))" "$t_read" "$t_read_end" "$t_batch_end"'
+	eval '[ "$(cut -d" " -f1 "$TMP/shed_read")" = 200 ] && [ "$(cut -d" " -f1 "$TMP/shed_batch")" = 200 ] && python3 -c "import sys, datetime; r, b = (datetime.datetime.fromisoformat(a.replace(\"Z\", \"+00:00\")).timestamp() for a in sys.argv[1:]); sys.exit(not (b - r >= 0.25))" "$t_read_end" "$t_batch_end"'
 # the search budget is 300 ms: behind a 1.5 s call, searches wait it out (503 after ~300 ms, not 1.5 s), and once
 # enough are queued the next ones are refused at once
 timed "$XP/rpc/slow?seconds=1.5" >"$TMP/shed_hold" &
@@ -520,7 +533,7 @@ hold=$!
 sleep 0.2
 pids=()
 for i in $(seq 12); do
-	timed "$XP/rpc/events_page?kind=shed-$$-$i" >"$TMP/shed_s$i" &
+	timed "$XP/rpc/events_page?kind=shed-$$-$i" -H "X-Request-Id: shed-$$-$i" >"$TMP/shed_s$i" &
 	pids+=($!)
 done
 wait "${pids[@]}" $hold
@@ -528,10 +541,14 @@ cat "$TMP"/shed_s* >"$TMP/shed_searches"
 metric_of() { curl -s "$1/metrics" | awk -v k="$2" 'index($0, k " ") == 1 { print $2 }'; }
 waited=$(metric_of "$XP" 'pulse_shed_total{class="search",reason="waited"}')
 estimated=$(metric_of "$XP" 'pulse_shed_total{class="search",reason="estimate"}')
+# server-side durations (the access log), not the clients' (12 curl processes on a loaded machine)
+wait_for 5 eval '[ "$(grep -c "\"shed-$$-" "$TMP/shed_access.log")" = 12 ]'
+python3 -c "import json,sys; [print(d['status'], d['duration_ms']) for d in map(json.loads, open(sys.argv[1])) if d.get('request_id', '').startswith(sys.argv[2])]" \
+	"$TMP/shed_access.log" "shed-$$-" >"$TMP/shed_server"
 check "overload: 12 searches all 503 with Retry-After, none waited past ~budget ($waited waited, $estimated refused at once)" \
-	eval '[ "$(awk "\$1 == 503 && \$2 < 1.0 && \$3 >= 1" "$TMP/shed_searches" | wc -l)" = 12 ] && [ "${waited:-0}" -ge 1 ] && [ "${estimated:-0}" -ge 1 ] && [ $((waited + estimated)) = 12 ]'
-check "overload: refused at once means fast (every estimate-shed answer under 150 ms)" \
-	eval '[ "$(awk "\$1 == 503 && \$2 < 0.15" "$TMP/shed_searches" | wc -l)" -ge "$estimated" ]'
+	eval '[ "$(awk "\$1 == 503 && \$3 >= 1" "$TMP/shed_searches" | wc -l)" = 12 ] && [ "$(awk "\$1 == 503 && \$2 < 1000" "$TMP/shed_server" | wc -l)" = 12 ] && [ "${waited:-0}" -ge 1 ] && [ "${estimated:-0}" -ge 1 ] && [ $((waited + estimated)) = 12 ]'
+check "overload: refused at once means fast (the proxy answered each refused search in under 50 ms)" \
+	eval '[ "$(awk "\$1 == 503 && \$2 < 50" "$TMP/shed_server" | wc -l)" -ge "$estimated" ]'
 check "overload: the call holding the connection still completes" eval '[ "$(cut -d" " -f1 "$TMP/shed_hold")" = 200 ]'
 req GET "/rpc/whoami" "$T1"
 curl -s -o "$TMP/body" -D "$TMP/headers" -H "Authorization: Bearer $T1" "$XP/rpc/events_page?kind=shed-after-$$"
