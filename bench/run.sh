@@ -35,6 +35,7 @@
 #   SPIKE_BASE         req/s before the 5x spike        [capacity/5 from mix, else 200]
 #   SOAK_SECONDS       soak length                      [60; the soak: 1800]
 #   NAME, OUT          report name and file  [load, bench/results/<UTC date>-<NAME>.md]
+#                      (through make: BENCH_NAME, since PGXS owns NAME)
 #   BENCH_DIR          cluster, dataset, logs           [/tmp/pulse-bench]
 #   PORT               first port tried (below the ephemeral range, so that
 #                      the load's client sockets cannot hold it)  [25800]
@@ -75,7 +76,8 @@ SOAK_CONNS=${SOAK_CONNS:-16}
 SOAK_EVERY=${SOAK_EVERY:-5}
 H2_TENANT=${H2_TENANT:-1}
 H2_PER_CLIENT=${H2_PER_CLIENT:-50}
-NAME=${NAME:-load}
+# BENCH_NAME first: under make, PGXS defines NAME (the library, "pulse") and exports it over the caller's NAME
+NAME=${BENCH_NAME:-${NAME:-load}}
 DATE=$(date -u +%F)
 OUT=${OUT:-bench/results/$DATE-$NAME.md}
 BENCH_DIR=${BENCH_DIR:-/tmp/pulse-bench}
