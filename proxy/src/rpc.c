@@ -140,6 +140,13 @@ void pulse_rpc_request_id(const char *given, size_t len, char *buf)
     buf[2 * sizeof(rnd)] = '\0';
 }
 
+/* the request id of `req`: its X-Request-Id when valid, a new one otherwise (pulse_rpc_request_id) */
+static void rpc_request_id_of(h2o_req_t *req, char *buf)
+{
+    ssize_t i = h2o_find_header_by_str(&req->headers, H2O_STRLIT("x-request-id"), -1);
+    pulse_rpc_request_id(i >= 0 ? req->headers.entries[i].value.base : NULL, i >= 0 ? req->headers.entries[i].value.len : 0, buf);
+}
+
 static double ms_since(const struct timeval *t0)
 {
     struct timeval now;
@@ -946,9 +953,7 @@ static int on_rpc(h2o_req_t *req)
     rpc_trace_start(r);
 
     /* step 1 */
-    ssize_t hi = h2o_find_header_by_str(&req->headers, H2O_STRLIT("x-request-id"), -1);
-    pulse_rpc_request_id(hi >= 0 ? req->headers.entries[hi].value.base : NULL, hi >= 0 ? req->headers.entries[hi].value.len : 0,
-                         r->request_id);
+    rpc_request_id_of(req, r->request_id);
     size_t path_len = req->query_at != SIZE_MAX ? req->query_at : req->path.len;
     if (path_len <= 5 || memcmp(req->path.base, "/rpc/", 5) != 0) {
         rpc_fail(r, 404, "no such endpoint", NULL);
@@ -1031,9 +1036,7 @@ static int on_health(h2o_req_t *req, int ready)
     struct timeval t0;
     char rid[65];
     gettimeofday(&t0, NULL);
-    ssize_t hi = h2o_find_header_by_str(&req->headers, H2O_STRLIT("x-request-id"), -1);
-    pulse_rpc_request_id(hi >= 0 ? req->headers.entries[hi].value.base : NULL, hi >= 0 ? req->headers.entries[hi].value.len : 0,
-                         rid);
+    rpc_request_id_of(req, rid);
     if (ready) {
         pulse_worker_t *w = pulse_rpc_worker(req);
         int db = pulse_catalog_ready() && pulse_pgpool_alive(w->pgpool) > 0;
@@ -1075,9 +1078,7 @@ static int on_metrics(h2o_req_t *req)
     struct timeval t0;
     char rid[65];
     gettimeofday(&t0, NULL);
-    ssize_t hi = h2o_find_header_by_str(&req->headers, H2O_STRLIT("x-request-id"), -1);
-    pulse_rpc_request_id(hi >= 0 ? req->headers.entries[hi].value.base : NULL, hi >= 0 ? req->headers.entries[hi].value.len : 0,
-                         rid);
+    rpc_request_id_of(req, rid);
     pulse_metrics_sync(w->metrics, w->pgpool, w->redis, w->lcache);
     size_t len;
     char *text = pulse_metrics_render(&len);
@@ -1136,9 +1137,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         struct timeval t0;
         char rid[65];
         gettimeofday(&t0, NULL);
-        ssize_t hi = h2o_find_header_by_str(&req->headers, H2O_STRLIT("x-request-id"), -1);
-        pulse_rpc_request_id(hi >= 0 ? req->headers.entries[hi].value.base : NULL, hi >= 0 ? req->headers.entries[hi].value.len : 0,
-                             rid);
+        rpc_request_id_of(req, rid);
         size_t n = send_problem(req, rid, 404, "no such resource", 0, NULL);
         rpc_log_access(req, NULL, rid, &t0, NULL, 1, NULL, n, NULL);
         return 0;
@@ -1189,9 +1188,7 @@ static void problem_do_send(h2o_ostream_t *_self, h2o_req_t *req, h2o_iovec_t *b
     detail[n] = '\0';
     detail[strcspn(detail, "\r\n")] = '\0';
     char rid[65];
-    ssize_t hi = h2o_find_header_by_str(&req->headers, H2O_STRLIT("x-request-id"), -1);
-    pulse_rpc_request_id(hi >= 0 ? req->headers.entries[hi].value.base : NULL, hi >= 0 ? req->headers.entries[hi].value.len : 0,
-                         rid);
+    rpc_request_id_of(req, rid);
     if (req->res.status == 413) {
         pulse_config_t *conf = pulse_config_acquire();
         snprintf(detail, sizeof(detail), "the request body is larger than %d bytes", conf->body_limit);
