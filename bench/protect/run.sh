@@ -46,6 +46,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . scripts/lib.sh
+. bench/proxy/cluster.sh
 
 ROWS=${ROWS:-1000000}
 TENANTS=${TENANTS:-4}
@@ -110,17 +111,7 @@ PPORT[on-full]=$(free_port $((${PPORT[on]} + 1)))
 PPORT[spike]=$(free_port $((${PPORT[on-full]} + 1)))
 
 # --- PostgreSQL ---------------------------------------------------------------------
-log "PostgreSQL on port $PGPORT ($WORK/pg)"
-PGBIN=$(scripts/pgroot.sh "$WORK/pgroot")
-PGBIN=$PGBIN PULSE_FSYNC=off PULSE_SYNC_COMMIT=off PULSE_SHARED_BUFFERS=${PULSE_SHARED_BUFFERS:-512MB} PULSE_CRON_DB=postgres \
-	scripts/cluster.sh start "$WORK/pg" "$PGPORT" >/dev/null
-export PGHOST=$WORK/pg PGPORT PGUSER=postgres
-psql() { command psql -X -q -v ON_ERROR_STOP=1 "$@"; }
-psql -d postgres -c "CREATE DATABASE $DB"
-psql -d "$DB" -c "CREATE EXTENSION pulse" -c "CREATE EXTENSION pg_prewarm"
-log "loading $ROWS rows, $TENANTS tenants (bench/proxy/dataset.sql)"
-t0=$(date +%s)
-psql -d "$DB" -v rows="$ROWS" -v tenants="$TENANTS" -f bench/proxy/dataset.sql >/dev/null
+start_bench_cluster
 load_secs=$(($(date +%s) - t0))
 psql -d "$DB" -At -c "SELECT pg_prewarm(c) FROM unnest(ARRAY['benchp.items', 'benchp.items_pkey']::regclass[]) c" >/dev/null
 items_size=$(psql -d "$DB" -Atc "SELECT pg_size_pretty(pg_table_size('benchp.items'))")

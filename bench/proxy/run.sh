@@ -31,6 +31,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . scripts/lib.sh
+. bench/proxy/cluster.sh
 
 ROWS=${ROWS:-1000000}
 TENANTS=${TENANTS:-4}
@@ -72,20 +73,7 @@ PROXY_PORT=$(free_port $((REDIS_PORT + 1)))
 H2O_PORT=$(free_port $((PROXY_PORT + 1)))
 
 # --- PostgreSQL -----------------------------------------------------------------
-# A read-only benchmark: fsync off only speeds up the load; shared_buffers
-# holds everything (prewarmed), so the runs measure CPU, not the disk.
-log "PostgreSQL on port $PGPORT ($WORK/pg)"
-PGBIN=$(scripts/pgroot.sh "$WORK/pgroot")
-PGBIN=$PGBIN PULSE_FSYNC=off PULSE_SYNC_COMMIT=off PULSE_SHARED_BUFFERS=${PULSE_SHARED_BUFFERS:-512MB} PULSE_CRON_DB=postgres \
-	scripts/cluster.sh start "$WORK/pg" "$PGPORT" >/dev/null
-export PGHOST=$WORK/pg PGPORT PGUSER=postgres
-psql() { command psql -X -q -v ON_ERROR_STOP=1 "$@"; }
-psql -d postgres -c "CREATE DATABASE $DB"
-psql -d "$DB" -c "CREATE EXTENSION pulse" -c "CREATE EXTENSION pg_prewarm"
-
-log "loading $ROWS rows, $TENANTS tenants (bench/proxy/dataset.sql)"
-t0=$(date +%s)
-psql -d "$DB" -v rows="$ROWS" -v tenants="$TENANTS" -f bench/proxy/dataset.sql >/dev/null
+start_bench_cluster
 log "pgbench -i -s $SCALE"
 "$PGBIN/pgbench" -i -q -s "$SCALE" -h 127.0.0.1 -p "$PGPORT" -U postgres "$DB" >"$LOGS/pgbench-init.out" 2>&1 ||
 	{ cat "$LOGS/pgbench-init.out" >&2; die "pgbench -i failed"; }
