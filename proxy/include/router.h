@@ -121,6 +121,15 @@ int pulse_router_prepare(h2o_mem_pool_t *pool, pulse_call_t *call, char **err) P
 char *pulse_router_next_link(h2o_mem_pool_t *pool, const pulse_call_t *call, const char *next_cursor, size_t cursor_len);
 
 /**
+ * Finds the string value of `key` in the top-level object of the JSON text `json` (`len` bytes) without building a
+ * document: the next page's cursor of a search answer, whose items come first and are most of its bytes. Returns 1 and
+ * points `*val`/`*vlen` into `json` when the (last) member `key` is a string without escapes; 0 when the text is an object
+ * without such a string member; -1 when it cannot tell (not an object, unterminated, escapes in the key or the value):
+ * then parse the document.
+ */
+int pulse_router_json_top_string(const char *json, size_t len, const char *key, const char **val, size_t *vlen);
+
+/**
  * Percent-encodes `len` bytes of `s` for a URL query component (RFC 3986 unreserved characters are kept) into a
  * NUL-terminated string from `pool`.
  */

@@ -341,23 +341,54 @@ bool pulse_cache_accepts_gzip(const char *hdr, size_t len)
 
 /* --- values ------------------------------------------------------------------------------------------------------ */
 
+/* Each thread keeps one deflate stream and resets it per body: deflateInit2 allocates about 270 kB of window and hash
+   tables, which cost more than compressing a page of JSON. The key's destructor frees it when the thread exits. */
+static pthread_key_t gzip_key;
+static pthread_once_t gzip_once = PTHREAD_ONCE_INIT;
+
+static void gzip_stream_free(void *p)
+{
+    deflateEnd(p);
+    free(p);
+}
+
+static void gzip_key_init(void)
+{
+    (void)pthread_key_create(&gzip_key, gzip_stream_free);
+}
+
+static z_stream *gzip_stream(void)
+{
+    (void)pthread_once(&gzip_once, gzip_key_init);
+    z_stream *zs = pthread_getspecific(gzip_key);
+    if (zs != NULL)
+        return deflateReset(zs) == Z_OK ? zs : NULL;
+    if ((zs = calloc(1, sizeof(*zs))) == NULL)
+        return NULL;
+    if (deflateInit2(zs, Z_BEST_SPEED, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK) {
+        free(zs);
+        return NULL;
+    }
+    if (pthread_setspecific(gzip_key, zs) != 0) {
+        gzip_stream_free(zs);
+        return NULL;
+    }
+    return zs;
+}
+
 int pulse_cache_gzip(h2o_mem_pool_t *pool, const void *src, size_t len, h2o_iovec_t *out)
 {
-    z_stream zs;
-    memset(&zs, 0, sizeof(zs));
-    if (len > UINT32_MAX / 2)
+    z_stream *zs;
+    if (len > UINT32_MAX / 2 || (zs = gzip_stream()) == NULL)
         return -1;
-    if (deflateInit2(&zs, Z_BEST_SPEED, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK)
-        return -1;
-    uLong cap = deflateBound(&zs, (uLong)len) + 32;
+    uLong cap = deflateBound(zs, (uLong)len) + 32;
     char *buf = h2o_mem_alloc_pool(pool, cap);
-    zs.next_in = (Bytef *)src;
-    zs.avail_in = (uInt)len;
-    zs.next_out = (Bytef *)buf;
-    zs.avail_out = (uInt)cap;
-    int rc = deflate(&zs, Z_FINISH);
-    size_t n = zs.total_out;
-    deflateEnd(&zs);
+    zs->next_in = (Bytef *)src;
+    zs->avail_in = (uInt)len;
+    zs->next_out = (Bytef *)buf;
+    zs->avail_out = (uInt)cap;
+    int rc = deflate(zs, Z_FINISH);
+    size_t n = zs->total_out;
     if (rc != Z_STREAM_END)
         return -1;
     *out = h2o_iovec_init(buf, n);

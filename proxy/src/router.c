@@ -485,6 +485,68 @@ char *pulse_router_url_encode(h2o_mem_pool_t *pool, const char *s, size_t len)
     return out;
 }
 
+static size_t json_skip_ws(const char *s, size_t i, size_t n)
+{
+    while (i < n && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r'))
+        i++;
+    return i;
+}
+
+/* i at an opening quote: returns the index of the closing one (n when there is none); *esc tells whether it saw a '\\' */
+static size_t json_string_end(const char *s, size_t i, size_t n, int *esc)
+{
+    *esc = 0;
+    for (i++; i < n && s[i] != '"'; i++) {
+        if (s[i] == '\\') {
+            *esc = 1;
+            i++;
+        }
+    }
+    return i < n ? i : n;
+}
+
+int pulse_router_json_top_string(const char *json, size_t len, const char *key, const char **val, size_t *vlen)
+{
+    size_t klen = strlen(key), i = json_skip_ws(json, 0, len);
+    int depth = 0, found = 0;
+    if (i >= len || json[i] != '{')
+        return -1;
+    for (; i < len; i++) {
+        char c = json[i];
+        if (c == '{' || c == '[') {
+            depth++;
+        } else if (c == '}' || c == ']') {
+            if (--depth == 0)
+                return found;
+        } else if (c == '"') {
+            int esc;
+            size_t end = json_string_end(json, i, len, &esc);
+            if (end >= len)
+                return -1;
+            size_t j = json_skip_ws(json, end + 1, len);
+            if (depth == 1 && j < len && json[j] == ':') { /* a member name of the top-level object */
+                if (esc)
+                    return -1; /* an escaped name might spell `key` */
+                if (end - i - 1 == klen && memcmp(json + i + 1, key, klen) == 0) {
+                    found = 0;
+                    j = json_skip_ws(json, j + 1, len);
+                    if (j < len && json[j] == '"') {
+                        size_t vend = json_string_end(json, j, len, &esc);
+                        if (vend >= len || esc)
+                            return -1;
+                        *val = json + j + 1;
+                        *vlen = vend - j - 1;
+                        found = 1;
+                        end = vend;
+                    }
+                }
+            }
+            i = end;
+        }
+    }
+    return -1; /* unterminated */
+}
+
 char *pulse_router_next_link(h2o_mem_pool_t *pool, const pulse_call_t *call, const char *next_cursor, size_t cursor_len)
 {
     const pulse_route_t *r = call->route;

@@ -263,6 +263,16 @@ static const char *rpc_next_link(h2o_mem_pool_t *pool, const pulse_call_t *call,
 {
     if (call->route->cursor_arg < 0 || h2o_strstr(body.base, body.len, H2O_STRLIT("\"next_cursor\"")) == SIZE_MAX)
         return NULL;
+    const char *v;
+    size_t vlen;
+    switch (pulse_router_json_top_string(body.base, body.len, "next_cursor", &v, &vlen)) {
+    case 1:
+        return pulse_router_next_link(pool, call, v, vlen);
+    case 0:
+        return NULL;
+    default: /* escapes, or not an object: the parser decides */
+        break;
+    }
     json_t *doc = json_loadb(body.base, body.len, 0, NULL);
     const char *link = NULL;
     json_t *cur = json_object_get(doc, "next_cursor");

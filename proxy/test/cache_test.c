@@ -229,6 +229,13 @@ static void test_values(void)
               memcmp(plain, big, big_len) == 0,
           "gzip variant inflates to the body");
     CHECK(d.link.len == 0 && d.body.len == big_len && memcmp(d.body.base, big, big_len) == 0, "round trip: large body, empty link");
+    /* the thread's deflate stream is reused: a second, different body must not carry anything of the first */
+    h2o_iovec_t gz2;
+    for (size_t i = 0; i != 5000; ++i)
+        big[i] = "[\"other\",2]"[i % 11];
+    CHECK(pulse_cache_gzip(&pool, big, 5000, &gz2) == 0 && gunzip(gz2, plain, big_len + 16, &plain_len) == 0 && plain_len == 5000 &&
+              memcmp(plain, big, 5000) == 0,
+          "gzip: a second body through the reused stream inflates to itself");
     free(plain);
 
     /* incompressible large body: no gzip */

@@ -125,6 +125,22 @@ int main(void)
     CHECK_STR(pulse_router_next_link(&pool, &call, "c", 1), "</rpc/events_page?cursor=c>; rel=\"next\"",
               "Link without other arguments");
 
+    const char *v;
+    size_t vl;
+#define TOP(j, want) pulse_router_json_top_string(j, strlen(j), "next_cursor", &v, &vl) == (want)
+    CHECK(TOP("{\"items\": [{\"next_cursor\": \"inner\"}], \"next_cursor\": \"abc\"}", 1) && vl == 3 && memcmp(v, "abc", 3) == 0,
+          "top_string: the top-level member, not the nested one");
+    CHECK(TOP("{\"items\": [\"next_cursor\", {\"a\": \"}]\\\"\"}], \"x\": 1}", 0),
+          "top_string: names and brackets in strings are skipped");
+    CHECK(TOP("{\"next_cursor\": null}", 0), "top_string: null is not a string");
+    CHECK(TOP(" { \"next_cursor\" : \"a\", \"next_cursor\": 5 }", 0), "top_string: the last member wins (jansson's rule)");
+    CHECK(TOP("{\"next_cursor\": \"a\\/b\"}", -1), "top_string: an escaped value goes to the parser");
+    CHECK(TOP("{\"next\\u005fcursor\": \"a\"}", -1), "top_string: an escaped name goes to the parser");
+    CHECK(TOP("[{\"next_cursor\": \"a\"}]", -1) && TOP("{\"next_cursor\": \"a", -1) && TOP("{\"a\": [1, 2", -1),
+          "top_string: not an object, unterminated");
+    CHECK(TOP("{\"next_cursor\":\"\"}", 1) && vl == 0, "top_string: an empty string");
+#undef TOP
+
     pulse_router_publish(routes);
     pulse_routes_t *held = pulse_router_acquire();
     pulse_router_publish(NULL);
