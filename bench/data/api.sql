@@ -14,11 +14,23 @@
 --                                                         pulse.create_aggregate table
 --   tenant_stats_live()                           read    the same computed on demand
 
+-- The endpoints the read-heavy mix calls (event, search_events, add_event)
+-- are PL/pgSQL: PostgreSQL 15 parses and plans the body of a LANGUAGE sql
+-- function that is not inlined at every call, while PL/pgSQL keeps its plans
+-- for the session (bench/results/2026-11-25-proxy.md measured 24% more
+-- uncached reads/s through the proxy; proxy/README.md gives endpoint authors
+-- the same advice).  The peers call the same functions.
 CREATE OR REPLACE FUNCTION api.event(id bigint)
-RETURNS json LANGUAGE sql STABLE AS $$
-    SELECT row_to_json(e)
+RETURNS json LANGUAGE plpgsql STABLE AS $$
+#variable_conflict use_column
+DECLARE
+    r json;
+BEGIN
+    SELECT row_to_json(e) INTO r
       FROM (SELECT id, tenant_id, created_at, kind, amount, note
-              FROM bench.events WHERE bench.events.id = event.id) AS e
+              FROM bench.events WHERE bench.events.id = event.id) AS e;
+    RETURN r;
+END
 $$;
 
 -- Newest first; kind and the [since, until) window are optional.  Two base
@@ -28,21 +40,24 @@ CREATE OR REPLACE FUNCTION api.search_events(kind text DEFAULT NULL,
                                   until timestamptz DEFAULT NULL,
                                   cursor text DEFAULT NULL,
                                   page_size int DEFAULT 20)
-RETURNS jsonb LANGUAGE sql STABLE AS $$
-    SELECT CASE WHEN kind IS NULL THEN
-        pulse.page('SELECT id, tenant_id, created_at, kind, amount, note FROM bench.events
-                     WHERE created_at >= coalesce($1::timestamptz, ''-infinity'')
-                       AND created_at < coalesce($2::timestamptz, ''infinity'')',
-                   'created_at DESC, id DESC', cursor, least(greatest(page_size, 1), 100),
-                   jsonb_build_array(since, until))
-    ELSE
-        pulse.page('SELECT id, tenant_id, created_at, kind, amount, note FROM bench.events
-                     WHERE kind = $1
-                       AND created_at >= coalesce($2::timestamptz, ''-infinity'')
-                       AND created_at < coalesce($3::timestamptz, ''infinity'')',
-                   'created_at DESC, id DESC', cursor, least(greatest(page_size, 1), 100),
-                   jsonb_build_array(kind, since, until))
-    END
+RETURNS jsonb LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    IF search_events.kind IS NULL THEN
+        RETURN pulse.page('SELECT id, tenant_id, created_at, kind, amount, note FROM bench.events
+                            WHERE created_at >= coalesce($1::timestamptz, ''-infinity'')
+                              AND created_at < coalesce($2::timestamptz, ''infinity'')',
+                          'created_at DESC, id DESC', search_events.cursor,
+                          least(greatest(search_events.page_size, 1), 100),
+                          jsonb_build_array(search_events.since, search_events.until));
+    END IF;
+    RETURN pulse.page('SELECT id, tenant_id, created_at, kind, amount, note FROM bench.events
+                        WHERE kind = $1
+                          AND created_at >= coalesce($2::timestamptz, ''-infinity'')
+                          AND created_at < coalesce($3::timestamptz, ''infinity'')',
+                      'created_at DESC, id DESC', search_events.cursor,
+                      least(greatest(search_events.page_size, 1), 100),
+                      jsonb_build_array(search_events.kind, search_events.since, search_events.until));
+END
 $$;
 
 -- The baseline of the pagination scenario: the same rows with LIMIT/OFFSET,
@@ -79,10 +94,16 @@ END
 $$;
 
 CREATE OR REPLACE FUNCTION api.add_event(kind text, amount numeric, note text DEFAULT NULL)
-RETURNS json LANGUAGE sql VOLATILE AS $$
-    INSERT INTO bench.events (tenant_id, created_at, kind, amount, note)
-    VALUES (nullif(current_setting('pulse.tenant', true), '')::int, now(), kind, amount, note)
-    RETURNING json_build_object('id', id, 'created_at', created_at)
+RETURNS json LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    r json;
+BEGIN
+    INSERT INTO bench.events AS e (tenant_id, created_at, kind, amount, note)
+    VALUES (nullif(current_setting('pulse.tenant', true), '')::int, now(),
+            add_event.kind, add_event.amount, add_event.note)
+    RETURNING json_build_object('id', e.id, 'created_at', e.created_at) INTO r;
+    RETURN r;
+END
 $$;
 
 CREATE OR REPLACE FUNCTION api.tenant_stats()
