@@ -171,24 +171,38 @@ report_summary() {
 	echo "best throughput of a step whose p95 and p99 (all classes) stay within $SLO_P95 ms / $SLO_P99 ms."
 	echo "Constant rate (h2load): the highest offered rate within capacity (read SLOs met, ≥ 95% of all requests served, see scenario 1)."
 	echo
-	echo "| server | variant | peak req/s | req/s within SLO | p99 at peak (ms) | capacity at constant rate (req/s) | vs Flask | vs Express |"
-	echo "|---|---|---:|---:|---:|---:|---:|---:|"
-	local fl ex
+	echo "| server | variant | peak req/s | p99 at peak (ms) | req/s within SLO | vs Flask | vs Express | capacity at constant rate (req/s) | vs Flask | vs Express |"
+	echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+	local fl ex flr exr
 	fl=$(capacity_of mix flask nocache)
 	ex=$(capacity_of mix express cache)
+	flr=$(capacity_rate mix-rate flask nocache 2>/dev/null)
+	exr=$(capacity_rate mix-rate express cache 2>/dev/null)
 	rows mix | cut -f2,3 | awk '!seen[$0]++' | while IFS=$'\t' read -r s v; do
 		local peak slo p99 cap
 		peak=$(rows mix "$s" "$v" | sort -t$'\t' -k5,5gr | head -n 1)
 		slo=$(capacity_of mix "$s" "$v")
 		p99=$(echo "$peak" | cut -f9)
 		cap=$(capacity_rate mix-rate "$s" "$v" 2>/dev/null)
-		[ "$s" != flask ] || cap="n/a"
-		printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$s" "$v" "$(echo "$peak" | cut -f5)" "$slo" "$p99" \
-			"${cap:-0}" "$(ratio "$slo" "$fl")" "$(ratio "$slo" "$ex")"
+		printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$s" "$v" "$(echo "$peak" | cut -f5)" "$p99" "$slo" \
+			"$(ratio "$slo" "$fl")" "$(ratio "$slo" "$ex")" "${cap:-0}" "$(ratio "${cap:-0}" "$flr")" "$(ratio "${cap:-0}" "$exr")"
 	done
 	echo
-	echo "Ratios compare req/s within SLO measured in this run. Targets of the issue: pulse-proxy ≥ 20x Flask and"
-	echo "≥ 4x Express on this mix, with a lower p99."
+	echo "Ratios compare req/s within SLO (closed loop) and capacities (constant rate) measured in this run, against"
+	echo "Flask and Express with its cache. Targets of the issue: pulse-proxy ≥ 20x Flask and ≥ 4x Express on this"
+	echo "mix, with a lower p99."
+	[ -n "$(rows mix-writes)" ] || return 0
+	echo
+	echo "The writes alone (\`MIX=0:100:0\`, 16 connections, ${DURATION}s) bound the mix: 30% of its requests are writes,"
+	echo "so even if reads and searches cost nothing a server cannot serve more than its write rate / 0.3."
+	echo
+	echo "| server | variant | writes/s alone | p99 (ms) | ceiling of the mix (req/s) | mix within SLO, % of the ceiling |"
+	echo "|---|---|---:|---:|---:|---:|"
+	rows mix-writes | while IFS=$'\t' read -r _ s v _ rps _ _ _ p99 _; do
+		local ceil
+		ceil=$(awk -v r="$rps" 'BEGIN {printf "%.0f", r / 0.3}')
+		printf '| %s | %s | %s | %s | %s | %s |\n' "$s" "$v" "$rps" "$p99" "$ceil" "$(pct "$(capacity_of mix "$s" "$v")" "$ceil")"
+	done
 }
 
 capacity_of() { capacity_closed "$@"; }
@@ -268,8 +282,10 @@ report_mix() {
 	echo "arrivals of the others. h2load sends one set of headers per process: every request acts for tenant"
 	echo "$H2_TENANT (the largest). Reads are ids of that tenant's rows, searches 60 (kind, month) pairs. The ramp"
 	echo "stops after two steps beyond capacity: a step is within capacity when the reads meet the SLOs (p95 ≤"
-	echo "$SLO_P95 ms, p99 ≤ $SLO_P99 ms), at least 95% of the offered requests of all classes are served, and none fails. Flask is not in this table: Gunicorn's sync workers close every connection"
-	echo "and h2load paces keep-alive connections only."
+	echo "$SLO_P95 ms, p99 ≤ $SLO_P99 ms), at least 95% of the offered requests of all classes are served, and none fails."
+	echo "Flask's Gunicorn sync workers close every connection, and \`--rps\` paces keep-alive connections: Flask gets one"
+	echo "connection per request instead, opened at the class's rate (\`-r K --rate-period P\`); a request's time starts"
+	echo "when it is sent, after its connect, and includes its wait in Gunicorn's accept queue."
 	echo
 	echo "| server | variant | offered req/s | served req/s (read/write/search) | read p50 | read p95 | read p99 | write p99 | search p99 | non-2xx | capacity |"
 	echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
@@ -374,7 +390,8 @@ report_spike() {
 	echo
 	echo "## 5. Spike: 5x for ${SPIKE_SECONDS}s"
 	echo
-	echo "Reads by id of tenant $H2_TENANT at a constant BASE req/s for $((3 * SPIKE_SECONDS))s (h2load --rps); during the middle"
+	echo "Reads by id of tenant $H2_TENANT at a constant BASE req/s for $((3 * SPIKE_SECONDS))s (h2load --rps; Flask: a connection per request"
+	echo "opened at the rate, as in scenario 1); during the middle"
 	echo "${SPIKE_SECONDS}s a second h2load adds 4 x BASE (5x in all). BASE is a fifth of the constant-rate read capacity"
 	echo "found by scenario 1 (200 when unknown). Per phase, the worst per-second p99:"
 	echo

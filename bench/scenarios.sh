@@ -80,10 +80,10 @@ scenario_mix() {
 			for c in $RAMP_CONNS; do
 				run_wrk mix "$s" "$v" "$c" "$c" "$DURATION" mix.lua
 			done
-			if [ "$s" = flask ]; then
-				log "mix-rate: flask skipped (Gunicorn sync workers close every connection; h2load --rps paces keep-alive connections only)"
-				continue
-			fi
+			# the writes alone: with 30% of the mix writes, the mix cannot
+			# go beyond this rate / 0.3 whatever the reads cost
+			reset_data
+			run_wrk mix-writes "$s" "$v" 16 16 "$DURATION" mix.lua MIX=0:100:0
 			uri_files "$s"
 			broke=0
 			for r in $RAMP_RATES; do
@@ -197,17 +197,14 @@ scenario_cache() {
 # --- 5. spike: reads at a constant BASE req/s for 3*SPIKE_SECONDS, plus
 # 4*BASE more (5x in all) during the middle SPIKE_SECONDS; latency per second.
 scenario_spike() {
-	local s base p1 p2 secs=$((3 * SPIKE_SECONDS))
+	local s v base p1 p2 secs=$((3 * SPIKE_SECONDS))
 	for s in $SERVERS; do
-		if [ "$s" = flask ]; then
-			log "spike: flask skipped (constant-rate load needs keep-alive connections)"
-			continue
-		fi
-		serve "$s" cache || { unavailable spike "$s"; continue; }
+		v=$(variants "$s" | awk '{print $1}') # as shipped: cache, or nocache for Flask
+		serve "$s" "$v" || { unavailable spike "$s"; continue; }
 		uri_files "$s"
 		base=$SPIKE_BASE
 		if [ -z "$base" ]; then
-			base=$(capacity_rate mix-rate "$s" cache)
+			base=$(capacity_rate mix-rate "$s" "$v")
 			base=$(awk -v c="$base" 'BEGIN {b = int(0.6 * c / 5); print (b >= 20) ? b : 200}')
 		fi
 		echo "$s $base" >>"$WORK/spike-base.txt"
@@ -222,10 +219,10 @@ scenario_spike() {
 		cat "$LOGS/spike-$s-base.log" "$LOGS/spike-$s-extra.log" 2>/dev/null | sort -t$'\t' -k1,1n |
 			awk -F'\t' 'NR == 1 {t0 = $1} {printf "%d\t%.3f\t%d\n", ($1 - t0) / 1e6, $3 / 1000, $2}' |
 			sort -t$'\t' -k1,1n -k2,2n |
-			awk -F'\t' -v s="$s" '
+			awk -F'\t' -v s="$s" -v variant="$v" '
 				function flush(  m) {
 					m = n; if (m == 0) return
-					printf "spike\t%s\tcache\t%d\t%d\t%.3f\t%.3f\t%.3f\t%.3f\t%.3f\t0\t%d\t%d\t-\n", s, sec, m,
+					printf "spike\t%s\t%s\t%d\t%d\t%.3f\t%.3f\t%.3f\t%.3f\t%.3f\t0\t%d\t%d\t-\n", s, variant, sec, m,
 						v[int(m * 0.5 + 0.999)], v[int(m * 0.9 + 0.999)], v[int(m * 0.95 + 0.999)],
 						v[int(m * 0.99 + 0.999)], v[m], m, bad
 				}
