@@ -281,7 +281,8 @@ report_mix() {
 	echo "ceil(rate/$H2_PER_CLIENT) connections paced at an equal share (\`--rps\`), so a slow response does not slow the"
 	echo "arrivals of the others. h2load sends one set of headers per process: every request acts for tenant"
 	echo "$H2_TENANT (the largest). Reads are ids of that tenant's rows, searches 60 (kind, month) pairs. The ramp"
-	echo "stops after two steps beyond capacity: a step is within capacity when the reads meet the SLOs (p95 ≤"
+	echo "stops after two steps beyond capacity, then $RATE_BISECT steps bisect the interval between the last rate within"
+	echo "capacity and the first beyond it. A step is within capacity when the reads meet the SLOs (p95 ≤"
 	echo "$SLO_P95 ms, p99 ≤ $SLO_P99 ms), at least 95% of the offered requests of all classes are served, and none fails."
 	echo "Flask's Gunicorn sync workers close every connection, and \`--rps\` paces keep-alive connections: Flask gets one"
 	echo "connection per request instead, opened at the class's rate (\`-r K --rate-period P\`); a request's time starts"
@@ -289,20 +290,22 @@ report_mix() {
 	echo
 	echo "| server | variant | offered req/s | served req/s (read/write/search) | read p50 | read p95 | read p99 | write p99 | search p99 | non-2xx | capacity |"
 	echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+	# rows by server and variant (in the order measured), then by offered rate (the bisection's come last)
 	awk -F'\t' -v p95="$SLO_P95" -v p99="$SLO_P99" '$1 == "mix-rate" {
 			split($3, a, "/"); k = $2 SUBSEP a[1] SUBSEP $4
 			if (!(k in seen)) { seen[k] = 1; order[++n] = k }
+			if (!(($2 SUBSEP a[1]) in svo)) svo[$2, a[1]] = ++m
 			rps[k, a[2]] = $5; p50[k, a[2]] = $6; q95[k, a[2]] = $8; q99[k, a[2]] = $9; bad[k] += $13
 		}
 		END {
 			for (i = 1; i <= n; i++) {
 				k = order[i]; split(k, f, SUBSEP)
 				ok = (q95[k, "read"] <= p95 && q99[k, "read"] <= p99 && rps[k, "read"] + rps[k, "write"] + rps[k, "search"] >= 0.95 * f[3] && bad[k] == 0) ? "within" : "**beyond**"
-				printf "| %s | %s | %s | %.0f (%.0f/%.0f/%.0f) | %s | %s | %s | %s | %s | %d | %s |\n", f[1], f[2], f[3],
+				printf "%d\t%d\t| %s | %s | %s | %.0f (%.0f/%.0f/%.0f) | %s | %s | %s | %s | %s | %d | %s |\n", svo[f[1], f[2]], f[3], f[1], f[2], f[3],
 					rps[k, "read"] + rps[k, "write"] + rps[k, "search"], rps[k, "read"], rps[k, "write"], rps[k, "search"],
 					p50[k, "read"], q95[k, "read"], q99[k, "read"], q99[k, "write"], q99[k, "search"], bad[k], ok
 			}
-		}' "$WORK/results.tsv"
+		}' "$WORK/results.tsv" | sort -t$'\t' -k1,1n -k2,2n | cut -f3-
 	for sv in $(rows mix-rate | cut -f2,3 | sed 's#/[a-z]*$##' | awk '!seen[$0]++' | tr '\t' '/'); do
 		local f=$D/rate-${sv/\//-}
 		awk -F'\t' -v s="${sv%/*}" -v v="${sv#*/}" '$1 == "mix-rate" && $2 == s && index($3, v "/") == 1 {t[$4] += $5}

@@ -29,6 +29,8 @@
 #   THREADS            wrk threads                      [2]
 #   RAMP_CONNS         closed-loop steps (connections)  ["4 8 16 32 64 128"]
 #   RAMP_RATES         constant-rate steps (req/s)      ["100 200 400 800 1600 3200 6400 12800 25600"]
+#   RATE_BISECT        steps between the last rate within capacity and the
+#                      first beyond, halving the interval each time      [2]
 #   SLO_P95, SLO_P99   read SLOs in ms                  [100, 200]
 #   PAGE_DEPTHS        rows skipped, scenario page      ["0 10000 100000 500000"]
 #   PAGE_WALK          pages read from there            [10]
@@ -61,6 +63,7 @@ BASELINES=${BASELINES:-1}
 THREADS=${THREADS:-2}
 RAMP_CONNS=${RAMP_CONNS:-"4 8 16 32 64 128"}
 RAMP_RATES=${RAMP_RATES:-"100 200 400 800 1600 3200 6400 12800 25600"}
+RATE_BISECT=${RATE_BISECT:-2}
 SLO_P95=${SLO_P95:-100}
 SLO_P99=${SLO_P99:-200}
 PAGE_DEPTHS=${PAGE_DEPTHS:-"0 10000 100000 500000"}
@@ -249,7 +252,7 @@ ensure_data() {
 		log "dataset: reusing $(cat "$BENCH_DIR/dataset.id")"
 		# the dataset outlives pulse's versions: bring the extension, the
 		# API and the aggregate to the code under test
-		psql_ -c "SET client_min_messages = warning" -c "ALTER EXTENSION pulse UPDATE" -f bench/data/api.sql -f bench/data/aggregate.sql >/dev/null
+		psql_ -c "SET client_min_messages = warning" -c "ALTER EXTENSION pulse UPDATE" -f bench/data/aggregate.sql -f bench/data/api.sql >/dev/null
 		return
 	fi
 	rm -f "$BENCH_DIR/dataset.id"
@@ -345,7 +348,10 @@ run_h2load() {
 		kp=$(awk -v r="$rate" 'BEGIN {
 			for (p = 1; p <= 1000; p++) { k = r * p / 1000; kk = int(k + 0.5); if (kk >= 1 && (k - kk) ^ 2 < 1e-12) { print kk, p; exit } }
 			printf "%d 1000\n", (r < 1) ? 1 : int(r + 0.5) }')
-		args=(--h1 -t 1 -c "$n" -n "$n" -r "${kp% *}" --rate-period "${kp#* }ms")
+		# -T: an answer later than 5 s counts as not served, and h2load ends
+		# at most 5 s after the last connection (not when `timeout` kills it
+		# with its log unwritten)
+		args=(--h1 -t 1 -c "$n" -n "$n" -r "${kp% *}" --rate-period "${kp#* }ms" -T 5)
 	else
 		c=$(awk -v r="$rate" -v p="$H2_PER_CLIENT" 'BEGIN {c = int((r + p - 1) / p); print (c < 1) ? 1 : c}')
 		rps=$(awk -v r="$rate" -v c="$c" 'BEGIN {printf "%.3f", r / c}')
@@ -363,6 +369,20 @@ run_h2load() {
 	H2PID=$!
 }
 
+# drain SERVER: waits (up to 90 s) until SERVER answers /health within 100
+# ms, so that the requests queued by a step beyond capacity (Gunicorn keeps
+# serving its accept queue after the clients are gone) do not land in the
+# next step.
+drain() {
+	local t i
+	for i in $(seq 90); do
+		t=$(curl -s -o /dev/null -m 2 -w '%{time_total}' "${URL[$1]}/health" 2>/dev/null || echo 9)
+		awk -v t="$t" 'BEGIN {exit !(t < 0.1)}' && return 0
+		sleep 1
+	done
+	log "drain: $1 still slow after 90 s"
+}
+
 # run_rate SCEN SERVER VARIANT RATE: the 60/30/10 mix at RATE req/s offered,
 # as three concurrent constant-rate h2load processes (one per class, one
 # tenant: h2load sends one header set); one result line per class.
@@ -375,6 +395,7 @@ run_rate() {
 		pids+=("$H2PID")
 	done
 	for p in "${pids[@]}"; do wait "$p" || true; done
+	drain "$s"
 	for cls in read write search; do
 		local st
 		st=$(h2load_log_stats "$LOGS/$scen-$s-$v-$rate-$cls.log" "$DURATION")
@@ -428,7 +449,7 @@ main() {
 		scenarios=${*:-}
 		[ -n "$scenarios" ] || die "usage: run.sh scenario NAME... (one of: $ALL_SCENARIOS)"
 		for s in $scenarios; do
-			case " $ALL_SCENARIOS " in *" $s "*) ;; *) die "unknown scenario $s (one of: $ALL_SCENARIOS)" ;; esac
+			case " $ALL_SCENARIOS smoke " in *" $s "*) ;; *) die "unknown scenario $s (one of: $ALL_SCENARIOS smoke)" ;; esac
 		done
 		;;
 	*) die "usage: run.sh [all|data|peers|scenario NAME...|report WORKDIR|clean]" ;;

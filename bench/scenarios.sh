@@ -71,7 +71,7 @@ smoke_req() {
 # --- 1. the read-heavy mix, ramped: closed loop (wrk, connections) and
 # constant arrival rate (h2load) until the read SLOs break twice.
 scenario_mix() {
-	local s v c r broke
+	local s v c r broke lo hi i
 	for s in $SERVERS; do
 		for v in $(variants "$s"); do
 			serve "$s" "$v" || { unavailable mix "$s"; continue; }
@@ -85,11 +85,25 @@ scenario_mix() {
 			reset_data
 			run_wrk mix-writes "$s" "$v" 16 16 "$DURATION" mix.lua MIX=0:100:0
 			uri_files "$s"
-			broke=0
+			broke=0 lo=0 hi=0
 			for r in $RAMP_RATES; do
 				run_rate mix-rate "$s" "$v" "$r"
-				rate_ok mix-rate "$s" "$v" "$r" || broke=$((broke + 1))
+				if rate_ok mix-rate "$s" "$v" "$r"; then
+					[ "$broke" -gt 0 ] || lo=$r
+				else
+					broke=$((broke + 1))
+					[ "$hi" != 0 ] || hi=$r
+				fi
 				[ "$broke" -lt 2 ] || break
+			done
+			# RATE_BISECT more steps between the last rate within capacity
+			# and the first beyond it, each halving the interval: the
+			# doubling ramp alone knows a capacity within a factor of 2
+			for ((i = 0; i < RATE_BISECT; i++)); do
+				[ "$lo" -gt 0 ] && [ "$hi" -gt "$lo" ] || break
+				r=$(((lo + hi) / 2))
+				run_rate mix-rate "$s" "$v" "$r"
+				if rate_ok mix-rate "$s" "$v" "$r"; then lo=$r; else hi=$r; fi
 			done
 		done
 	done
