@@ -7,6 +7,8 @@
 #   5. pulse-proxy: unit tests under ASan/UBSan, then proxy/test/e2e.sh twice,
 #      against build/pulse-proxy and against build/asan/pulse-proxy (each run
 #      starts its own PostgreSQL and redis-server)
+#   6. the load-test harness: bench/smoke.sh runs every scenario of
+#      bench/run.sh against the proxy, Express and Flask on a tiny dataset
 # Prints one line per suite and ends with "N passed, M failed"; exits non-zero
 # if any suite failed.  The extension must already be built (`make test`
 # does that first); it is installed into a private copy of the PostgreSQL
@@ -90,6 +92,8 @@ proxy_e2e() { # proxy_e2e MAKE_TARGET BINARY
 }
 suite "proxy e2e (build/pulse-proxy)" proxy_e2e proxy build/pulse-proxy
 suite "proxy e2e (build/asan/pulse-proxy)" proxy_e2e proxy-asan build/asan/pulse-proxy
+suite "load-test harness (bench/smoke.sh: every scenario, 3 servers, tiny dataset)" \
+	bash bench/smoke.sh "$TMP/bench-smoke" "$(free_port $((PORT + 300)))"
 
 echo
 [ $failed -eq 0 ] || echo "failed suites: ${failures[*]}"
