@@ -290,7 +290,7 @@ report_mix() {
 	echo
 	echo "| server | variant | offered req/s | served req/s (read/write/search) | read p50 | read p95 | read p99 | write p99 | search p99 | non-2xx | capacity |"
 	echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
-	# rows by server and variant (in the order measured), then by offered rate (the bisection's come last)
+	# rows by server and variant (in the order measured), then by offered rate (bisection steps in their place)
 	awk -F'\t' -v p95="$SLO_P95" -v p99="$SLO_P99" '$1 == "mix-rate" {
 			split($3, a, "/"); k = $2 SUBSEP a[1] SUBSEP $4
 			if (!(k in seen)) { seen[k] = 1; order[++n] = k }

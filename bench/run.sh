@@ -322,7 +322,7 @@ uri_files() {
 # -n (a connection per request) h2load waits for every answer, however late.
 h2load_log_stats() {
 	sort -t$'\t' -k3,3n "$1" | awk -F'\t' -v secs="$2" '
-		{ d[NR] = $3 / 1000; s[NR] = $1; e[NR] = $1 + $3; if ($2 < 200 || $2 > 299) bad++; if (NR == 1 || $1 < t0) t0 = $1 }
+		{ d[NR] = $3 / 1000; e[NR] = $1 + $3; if ($2 < 200 || $2 > 299) bad++; if (NR == 1 || $1 < t0) t0 = $1 }
 		function pct(p,  i) { i = int(NR * p + 0.999999); if (i < 1) i = 1; return d[i] }
 		END {
 			if (NR == 0) { print "0 0 0 0 0 0 0 0 0"; exit }

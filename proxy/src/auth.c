@@ -8,10 +8,10 @@
  * SHA-256, with the key they were verified under (its hash) and their exp/nbf,
  * so a token seen again is one SHA-256, one constant-time comparison and the
  * time checks.  An entry holds the digest, not the token, so that the cache is
- * small enough (about 140 bytes a slot) to hold the tokens of thousands of
- * tenants: with 128 slots of whole tokens a load of 1,000 tenants verified
- * every other request again.  A new jwt_secret misses every entry; an expired
- * token fails as before.
+ * small enough (about 130 bytes a slot) to hold the tokens of thousands of
+ * tenants: with 128 slots of whole tokens, jwt_decode was still 7% of the
+ * proxy's CPU samples under the load suite's 1,000 tenants.  A new jwt_secret
+ * misses every entry; an expired token fails as before.
  */
 #include <jansson.h>
 #include <jwt.h>
