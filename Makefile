@@ -20,7 +20,7 @@ OBJS = \
 	extension/jobs.o \
 	extension/tags.o
 EXTENSION = pulse
-DATA = extension/pulse--1.0.sql extension/pulse--1.0--1.1.sql
+DATA = extension/pulse--1.0.sql extension/pulse--1.0--1.1.sql extension/pulse--1.1--1.2.sql
 PG_CPPFLAGS = -I$(srcdir)/extension
 SHLIB_LINK = -lcrypto
 
@@ -124,6 +124,11 @@ build/proxy-test/%: proxy/test/%.c $(PROXY_LIBSRCS) $(PROXY_HDRS) proxy/test/tes
 
 proxy-unit: $(PROXY_TESTS)
 	@rc=0; for t in $(PROXY_TESTS); do echo "--- $$t"; $$t || rc=1; done; exit $$rc
+
+# The unit test binaries, for scripts/test.sh to build them before suites run side by side.
+.PHONY: print-proxy-tests
+print-proxy-tests:
+	@echo $(PROXY_TESTS)
 
 # End-to-end tests against a throwaway PostgreSQL (PULSE_PROXY_BIN picks the
 # binary; scripts/test.sh runs them for both builds).

@@ -1,101 +1,193 @@
 #!/usr/bin/env bash
 # `make test`: every suite against real servers on loopback.
-#   1. pg_regress (sql/ <-> expected/) on a throwaway PostgreSQL 15 cluster
-#   2. unit tests of the pure C pieces, under ASan/UBSan
-#   3. a bounded libFuzzer run of the cursor decoder
-#   4. scripted end-to-end tests (extension/test/*.sh), each with its own cluster
-#   5. pulse-proxy: unit tests under ASan/UBSan, then proxy/test/e2e.sh twice,
-#      against build/pulse-proxy and against build/asan/pulse-proxy (each run
-#      starts its own PostgreSQL and redis-server)
-#   6. the load-test harness: bench/smoke.sh runs every scenario of
-#      bench/run.sh against the proxy, Express and Flask on a tiny dataset
-# Prints one line per suite and ends with "N passed, M failed"; exits non-zero
-# if any suite failed.  The extension must already be built (`make test`
-# does that first); it is installed into a private copy of the PostgreSQL
-# tree under the test directory (scripts/pgroot.sh), never system-wide.
+#
+#   pg_regress      sql/ <-> expected/ on a throwaway PostgreSQL 15 cluster
+#   unit            unit tests of the pure C pieces, under ASan/UBSan
+#   fuzz-cursor     a bounded libFuzzer run of the cursor decoder
+#   ext-<name>      scripted end-to-end tests (extension/test/<name>.sh), each
+#                   with its own cluster
+#   proxy-unit      pulse-proxy's unit tests under ASan/UBSan
+#   prom-rules      promtool check + test of the Prometheus rules
+#   proxy-e2e       proxy/test/e2e.sh against build/pulse-proxy
+#   proxy-e2e-asan  the same against build/asan/pulse-proxy
+#   proxy-<name>    other proxy/test/<name>.sh suites (real PostgreSQL, Redis
+#                   and proxies; each says in its header what it needs)
+#   bench-smoke     bench/smoke.sh: every scenario of bench/run.sh against the
+#                   proxy, Express and Flask on a tiny dataset
+#
+# Knobs (environment):
+#   SUITES="pg_regress proxy-*"   run only the suites whose id matches one of
+#                                 these shell patterns (default: all)
+#   TEST_JOBS=2                   suites run side by side (default: 2, the
+#                                 machine's cores; 1 runs them one by one)
+#   KEEP_TMP=1, REGRESS="page cursor", FUZZ_SECONDS=N, PULSE_TEST_PORT_BASE
+#
+# Each suite's output is printed whole when it ends, framed by "=== id" and
+# "--- id: ok|FAILED (N s)"; the run ends with "suites: N passed, M failed"
+# and exits non-zero if any suite failed.  The extension must already be
+# built (`make test` does that first); it is installed into a private copy of
+# the PostgreSQL tree under the test directory (scripts/pgroot.sh), never
+# system-wide.  Every suite gets a port range of its own (100 ports apart) so
+# that suites running side by side never race for a port.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
 TMP=$(mktemp -d /tmp/pulse-test.XXXXXX)
 chmod 755 "$TMP"
-PORT=$(free_port "${PULSE_TEST_PORT_BASE:-25400}")
-PG="$TMP/pg"
+PORT_BASE=${PULSE_TEST_PORT_BASE:-25400}
+JOBS=${TEST_JOBS:-2}
+T_START=$SECONDS
 cleanup() {
-	scripts/cluster.sh destroy "$PG" >/dev/null 2>&1
+	local p
+	for p in $(jobs -p); do kill -TERM "$p" 2>/dev/null; done
+	wait 2>/dev/null
+	scripts/cluster.sh destroy "$TMP/pg" >/dev/null 2>&1
 	if [ -n "${KEEP_TMP:-}" ]; then echo "test: kept $TMP"; else rm -rf "$TMP"; fi
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 
-passed=0
-failed=0
-failures=()
-suite() {
-	local name=$1
-	shift
-	local t0=$SECONDS
-	echo "=== $name"
-	if "$@"; then
-		passed=$((passed + 1))
-		echo "--- $name: ok ($((SECONDS - t0)) s)"
-	else
-		failed=$((failed + 1))
-		failures+=("$name")
-		echo "--- $name: FAILED ($((SECONDS - t0)) s)"
-	fi
+# --- the suites ------------------------------------------------------------
+IDS=()
+declare -A DESC=() CMD=()
+add() { # add ID DESCRIPTION COMMAND (a string run by bash, with $PORT and $DIR set)
+	IDS+=("$1")
+	DESC[$1]=$2
+	CMD[$1]=$3
+}
+selected() {
+	local pat
+	[ -n "${SUITES:-}" ] || return 0
+	for pat in $SUITES; do
+		# shellcheck disable=SC2053
+		[[ $1 == $pat ]] && return 0
+	done
+	return 1
 }
 
-PGBIN=$(BUILD_LOG=build/build.log scripts/pgroot.sh "$TMP/pgroot") || exit 1
-export PGBIN
-PULSE_FSYNC=off PULSE_SYNC_COMMIT=off PULSE_CRON_DB=pulse_regress \
-	scripts/cluster.sh start "$PG" "$PORT" || exit 1
-
-regress() {
+regress() { # regress PORT DIR
+	local pg=$2/pg rc
+	PULSE_FSYNC=off PULSE_SYNC_COMMIT=off PULSE_CRON_DB=pulse_regress \
+		scripts/cluster.sh start "$pg" "$1" || return 1
 	make --no-print-directory installcheck \
-		PGHOST="$PG" PGPORT="$PORT" PGUSER=postgres \
-		EXTRA_REGRESS_OPTS="--outputdir=$TMP/regress" ${REGRESS:+REGRESS="$REGRESS"}
-	local rc=$?
-	if [ $rc -ne 0 ] && [ -f "$TMP/regress/regression.diffs" ]; then
-		head -n 300 "$TMP/regress/regression.diffs"
+		PGHOST="$pg" PGPORT="$1" PGUSER=postgres \
+		EXTRA_REGRESS_OPTS="--outputdir=$2/regress" ${REGRESS:+REGRESS="$REGRESS"}
+	rc=$?
+	if [ $rc -ne 0 ] && [ -f "$2/regress/regression.diffs" ]; then
+		head -n 300 "$2/regress/regression.diffs"
 	fi
+	scripts/cluster.sh destroy "$pg" >/dev/null
 	return $rc
 }
-suite "pg_regress" regress
-scripts/cluster.sh stop "$PG" >/dev/null
-
-suite "unit (ASan/UBSan)" make --no-print-directory unit
-fuzz() {
-	if make --no-print-directory fuzz FUZZ_SECONDS="${FUZZ_SECONDS:-15}" >"$TMP/fuzz.log" 2>&1; then
-		grep -E '^(Done|stat::(number_of_executed_units|new_units_added|peak_rss_mb))' "$TMP/fuzz.log"
+fuzz() { # fuzz DIR
+	if make --no-print-directory fuzz FUZZ_SECONDS="${FUZZ_SECONDS:-15}" >"$1/fuzz.log" 2>&1; then
+		grep -E '^(Done|stat::(number_of_executed_units|new_units_added|peak_rss_mb))' "$1/fuzz.log"
 	else
-		tail -n 80 "$TMP/fuzz.log"
+		tail -n 80 "$1/fuzz.log"
 		return 1
 	fi
 }
-suite "fuzz cursor decoder (${FUZZ_SECONDS:-15} s)" fuzz
+prom_rules() {
+	promtool check rules proxy/prometheus/pulse-rules.yml &&
+		(cd proxy/prometheus && promtool test rules pulse-rules.test.yml)
+}
+proxy_e2e() { # proxy_e2e BINARY PORT DIR [SCRIPT]
+	PULSE_PROXY_BIN=$1 PULSE_TEST_PORT="$(free_port "$2")" PULSE_TEST_TMP="$3" \
+		bash "${4:-proxy/test/e2e.sh}"
+}
+export -f regress fuzz prom_rules proxy_e2e free_port
 
+add pg_regress "pg_regress (sql/ <-> expected/)" 'regress "$PORT" "$DIR"'
+add unit "unit: cursor codec (ASan/UBSan)" 'make --no-print-directory unit'
+add fuzz-cursor "fuzz cursor decoder (${FUZZ_SECONDS:-15} s)" 'fuzz "$DIR"'
 for t in extension/test/*.sh; do
 	[ -e "$t" ] || continue
-	mkdir -p "$TMP/$(basename "$t" .sh)"
-	suite "$(basename "$t")" env PULSE_TEST_PORT="$(free_port $((PORT + 1)))" \
-		PULSE_TEST_TMP="$TMP/$(basename "$t" .sh)" bash "$t"
+	n=$(basename "$t" .sh)
+	add "ext-${n//_/-}" "extension: $n.sh" \
+		"PULSE_TEST_PORT=\"\$(free_port \"\$PORT\")\" PULSE_TEST_TMP=\"\$DIR\" bash $t"
 done
+add proxy-unit "proxy unit (ASan/UBSan)" 'make --no-print-directory proxy-unit'
+add prom-rules "prometheus rules (promtool check + test)" prom_rules
+add proxy-e2e "proxy e2e (build/pulse-proxy)" 'proxy_e2e build/pulse-proxy "$PORT" "$DIR"'
+add proxy-e2e-asan "proxy e2e (build/asan/pulse-proxy)" 'proxy_e2e build/asan/pulse-proxy "$PORT" "$DIR"'
+for t in proxy/test/*.sh; do
+	[ -e "$t" ] || continue
+	n=$(basename "$t" .sh)
+	[ "$n" != e2e ] || continue
+	add "proxy-${n//_/-}" "proxy: $n.sh" "proxy_e2e build/pulse-proxy \"\$PORT\" \"\$DIR\" $t"
+done
+add bench-smoke "load-test harness (bench/smoke.sh: every scenario, 3 servers, tiny dataset)" \
+	'bash bench/smoke.sh "$DIR" "$(free_port "$PORT")"'
 
-suite "proxy unit (ASan/UBSan)" make --no-print-directory proxy-unit
-prom_rules() { promtool check rules proxy/prometheus/pulse-rules.yml && (cd proxy/prometheus && promtool test rules pulse-rules.test.yml); }
-suite "prometheus rules (promtool check + test)" prom_rules
-proxy_e2e() { # proxy_e2e MAKE_TARGET BINARY
-	make --no-print-directory "$1" >/dev/null || return 1
-	mkdir -p "$TMP/proxy-e2e-$1"
-	PULSE_PROXY_BIN=$2 PULSE_TEST_PORT="$(free_port $((PORT + 1)))" \
-		PULSE_TEST_TMP="$TMP/proxy-e2e-$1" bash proxy/test/e2e.sh
+# --- build what the suites share, once, before they run side by side ------
+RUN=()
+for id in "${IDS[@]}"; do selected "$id" && RUN+=("$id"); done
+[ ${#RUN[@]} -gt 0 ] || { echo "test: no suite matches SUITES='$SUITES'" >&2; exit 2; }
+PGBIN=$(BUILD_LOG=build/build.log scripts/pgroot.sh "$TMP/pgroot") || exit 1
+export PGBIN
+need_proxy= need_asan= need_units=
+for id in "${RUN[@]}"; do
+	case $id in
+	proxy-unit) need_units=1 ;;
+	proxy-e2e-asan) need_asan=1 ;;
+	proxy-* | bench-smoke) need_proxy=1 ;;
+	esac
+done
+targets=()
+[ -z "$need_proxy" ] || targets+=(proxy)
+[ -z "$need_asan" ] || targets+=(proxy-asan)
+[ -z "$need_units" ] || targets+=($(make --no-print-directory -s print-proxy-tests))
+if [ ${#targets[@]} -gt 0 ]; then
+	echo "test: building ${targets[*]}"
+	make --no-print-directory -j"$JOBS" "${targets[@]}" >"$TMP/build.log" 2>&1 ||
+		{ tail -n 60 "$TMP/build.log"; echo "suites: 0 passed, 1 failed (build)"; exit 1; }
+fi
+
+# --- run them, JOBS at a time ----------------------------------------------
+passed=0
+failed=0
+failures=()
+declare -A PID_OF=() T0=()
+finish() { # finish ID RC
+	local id=$1 rc=$2 secs=$((SECONDS - T0[$1]))
+	echo "=== $id: ${DESC[$id]}"
+	cat "$TMP/$id.out"
+	if [ "$rc" -eq 0 ]; then
+		passed=$((passed + 1))
+		echo "--- $id: ok ($secs s)"
+	else
+		failed=$((failed + 1))
+		failures+=("$id")
+		echo "--- $id: FAILED ($secs s)"
+	fi
 }
-suite "proxy e2e (build/pulse-proxy)" proxy_e2e proxy build/pulse-proxy
-suite "proxy e2e (build/asan/pulse-proxy)" proxy_e2e proxy-asan build/asan/pulse-proxy
-suite "load-test harness (bench/smoke.sh: every scenario, 3 servers, tiny dataset)" \
-	bash bench/smoke.sh "$TMP/bench-smoke" "$(free_port $((PORT + 300)))"
+reap() { # waits for one running suite to end and reports it
+	local pid id rc
+	wait -n -p pid "${!PID_OF[@]}" 2>/dev/null
+	rc=$?
+	for id in "${!PID_OF[@]}"; do
+		if [ "$id" = "$pid" ]; then
+			finish "${PID_OF[$id]}" "$rc"
+			unset "PID_OF[$id]"
+			return
+		fi
+	done
+}
+i=0
+for id in "${RUN[@]}"; do
+	while [ ${#PID_OF[@]} -ge "$JOBS" ]; do reap; done
+	dir=$TMP/$id
+	mkdir -p "$dir"
+	chmod 755 "$dir"
+	T0[$id]=$SECONDS
+	PORT=$((PORT_BASE + 100 * i)) DIR=$dir bash -c "${CMD[$id]}" >"$TMP/$id.out" 2>&1 &
+	PID_OF[$!]=$id
+	i=$((i + 1))
+done
+while [ ${#PID_OF[@]} -gt 0 ]; do reap; done
 
 echo
 [ $failed -eq 0 ] || echo "failed suites: ${failures[*]}"
-echo "suites: $passed passed, $failed failed"
+echo "suites: $passed passed, $failed failed ($((SECONDS - T_START)) s, $JOBS side by side)"
 [ $failed -eq 0 ]
