@@ -11,6 +11,9 @@ PGXS      := /usr/lib/postgresql/15/lib/pgxs/src/makefiles/pgxs.mk
 MODULE_big = pulse
 OBJS = \
 	extension/pulse.o \
+	extension/guc.o \
+	extension/support.o \
+	extension/worker_shmem.o \
 	extension/fingerprint.o \
 	extension/cursor_codec.o \
 	extension/cursor.o \

@@ -13,35 +13,14 @@
 #include "fmgr.h"
 #include "nodes/pg_list.h"
 
-/* pulse.c */
-extern bool pulse_require_index_for_page;
-extern char *pulse_tenant;
-
-/* Saved identity while acting as another role (pulse_become_user). */
-typedef struct PulseAsUser
-{
-	Oid			save_userid;
-	int			save_sec_context;
-	int			save_nestlevel;
-} PulseAsUser;
-
-/* Owner of table pulse.<relname>; InvalidOid if missing and missing_ok. */
-extern Oid	pulse_table_owner(const char *relname, bool missing_ok);
-
 /*
- * Act as userid with search_path pinned to pg_catalog until
- * pulse_restore_user; restricted adds SECURITY_RESTRICTED_OPERATION.  Caller
- * is in a transaction; an error in between is cleaned up by its abort.
+ * Files that depend on nothing else of pulse, each with a header of its own:
+ * support.c (acting as a role, a worker's catch-and-abort), guc.c (the
+ * shared GUCs), worker_shmem.c (the workers' shared memory and wake-up).
  */
-extern void pulse_become_user(PulseAsUser *st, Oid userid, bool restricted);
-extern void pulse_restore_user(PulseAsUser *st);
-
-/*
- * For the PG_CATCH of a background worker's own transaction: copies the
- * error into cxt, aborts the transaction and returns the copy, with cxt as
- * the current memory context.  The caller reports it and frees it.
- */
-extern ErrorData *pulse_catch_and_abort(MemoryContext cxt);
+#include "guc_vars.h"
+#include "support.h"
+#include "worker_shmem.h"
 
 /* fingerprint.c */
 
@@ -94,16 +73,6 @@ extern void pulse_cursor_decode(const char *token, const uint8 binding[8],
  * registers the launcher.  Called from _PG_init.
  */
 extern void pulse_worker_init(void);
-
-/*
- * Wakes the worker of database dboid (if one runs) so that it looks for due
- * jobs and aggregates now rather than after its nap.  Safe to call from any
- * backend; does nothing when the library was not preloaded.
- */
-extern void pulse_worker_wake(Oid dboid);
-
-/* pulse.refresh_work_mem in kB, -1 for work_mem (used by aggregate.c). */
-extern int	pulse_refresh_work_mem;
 
 /* aggregate.c */
 

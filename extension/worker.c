@@ -34,10 +34,11 @@
  * WRK_STOP_HOLD_MS.
  *
  * Shared memory and locking rules:
- *	- WrkShared is allocated at postmaster start with pulse.max_workers
- *	  slots and zeroed again after a crash restart.
- *	- wrk_shared->lock protects every field of WrkShared.  It is held only
- *	  over short sections that cannot fail; latches are set after release.
+ *	- WrkShared (worker_shmem.c) is allocated at postmaster start with
+ *	  pulse.max_workers slots and zeroed again after a crash restart.
+ *	- pulse_wrk_shared->lock protects every field of WrkShared.  It is held
+ *	  only over short sections that cannot fail; latches are set after
+ *	  release.
  *	- A slot belongs to the launcher while FREE or STARTING, to its worker
  *	  while RUNNING, and returns to the launcher when the worker marks it
  *	  EXITED from a before_shmem_exit callback (FATAL exits included).  A
@@ -98,47 +99,6 @@
 /* How long the ProcessUtility hook waits for a worker to leave politely. */
 #define WRK_LEAVE_WAIT_MS			2000
 
-/* Start requests from pulse_worker_wake kept for the launcher. */
-#define WRK_MAX_REQUESTS			16
-
-typedef enum WrkSlotState
-{
-	WRK_FREE = 0,
-	WRK_STARTING,				/* registered by the launcher */
-	WRK_RUNNING,				/* claimed by its worker */
-	WRK_EXITED					/* left by its worker; launcher reaps it */
-} WrkSlotState;
-
-typedef enum WrkExit
-{
-	WRK_EXIT_ERROR = 0,			/* died: restart after a back-off */
-	WRK_EXIT_NO_EXTENSION,		/* no pulse here: retry after launcher_naptime */
-	WRK_EXIT_STOPPED			/* asked to leave: hold WRK_STOP_HOLD_MS */
-} WrkExit;
-
-typedef struct WrkSlot
-{
-	WrkSlotState state;
-	Oid			dboid;
-	pid_t		pid;			/* while RUNNING */
-	Latch	   *latch;			/* while RUNNING: the worker's procLatch */
-	bool		stop_requested;
-	WrkExit		exit_reason;
-	TimestampTz started;		/* when the launcher registered it */
-} WrkSlot;
-
-typedef struct WrkShared
-{
-	LWLock	   *lock;
-	pid_t		launcher_pid;
-	Latch	   *launcher_latch;
-	int			nrequests;
-	Oid			requests[WRK_MAX_REQUESTS];
-	bool		rescan;			/* requests overflowed, or a new database */
-	int			nslots;
-	WrkSlot		slots[FLEXIBLE_ARRAY_MEMBER];
-} WrkShared;
-
 /* A database the launcher serves (launcher-local). */
 typedef struct WrkDb
 {
@@ -156,13 +116,7 @@ static char *wrk_database_names = NULL;
 static int	wrk_max_workers = 8;
 static int	wrk_naptime_ms = 1000;
 static int	wrk_launcher_naptime_s = 60;
-int			pulse_refresh_work_mem = 65536;	/* kB; read by aggregate.c */
 
-/* Set in the postmaster by the shmem startup hook; inherited by children. */
-static WrkShared *wrk_shared = NULL;
-
-static shmem_request_hook_type wrk_prev_shmem_request_hook = NULL;
-static shmem_startup_hook_type wrk_prev_shmem_startup_hook = NULL;
 static ProcessUtility_hook_type wrk_prev_ProcessUtility = NULL;
 
 /* Launcher-local state, in wrk_launcher_cxt (lives as long as the launcher). */
@@ -194,41 +148,6 @@ wrk_check_database_names(char **newval, void **extra, GucSource source)
 	return ok;
 }
 
-static Size
-wrk_shmem_size(void)
-{
-	return add_size(offsetof(WrkShared, slots),
-					mul_size(wrk_max_workers, sizeof(WrkSlot)));
-}
-
-static void
-wrk_shmem_request(void)
-{
-	if (wrk_prev_shmem_request_hook)
-		wrk_prev_shmem_request_hook();
-	RequestAddinShmemSpace(wrk_shmem_size());
-	RequestNamedLWLockTranche("pulse_worker", 1);
-}
-
-static void
-wrk_shmem_startup(void)
-{
-	bool		found;
-
-	if (wrk_prev_shmem_startup_hook)
-		wrk_prev_shmem_startup_hook();
-
-	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-	wrk_shared = ShmemInitStruct("pulse_worker", wrk_shmem_size(), &found);
-	if (!found)
-	{
-		memset(wrk_shared, 0, wrk_shmem_size());
-		wrk_shared->lock = &(GetNamedLWLockTranche("pulse_worker"))->lock;
-		wrk_shared->nslots = wrk_max_workers;
-	}
-	LWLockRelease(AddinShmemInitLock);
-}
-
 /* ----------------------------------------------------------------
  *		Stopping the worker of a database (ProcessUtility hook)
  * ----------------------------------------------------------------
@@ -251,10 +170,10 @@ wrk_release_database(const char *dbname)
 	if (!OidIsValid(dboid) || !pg_database_ownercheck(dboid, GetUserId()))
 		return;
 
-	LWLockAcquire(wrk_shared->lock, LW_EXCLUSIVE);
-	for (int i = 0; i < wrk_shared->nslots; i++)
+	LWLockAcquire(pulse_wrk_shared->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < pulse_wrk_shared->nslots; i++)
 	{
-		WrkSlot    *slot = &wrk_shared->slots[i];
+		WrkSlot    *slot = &pulse_wrk_shared->slots[i];
 
 		if ((slot->state == WRK_STARTING || slot->state == WRK_RUNNING) &&
 			slot->dboid == dboid)
@@ -268,7 +187,7 @@ wrk_release_database(const char *dbname)
 			found = true;
 		}
 	}
-	LWLockRelease(wrk_shared->lock);
+	LWLockRelease(pulse_wrk_shared->lock);
 	if (!found)
 		return;
 	if (latch)
@@ -279,15 +198,15 @@ wrk_release_database(const char *dbname)
 	{
 		bool		gone = true;
 
-		LWLockAcquire(wrk_shared->lock, LW_SHARED);
-		for (int i = 0; i < wrk_shared->nslots; i++)
+		LWLockAcquire(pulse_wrk_shared->lock, LW_SHARED);
+		for (int i = 0; i < pulse_wrk_shared->nslots; i++)
 		{
-			WrkSlot    *slot = &wrk_shared->slots[i];
+			WrkSlot    *slot = &pulse_wrk_shared->slots[i];
 
 			if (slot->state == WRK_RUNNING && slot->dboid == dboid)
 				gone = false;
 		}
-		LWLockRelease(wrk_shared->lock);
+		LWLockRelease(pulse_wrk_shared->lock);
 		if (gone)
 			break;
 		if (waited == WRK_LEAVE_WAIT_MS && pid != 0)
@@ -332,7 +251,7 @@ wrk_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 		default:
 			break;
 	}
-	if (dbname != NULL && wrk_shared != NULL)
+	if (dbname != NULL && pulse_wrk_shared != NULL)
 		wrk_release_database(dbname);
 
 	if (wrk_prev_ProcessUtility)
@@ -399,25 +318,10 @@ pulse_worker_init(void)
 							GUC_UNIT_S,
 							NULL, NULL, NULL);
 
-	DefineCustomIntVariable("pulse.refresh_work_mem",
-							"work_mem of the statements that fill and refresh "
-							"materialized aggregates.",
-							"A full refresh hashes every group of the query; with the "
-							"default work_mem of 4MB the planner falls back to sorting "
-							"or spilling.  -1 uses work_mem.",
-							&pulse_refresh_work_mem,
-							65536, -1, MAX_KILOBYTES,
-							PGC_SUSET,
-							GUC_UNIT_KB,
-							NULL, NULL, NULL);
-
 	if (!process_shared_preload_libraries_in_progress)
 		return;
 
-	wrk_prev_shmem_request_hook = shmem_request_hook;
-	shmem_request_hook = wrk_shmem_request;
-	wrk_prev_shmem_startup_hook = shmem_startup_hook;
-	shmem_startup_hook = wrk_shmem_startup;
+	pulse_worker_shmem_init(wrk_max_workers);
 	wrk_prev_ProcessUtility = ProcessUtility_hook;
 	ProcessUtility_hook = wrk_ProcessUtility;
 
@@ -433,49 +337,6 @@ pulse_worker_init(void)
 	strlcpy(bgw.bgw_name, "pulse launcher", BGW_MAXLEN);
 	strlcpy(bgw.bgw_type, "pulse launcher", BGW_MAXLEN);
 	RegisterBackgroundWorker(&bgw);
-}
-
-void
-pulse_worker_wake(Oid dboid)
-{
-	Latch	   *latch = NULL;
-	bool		served = false;
-
-	if (wrk_shared == NULL)
-		return;
-
-	LWLockAcquire(wrk_shared->lock, LW_EXCLUSIVE);
-	for (int i = 0; i < wrk_shared->nslots; i++)
-	{
-		WrkSlot    *slot = &wrk_shared->slots[i];
-
-		if (slot->dboid != dboid)
-			continue;
-		if (slot->state == WRK_RUNNING)
-		{
-			latch = slot->latch;
-			served = true;
-		}
-		else if (slot->state == WRK_STARTING)
-			served = true;
-	}
-	if (!served)
-	{
-		bool		queued = false;
-
-		for (int i = 0; i < wrk_shared->nrequests; i++)
-			if (wrk_shared->requests[i] == dboid)
-				queued = true;
-		if (!queued && wrk_shared->nrequests < WRK_MAX_REQUESTS)
-			wrk_shared->requests[wrk_shared->nrequests++] = dboid;
-		else if (!queued)
-			wrk_shared->rescan = true;
-		latch = wrk_shared->launcher_latch;
-	}
-	LWLockRelease(wrk_shared->lock);
-
-	if (latch)
-		SetLatch(latch);
 }
 
 /* ----------------------------------------------------------------
@@ -579,10 +440,10 @@ wrk_reap_slots(TimestampTz now)
 	List	   *latches = NIL;
 	ListCell   *lc;
 
-	LWLockAcquire(wrk_shared->lock, LW_EXCLUSIVE);
-	for (int i = 0; i < wrk_shared->nslots; i++)
+	LWLockAcquire(pulse_wrk_shared->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < pulse_wrk_shared->nslots; i++)
 	{
-		WrkSlot    *slot = &wrk_shared->slots[i];
+		WrkSlot    *slot = &pulse_wrk_shared->slots[i];
 		WrkDb	   *db = wrk_find_db(slot->dboid);
 		bool		reap = false;
 		WrkExit		reason = slot->exit_reason;
@@ -652,7 +513,7 @@ wrk_reap_slots(TimestampTz now)
 		}
 		memset(slot, 0, sizeof(WrkSlot));
 	}
-	LWLockRelease(wrk_shared->lock);
+	LWLockRelease(pulse_wrk_shared->lock);
 
 	foreach(lc, latches)
 		SetLatch((Latch *) lfirst(lc));
@@ -669,20 +530,20 @@ wrk_start_worker(WrkDb *db, TimestampTz now)
 	int			slotno = -1;
 	bool		ok;
 
-	LWLockAcquire(wrk_shared->lock, LW_EXCLUSIVE);
-	for (int i = 0; i < wrk_shared->nslots; i++)
+	LWLockAcquire(pulse_wrk_shared->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < pulse_wrk_shared->nslots; i++)
 	{
-		if (wrk_shared->slots[i].state == WRK_FREE)
+		if (pulse_wrk_shared->slots[i].state == WRK_FREE)
 		{
 			slotno = i;
-			memset(&wrk_shared->slots[i], 0, sizeof(WrkSlot));
-			wrk_shared->slots[i].state = WRK_STARTING;
-			wrk_shared->slots[i].dboid = db->dboid;
-			wrk_shared->slots[i].started = now;
+			memset(&pulse_wrk_shared->slots[i], 0, sizeof(WrkSlot));
+			pulse_wrk_shared->slots[i].state = WRK_STARTING;
+			pulse_wrk_shared->slots[i].dboid = db->dboid;
+			pulse_wrk_shared->slots[i].started = now;
 			break;
 		}
 	}
-	LWLockRelease(wrk_shared->lock);
+	LWLockRelease(pulse_wrk_shared->lock);
 	if (slotno < 0)
 		return false;
 
@@ -703,9 +564,9 @@ wrk_start_worker(WrkDb *db, TimestampTz now)
 	MemoryContextSwitchTo(oldcxt);
 	if (!ok)
 	{
-		LWLockAcquire(wrk_shared->lock, LW_EXCLUSIVE);
-		memset(&wrk_shared->slots[slotno], 0, sizeof(WrkSlot));
-		LWLockRelease(wrk_shared->lock);
+		LWLockAcquire(pulse_wrk_shared->lock, LW_EXCLUSIVE);
+		memset(&pulse_wrk_shared->slots[slotno], 0, sizeof(WrkSlot));
+		LWLockRelease(pulse_wrk_shared->lock);
 		db->next_start = TimestampTzPlusMilliseconds(now, 10000);
 		ereport(LOG,
 				(errmsg("pulse launcher could not start a worker for database \"%s\"",
@@ -728,12 +589,12 @@ wrk_start_workers(TimestampTz now)
 
 		if (now < db->next_start)
 			continue;
-		LWLockAcquire(wrk_shared->lock, LW_SHARED);
-		for (int s = 0; s < wrk_shared->nslots; s++)
-			if (wrk_shared->slots[s].state != WRK_FREE &&
-				wrk_shared->slots[s].dboid == db->dboid)
+		LWLockAcquire(pulse_wrk_shared->lock, LW_SHARED);
+		for (int s = 0; s < pulse_wrk_shared->nslots; s++)
+			if (pulse_wrk_shared->slots[s].state != WRK_FREE &&
+				pulse_wrk_shared->slots[s].dboid == db->dboid)
 				has_slot = true;
-		LWLockRelease(wrk_shared->lock);
+		LWLockRelease(pulse_wrk_shared->lock);
 		if (has_slot)
 			continue;
 		if (!wrk_start_worker(db, now))
@@ -741,7 +602,7 @@ wrk_start_workers(TimestampTz now)
 			if (!wrk_warned_full)
 				ereport(LOG,
 						(errmsg("pulse launcher: pulse.max_workers (%d) reached, database \"%s\" has no worker",
-								wrk_shared->nslots, db->name)));
+								pulse_wrk_shared->nslots, db->name)));
 			wrk_warned_full = true;
 			return;
 		}
@@ -771,13 +632,13 @@ pulse_launcher_main(Datum main_arg)
 									ALLOCSET_DEFAULT_SIZES);
 	wrk_handles = MemoryContextAllocZero(wrk_launcher_cxt,
 										 sizeof(BackgroundWorkerHandle *) *
-										 wrk_shared->nslots);
+										 pulse_wrk_shared->nslots);
 
-	LWLockAcquire(wrk_shared->lock, LW_EXCLUSIVE);
-	wrk_shared->launcher_pid = MyProcPid;
-	wrk_shared->launcher_latch = &MyProc->procLatch;
-	wrk_shared->rescan = true;
-	LWLockRelease(wrk_shared->lock);
+	LWLockAcquire(pulse_wrk_shared->lock, LW_EXCLUSIVE);
+	pulse_wrk_shared->launcher_pid = MyProcPid;
+	pulse_wrk_shared->launcher_latch = &MyProc->procLatch;
+	pulse_wrk_shared->rescan = true;
+	LWLockRelease(pulse_wrk_shared->lock);
 
 	for (;;)
 	{
@@ -798,14 +659,14 @@ pulse_launcher_main(Datum main_arg)
 			rescan = true;
 		}
 
-		LWLockAcquire(wrk_shared->lock, LW_EXCLUSIVE);
-		nrequests = wrk_shared->nrequests;
-		memcpy(requests, wrk_shared->requests, sizeof(Oid) * nrequests);
-		wrk_shared->nrequests = 0;
-		if (wrk_shared->rescan || nrequests > 0)
+		LWLockAcquire(pulse_wrk_shared->lock, LW_EXCLUSIVE);
+		nrequests = pulse_wrk_shared->nrequests;
+		memcpy(requests, pulse_wrk_shared->requests, sizeof(Oid) * nrequests);
+		pulse_wrk_shared->nrequests = 0;
+		if (pulse_wrk_shared->rescan || nrequests > 0)
 			rescan = true;
-		wrk_shared->rescan = false;
-		LWLockRelease(wrk_shared->lock);
+		pulse_wrk_shared->rescan = false;
+		LWLockRelease(pulse_wrk_shared->lock);
 
 		now = GetCurrentTimestamp();
 		if (rescan || now >= next_scan)
@@ -857,10 +718,10 @@ static int	wrk_my_slot = -1;
 static void
 wrk_worker_exit(int code, Datum arg)
 {
-	WrkSlot    *slot = &wrk_shared->slots[DatumGetInt32(arg)];
+	WrkSlot    *slot = &pulse_wrk_shared->slots[DatumGetInt32(arg)];
 	Latch	   *launcher;
 
-	LWLockAcquire(wrk_shared->lock, LW_EXCLUSIVE);
+	LWLockAcquire(pulse_wrk_shared->lock, LW_EXCLUSIVE);
 	if (slot->state == WRK_RUNNING && slot->pid == MyProcPid)
 	{
 		if (slot->stop_requested)
@@ -869,8 +730,8 @@ wrk_worker_exit(int code, Datum arg)
 		slot->pid = 0;
 		slot->latch = NULL;
 	}
-	launcher = wrk_shared->launcher_latch;
-	LWLockRelease(wrk_shared->lock);
+	launcher = pulse_wrk_shared->launcher_latch;
+	LWLockRelease(pulse_wrk_shared->lock);
 	if (launcher)
 		SetLatch(launcher);
 }
@@ -879,9 +740,9 @@ wrk_worker_exit(int code, Datum arg)
 static void
 wrk_leave(WrkExit reason)
 {
-	LWLockAcquire(wrk_shared->lock, LW_EXCLUSIVE);
-	wrk_shared->slots[wrk_my_slot].exit_reason = reason;
-	LWLockRelease(wrk_shared->lock);
+	LWLockAcquire(pulse_wrk_shared->lock, LW_EXCLUSIVE);
+	pulse_wrk_shared->slots[wrk_my_slot].exit_reason = reason;
+	LWLockRelease(pulse_wrk_shared->lock);
 	proc_exit(0);
 }
 
@@ -890,9 +751,9 @@ wrk_stop_requested(void)
 {
 	bool		stop;
 
-	LWLockAcquire(wrk_shared->lock, LW_SHARED);
-	stop = wrk_shared->slots[wrk_my_slot].stop_requested;
-	LWLockRelease(wrk_shared->lock);
+	LWLockAcquire(pulse_wrk_shared->lock, LW_SHARED);
+	stop = pulse_wrk_shared->slots[wrk_my_slot].stop_requested;
+	LWLockRelease(pulse_wrk_shared->lock);
 	return stop;
 }
 
@@ -932,11 +793,11 @@ pulse_worker_main(Datum main_arg)
 	BackgroundWorkerUnblockSignals();
 
 	/* Claim the slot the launcher reserved; a stale registration leaves. */
-	if (wrk_shared == NULL || slotno < 0 || slotno >= wrk_shared->nslots)
+	if (pulse_wrk_shared == NULL || slotno < 0 || slotno >= pulse_wrk_shared->nslots)
 		proc_exit(0);
-	LWLockAcquire(wrk_shared->lock, LW_EXCLUSIVE);
+	LWLockAcquire(pulse_wrk_shared->lock, LW_EXCLUSIVE);
 	{
-		WrkSlot    *slot = &wrk_shared->slots[slotno];
+		WrkSlot    *slot = &pulse_wrk_shared->slots[slotno];
 
 		if (slot->state == WRK_STARTING && slot->dboid == dboid &&
 			!slot->stop_requested)
@@ -948,7 +809,7 @@ pulse_worker_main(Datum main_arg)
 			claimed = true;
 		}
 	}
-	LWLockRelease(wrk_shared->lock);
+	LWLockRelease(pulse_wrk_shared->lock);
 	if (!claimed)
 		proc_exit(0);
 	wrk_my_slot = slotno;
