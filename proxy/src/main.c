@@ -27,7 +27,8 @@
 #include "metrics.h"
 #include "pgpool.h"
 #include "router.h"
-#include "rpc.h"
+#include "site.h"
+#include "worker.h"
 
 static h2o_globalconf_t globalconf;
 static atomic_int stopping;
@@ -335,7 +336,7 @@ int main(int argc, char **argv)
     globalconf.http1.req_timeout = (uint64_t)conf->request_timeout_ms;
     globalconf.http2.idle_timeout = (uint64_t)conf->request_timeout_ms;
     h2o_hostconf_t *hostconf = h2o_config_register_host(&globalconf, h2o_iovec_init(H2O_STRLIT("default")), 65535);
-    if (pulse_rpc_register(hostconf) != 0) {
+    if (pulse_site_register(hostconf) != 0) {
         fprintf(stderr, "pulse-proxy: cannot register handlers\n");
         return 1;
     }

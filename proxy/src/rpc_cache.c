@@ -1,0 +1,350 @@
+/*
+ * rpc_cache.c: the cache side of a /rpc call (cache.h describes the flow;
+ * rpc_int.h the ownership rules): the key and the lookups (the loop's local
+ * cache, then Redis), the single flight of misses within a loop and, through
+ * a lock in Redis, across loops and proxies, stale-while-revalidate
+ * refreshes in the background, and stale-if-error answers.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "rpc_int.h"
+
+/* a background refresh of a stale entry; leads the flight of its key */
+typedef struct rpc_refresh_t {
+    pulse_worker_t *w;
+    pulse_pgjob_t *job;
+    pulse_routes_t *routes; /* held: call.route points into it */
+    h2o_mem_pool_t pool;    /* the call's copy, the result */
+    pulse_call_t call;
+    char key[PULSE_CACHE_KEY_SIZE];
+    uint64_t ttl_ms, px_ms;
+} rpc_refresh_t;
+
+void rpc_flight_done(rpc_req_t *r, const pulse_cache_entry_t *result)
+{
+    if (!r->leader)
+        return;
+    r->leader = 0;
+    if (r->locked) {
+        r->locked = 0;
+        pulse_cache_unlock(r->worker->redis, r->key, r->request_id);
+    }
+    if (r->worker->flights != NULL)
+        (void)pulse_cache_flight_finish(r->worker->flights, r->key, result);
+}
+
+int rpc_serve_stale(rpc_req_t *r)
+{
+    if (!r->has_stale)
+        return 0;
+    rpc_flight_done(r, NULL);
+    rpc_send_entry(r, &r->stale, "stale", "stale-if-error");
+    return 1;
+}
+
+/* the flight this request waited for ended: answer with the leader's entry, or call the database */
+static void on_flight_done(void *data, const void *result)
+{
+    rpc_req_t *r = data;
+    r->waiter = NULL;
+    if (result == NULL) {
+        rpc_call_database(r);
+        return;
+    }
+    pulse_cache_entry_t e;
+    rpc_entry_copy(&r->req->pool, &e, result);
+    rpc_send_entry(r, &e, "miss", "flight");
+}
+
+/*
+ * Single-flight across loops and proxies: the loop's leader of a key takes
+ * the key's flight lock in Redis before calling the database.  When another
+ * loop or proxy holds it, the leader polls the key every 10 ms until that
+ * other call's entry appears, and hands it to its own waiters;
+ * when the lock's time (the class's statement timeout and a margin) runs out
+ * first, or Redis fails, it calls the database itself.
+ */
+static void rpc_poll(rpc_req_t *r);
+
+static void on_poll_fetch(void *data, pulse_cache_lookup_t status, const pulse_cache_entry_t *entry)
+{
+    rpc_fetch_t *f = data;
+    rpc_req_t *r = f->r;
+    free(f);
+    if (r == NULL)
+        return;
+    r->fetch = NULL;
+    if (status == PULSE_CACHE_LOOKUP_HIT &&
+        pulse_cache_classify(entry->created_at_ms, entry->ttl_ms, r->swr_ms, r->sie_ms, rpc_now_ms()) == PULSE_CACHE_FRESH) {
+        pulse_cache_entry_t e;
+        rpc_entry_copy(&r->req->pool, &e, entry);
+        pulse_lcache_put(r->worker->lcache, r->key, &e);
+        rpc_flight_done(r, &e);
+        rpc_send_entry(r, &e, "miss", "flight");
+        return;
+    }
+    if (status == PULSE_CACHE_LOOKUP_UNAVAILABLE || rpc_now_ms() >= r->poll_until_ms) {
+        rpc_call_database(r);
+        return;
+    }
+    rpc_poll(r);
+}
+
+static void on_poll_timer(h2o_timeout_entry_t *entry)
+{
+    rpc_req_t *r = H2O_STRUCT_FROM_MEMBER(rpc_req_t, poll, entry);
+    rpc_fetch_t *f = malloc(sizeof(*f));
+    if (f == NULL) {
+        rpc_call_database(r);
+        return;
+    }
+    f->r = r;
+    if (pulse_cache_fetch(r->worker->redis, r->key, on_poll_fetch, f) != 0) {
+        free(f);
+        rpc_call_database(r);
+        return;
+    }
+    r->fetch = f;
+}
+
+/* waits 10 ms (the worker's flight_poll timer) before the next look */
+static void rpc_poll(rpc_req_t *r)
+{
+    r->poll.cb = on_poll_timer;
+    h2o_timeout_link(r->worker->loop, &r->worker->flight_poll, &r->poll);
+}
+
+/* a pending SET NX of the flight lock; `super.r` is NULL once the request went away */
+typedef struct rpc_lock_t {
+    rpc_fetch_t super;
+    pulse_redis_t *redis;
+    char key[PULSE_CACHE_KEY_SIZE];
+    char owner[65];
+} rpc_lock_t;
+
+static void on_flight_lock(void *data, int taken)
+{
+    rpc_lock_t *l = data;
+    rpc_req_t *r = l->super.r;
+    if (r == NULL) { /* the request went away: give the lock back at once so that others need not wait it out */
+        if (taken == 1)
+            pulse_cache_unlock(l->redis, l->key, l->owner);
+        free(l);
+        return;
+    }
+    free(l);
+    r->fetch = NULL;
+    if (taken != 0) {
+        r->locked = taken == 1;
+        rpc_call_database(r);
+        return;
+    }
+    r->poll_until_ms = rpc_now_ms() + (uint64_t)r->conf->timeout_ms[r->route->cls] + 500;
+    rpc_poll(r);
+}
+
+void rpc_miss(rpc_req_t *r)
+{
+    if (r->worker->flights != NULL) {
+        int rc = pulse_cache_flight_join(r->worker->flights, r->key, on_flight_done, r, &r->waiter);
+        if (rc == 0)
+            return;
+        r->leader = rc == 1;
+    }
+    if (r->leader) {
+        rpc_lock_t *l = malloc(sizeof(*l));
+        if (l != NULL) {
+            l->super.r = r;
+            l->redis = r->worker->redis;
+            memcpy(l->key, r->key, sizeof(l->key));
+            memcpy(l->owner, r->request_id, sizeof(l->owner));
+            if (pulse_cache_lock(r->worker->redis, r->key, r->request_id, (uint64_t)r->conf->timeout_ms[r->route->cls] + 500,
+                                 on_flight_lock, l) == 0) {
+                r->fetch = &l->super;
+                return;
+            }
+            free(l);
+        }
+    }
+    rpc_call_database(r);
+}
+
+static void rpc_refresh_free(rpc_refresh_t *rf)
+{
+    h2o_mem_clear_pool(&rf->pool);
+    pulse_router_release(rf->routes);
+    free(rf);
+}
+
+static void on_refresh_result(void *data, const pulse_pgresult_t *res)
+{
+    rpc_refresh_t *rf = data;
+    pulse_cache_entry_t e, *result = NULL;
+    if (res->status == PULSE_PG_ERROR)
+        pulse_metrics_observe_pg_error(rf->w->metrics, res->sqlstate);
+    else if (res->status == PULSE_PG_UNAVAILABLE)
+        pulse_metrics_observe_pg_unavailable(rf->w->metrics);
+    if (res->status == PULSE_PG_OK) {
+        h2o_iovec_t body = res->body != NULL ? h2o_strdup(&rf->pool, res->body, res->body_len) : h2o_iovec_init(H2O_STRLIT("null"));
+        const char *link = rpc_next_link(&rf->pool, &rf->call, body);
+        h2o_iovec_t lv = link != NULL ? h2o_iovec_init(link, strlen(link)) : h2o_iovec_init(NULL, 0);
+        if (pulse_cache_entry_init(&rf->pool, &e, 200, h2o_iovec_init(H2O_STRLIT("application/json")), body, lv, rpc_now_ms(),
+                                   rf->ttl_ms) != 0) {
+            /* no gzip variant: still usable */
+        }
+        if (rf->w->redis != NULL && pulse_cache_store(rf->w->redis, &rf->pool, rf->key, &e, rf->px_ms) != 0) {
+            /* Redis went down: the entry is only handed to the waiters */
+        }
+        pulse_lcache_put(rf->w->lcache, rf->key, &e);
+        result = &e;
+    }
+    if (rf->w->flights != NULL)
+        (void)pulse_cache_flight_finish(rf->w->flights, rf->key, result);
+    rpc_refresh_free(rf);
+}
+
+static void on_refresh_join(void *data, const void *result)
+{
+    (void)data, (void)result; /* never runs: the refresh leaves at once when a flight is open */
+}
+
+/* starts the background refresh of a stale entry, unless a call for its key already runs */
+static void rpc_refresh_start(rpc_req_t *r)
+{
+    pulse_worker_t *w = r->worker;
+    pulse_cache_waiter_t *waiter;
+    if (w->flights == NULL || w->pgpool == NULL)
+        return;
+    int rc = pulse_cache_flight_join(w->flights, r->key, on_refresh_join, NULL, &waiter);
+    if (rc == 0)
+        pulse_cache_flight_leave(waiter);
+    if (rc != 1)
+        return;
+    rpc_refresh_t *rf = calloc(1, sizeof(*rf));
+    if (rf == NULL) {
+        (void)pulse_cache_flight_finish(w->flights, r->key, NULL);
+        return;
+    }
+    rf->w = w;
+    rf->routes = pulse_router_acquire();
+    memcpy(rf->key, r->key, sizeof(rf->key));
+    rf->ttl_ms = r->ttl_ms;
+    rf->px_ms = pulse_cache_redis_ttl_ms(r->ttl_ms, r->swr_ms, r->sie_ms);
+    h2o_mem_init_pool(&rf->pool);
+    /* the copy of the call points into the route table the refresh holds: only when it is still the request's one (a
+       reload in between: no refresh, the entry expires or the next miss replaces it) */
+    if (rf->routes != r->routes) {
+        (void)pulse_cache_flight_finish(w->flights, r->key, NULL);
+        if (rf->routes != NULL)
+            pulse_router_release(rf->routes);
+        h2o_mem_clear_pool(&rf->pool);
+        free(rf);
+        return;
+    }
+    const pulse_route_t *route = r->route;
+    rf->call = r->call;
+    rf->call.route = route;
+    rf->call.values = h2o_mem_alloc_pool(&rf->pool, sizeof(char *) * (route->nargs + 1));
+    rf->call.given = h2o_mem_alloc_pool(&rf->pool, route->nargs + 1);
+    for (size_t i = 0; i < route->nargs; i++) {
+        rf->call.values[i] = r->call.values[i] != NULL ? h2o_strdup(&rf->pool, r->call.values[i], SIZE_MAX).base : NULL;
+        rf->call.given[i] = r->call.given[i];
+    }
+    pulse_pgquery_t q = {.cls = r->route->cls,
+                         .tenant = r->tenant,
+                         .request_id = r->request_id,
+                         .statement_timeout_ms = r->conf->timeout_ms[r->route->cls],
+                         .stmt_name = r->call.stmt_name,
+                         .sql = r->call.sql,
+                         .nparams = r->call.nparams,
+                         .params = r->call.params};
+    pulse_pgstatus_t st;
+    if (pulse_pgpool_submit(w->pgpool, &q, on_refresh_result, rf, &rf->job, &st) != 0) {
+        (void)pulse_cache_flight_finish(w->flights, rf->key, NULL);
+        rpc_refresh_free(rf);
+    }
+}
+
+/* step 4 continued: the answer of Redis */
+static void on_cache_fetch(void *data, pulse_cache_lookup_t status, const pulse_cache_entry_t *entry)
+{
+    rpc_fetch_t *f = data;
+    rpc_req_t *r = f->r;
+    free(f);
+    if (r == NULL) /* the request went away */
+        return;
+    r->fetch = NULL;
+    r->trace.cache_end_ns = pulse_trace_now_ns();
+    if (status == PULSE_CACHE_LOOKUP_HIT) {
+        pulse_cache_entry_t e;
+        switch (pulse_cache_classify(entry->created_at_ms, entry->ttl_ms, r->swr_ms, r->sie_ms, rpc_now_ms())) {
+        case PULSE_CACHE_FRESH:
+            rpc_entry_copy(&r->req->pool, &e, entry);
+            pulse_lcache_put(r->worker->lcache, r->key, &e);
+            rpc_send_entry(r, &e, "hit", "cache");
+            return;
+        case PULSE_CACHE_STALE:
+            rpc_entry_copy(&r->req->pool, &e, entry);
+            rpc_refresh_start(r);
+            rpc_send_entry(r, &e, "stale", "cache-stale");
+            return;
+        case PULSE_CACHE_STALE_IF_ERROR:
+            rpc_entry_copy(&r->req->pool, &r->stale, entry);
+            r->has_stale = 1;
+            break;
+        case PULSE_CACHE_EXPIRED:
+            break;
+        }
+    }
+    rpc_miss(r);
+}
+
+int rpc_cache_lookup(rpc_req_t *r)
+{
+    pulse_worker_t *w = r->worker;
+    const pulse_route_t *rt = r->route;
+    if (w->redis == NULL || rt->ttl_ms <= 0 || !(rt->cls == PULSE_CLASS_READ || rt->cls == PULSE_CLASS_SEARCH))
+        return -1;
+    h2o_mem_pool_t *pool = &r->req->pool;
+    pulse_cache_arg_t *args = h2o_mem_alloc_pool(pool, sizeof(*args) * (rt->nargs + 1));
+    uint64_t *gens = h2o_mem_alloc_pool(pool, sizeof(*gens) * (rt->ntags + 1));
+    size_t nargs = 0;
+    for (size_t i = 0; i < rt->nargs; i++) {
+        if (!r->call.given[i])
+            continue;
+        const char *v = r->call.values[i];
+        args[nargs++] = (pulse_cache_arg_t){rt->arg_names[i], v, v != NULL ? strlen(v) : 0};
+    }
+    pulse_generations_get_many(w->gens, (const char *const *)rt->tags, rt->ntags, gens);
+    /* the function's identity too: an endpoint moved to another function does not serve the old one's entries */
+    size_t eplen = strlen(rt->name) + strlen(rt->schema) + strlen(rt->function) + 3;
+    char *ep = h2o_mem_alloc_pool(pool, eplen);
+    snprintf(ep, eplen, "%s=%s.%s", rt->name, rt->schema, rt->function);
+    if (pulse_cache_key(r->key, r->tenant, ep, args, nargs, (const char *const *)rt->tags, gens, rt->ntags) < 0) {
+        r->key[0] = '\0';
+        return -1;
+    }
+    r->ttl_ms = (uint64_t)rt->ttl_ms;
+    r->swr_ms = (uint64_t)r->conf->swr_ms[rt->cls];
+    r->sie_ms = (uint64_t)r->conf->sie_ms[rt->cls];
+    const pulse_cache_entry_t *local = pulse_lcache_get(w->lcache, r->key, rpc_now_ms());
+    if (local != NULL) {
+        pulse_cache_entry_t e;
+        rpc_entry_copy(pool, &e, local);
+        rpc_send_entry(r, &e, "hit", "local");
+        return 2;
+    }
+    rpc_fetch_t *f = malloc(sizeof(*f));
+    if (f == NULL)
+        return 1;
+    f->r = r;
+    r->trace.cache_start_ns = pulse_trace_now_ns();
+    if (pulse_cache_fetch(w->redis, r->key, on_cache_fetch, f) != 0) {
+        r->trace.cache_end_ns = pulse_trace_now_ns();
+        free(f);
+        return 1; /* Redis is down: a miss */
+    }
+    r->fetch = f;
+    return 0;
+}

@@ -1,0 +1,233 @@
+/*
+ * site.c: the paths pulse-proxy answers and what is not an endpoint call:
+ * /rpc/<name> goes to rpc.c, /health and /ready (liveness, readiness),
+ * /metrics (Prometheus), a problem document for any other path, the header
+ * size limit before any of them, and a filter that turns the errors h2o
+ * answers by itself into problem documents.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "catalog.h"
+#include "problem.h"
+#include "respond.h"
+#include "rpc.h"
+#include "site.h"
+#include "worker.h"
+
+typedef struct {
+    h2o_handler_t super;
+    int kind; /* HANDLER_* */
+} site_handler_t;
+
+enum { HANDLER_RPC, HANDLER_HEALTH, HANDLER_READY, HANDLER_METRICS, HANDLER_NOT_FOUND };
+
+/* logs an answer that is not an endpoint call; `counted`: in the request metrics (not for /health, /ready, /metrics) */
+static void site_log(h2o_req_t *req, const char *rid, const struct timeval *t0, int counted, size_t bytes)
+{
+    pulse_respond_log_t e = {.request_id = rid, .t0 = t0, .counted = counted, .bytes = bytes};
+    (void)pulse_respond_log(req, &e);
+}
+
+static int on_health(h2o_req_t *req, int ready)
+{
+    struct timeval t0;
+    char rid[65];
+    gettimeofday(&t0, NULL);
+    pulse_respond_request_id_of(req, rid);
+    if (ready) {
+        pulse_worker_t *w = pulse_worker_of(req);
+        int db = pulse_catalog_ready() && pulse_pgpool_alive(w->pgpool) > 0;
+        if (!db) {
+            pulse_config_t *conf = pulse_config_acquire();
+            size_t n = pulse_respond_problem(req, rid, 503, "PostgreSQL is not reachable", conf->retry_after, NULL);
+            pulse_config_release(conf);
+            site_log(req, rid, &t0, 0, n);
+            return 0;
+        }
+    }
+    req->res.status = 200;
+    req->res.reason = "OK";
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT("application/json"));
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL, H2O_STRLIT("no-store"));
+    h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-request-id"), 0, NULL, rid, strlen(rid));
+    char body[96];
+    int n;
+    if (ready) {
+        /* Redis down is degraded (slower, answered by the database), not unready */
+        pulse_redis_t *redis = pulse_worker_of(req)->redis;
+        int up = redis == NULL || pulse_redis_is_up(redis);
+        n = snprintf(body, sizeof(body), "{\"status\":\"%s\",\"postgresql\":\"up\",\"redis\":\"%s\"}", up ? "ok" : "degraded",
+                     redis == NULL ? "off" : pulse_redis_state_name(pulse_redis_state(redis)));
+    } else {
+        n = snprintf(body, sizeof(body), "{\"status\":\"ok\"}");
+    }
+    h2o_iovec_t b = h2o_strdup(&req->pool, body, (size_t)n);
+    req->res.content_length = b.len;
+    h2o_send_inline(req, b.base, b.len);
+    site_log(req, rid, &t0, 0, b.len);
+    return 0;
+}
+
+/* GET /metrics: this loop's pool and Redis gauges are synced first (the other loops sync theirs every turn) */
+static int on_metrics(h2o_req_t *req)
+{
+    pulse_worker_t *w = pulse_worker_of(req);
+    struct timeval t0;
+    char rid[65];
+    gettimeofday(&t0, NULL);
+    pulse_respond_request_id_of(req, rid);
+    pulse_metrics_sync(w->metrics, w->pgpool, w->redis, w->lcache);
+    size_t len;
+    char *text = pulse_metrics_render(&len);
+    if (text == NULL) {
+        size_t n = pulse_respond_problem(req, rid, 500, "out of memory", 0, NULL);
+        site_log(req, rid, &t0, 0, n);
+        return 0;
+    }
+    h2o_iovec_t body = h2o_strdup(&req->pool, text, len);
+    free(text);
+    req->res.status = 200;
+    req->res.reason = "OK";
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
+                   H2O_STRLIT("text/plain; version=0.0.4; charset=utf-8"));
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL, H2O_STRLIT("no-store"));
+    h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-request-id"), 0, NULL, rid, strlen(rid));
+    req->res.content_length = body.len;
+    h2o_send_inline(req, body.base, body.len);
+    site_log(req, rid, &t0, 0, body.len);
+    return 0;
+}
+
+static size_t header_bytes(h2o_req_t *req)
+{
+    size_t n = 0;
+    for (size_t i = 0; i != req->headers.size; i++)
+        n += req->headers.entries[i].name->len + req->headers.entries[i].value.len;
+    return n;
+}
+
+static int on_req(h2o_handler_t *self, h2o_req_t *req)
+{
+    site_handler_t *h = (site_handler_t *)self;
+    pulse_config_t *conf = pulse_config_acquire();
+    size_t limit = (size_t)conf->max_header_bytes;
+    pulse_config_release(conf);
+    if (header_bytes(req) > limit) {
+        struct timeval t0;
+        char rid[65];
+        gettimeofday(&t0, NULL);
+        pulse_respond_request_id(NULL, 0, rid);
+        size_t n = pulse_respond_problem(req, rid, 431, "the request headers are too large", 0, NULL);
+        site_log(req, rid, &t0, 1, n);
+        return 0;
+    }
+    switch (h->kind) {
+    case HANDLER_RPC:
+        return pulse_rpc_handle(req);
+    case HANDLER_HEALTH:
+        return on_health(req, 0);
+    case HANDLER_READY:
+        return on_health(req, 1);
+    case HANDLER_METRICS:
+        return on_metrics(req);
+    default: {
+        struct timeval t0;
+        char rid[65];
+        gettimeofday(&t0, NULL);
+        pulse_respond_request_id_of(req, rid);
+        size_t n = pulse_respond_problem(req, rid, 404, "no such resource", 0, NULL);
+        site_log(req, rid, &t0, 1, n);
+        return 0;
+    }
+    }
+}
+
+static int register_one(h2o_hostconf_t *hostconf, const char *path, int kind)
+{
+    h2o_pathconf_t *pathconf = h2o_config_register_path(hostconf, path, 0);
+    site_handler_t *h = (site_handler_t *)h2o_create_handler(pathconf, sizeof(*h));
+    if (h == NULL)
+        return -1;
+    h->super.on_req = on_req;
+    h->kind = kind;
+    return 0;
+}
+
+/*
+ * Errors h2o answers by itself before a handler runs: while reading a request
+ * body it sends a plain-text 413 (body over body_limit) or 400 (broken
+ * chunked encoding or content-length), and 417 for an unknown Expect.  Such a
+ * request is bound to the host's fallback path, where this filter rewrites
+ * the response into a problem document (h2o's text becomes its detail), with
+ * a request id, and logs and counts it like any other answer.  (Errors of the
+ * request line and headers, before a request exists, are written to the
+ * socket by h2o directly and stay plain text.)
+ */
+typedef struct {
+    h2o_ostream_t super;
+    struct timeval t0;
+} problem_ostream_t;
+
+static void problem_do_send(h2o_ostream_t *_self, h2o_req_t *req, h2o_iovec_t *bufs, size_t bufcnt, h2o_send_state_t state)
+{
+    problem_ostream_t *self = (problem_ostream_t *)_self;
+    if (h2o_send_state_is_in_progress(state)) { /* h2o_send_inline sends once, final; keep going if that ever changes */
+        h2o_ostream_send_next(&self->super, req, NULL, 0, state);
+        return;
+    }
+    char detail[256] = "";
+    size_t n = 0;
+    for (size_t i = 0; i < bufcnt && n < sizeof(detail) - 1; i++) {
+        size_t k = bufs[i].len < sizeof(detail) - 1 - n ? bufs[i].len : sizeof(detail) - 1 - n;
+        memcpy(detail + n, bufs[i].base, k);
+        n += k;
+    }
+    detail[n] = '\0';
+    detail[strcspn(detail, "\r\n")] = '\0';
+    char rid[65];
+    pulse_respond_request_id_of(req, rid);
+    if (req->res.status == 413) {
+        pulse_config_t *conf = pulse_config_acquire();
+        snprintf(detail, sizeof(detail), "the request body is larger than %d bytes", conf->body_limit);
+        pulse_config_release(conf);
+    }
+    size_t len = 0;
+    char *doc = pulse_problem_render(req->res.status, detail[0] != '\0' ? detail : NULL, rid, &len);
+    h2o_iovec_t body = doc != NULL ? h2o_strdup(&req->pool, doc, len) : h2o_iovec_init(H2O_STRLIT("{}"));
+    free(doc);
+    memset(&req->res.headers, 0, sizeof(req->res.headers));
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT(PULSE_PROBLEM_CONTENT_TYPE));
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL, H2O_STRLIT("no-store"));
+    h2o_iovec_t rv = h2o_strdup(&req->pool, rid, SIZE_MAX);
+    h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-request-id"), 0, NULL, rv.base, rv.len);
+    req->res.reason = pulse_problem_title(req->res.status);
+    req->res.content_length = body.len;
+    site_log(req, rid, &self->t0, 1, body.len);
+    h2o_ostream_send_next(&self->super, req, &body, 1, state);
+}
+
+static void problem_on_setup_ostream(h2o_filter_t *self, h2o_req_t *req, h2o_ostream_t **slot)
+{
+    (void)self;
+    if (req->res.status >= 400) {
+        problem_ostream_t *o = (problem_ostream_t *)h2o_add_ostream(req, sizeof(*o), slot);
+        o->super.do_send = problem_do_send;
+        gettimeofday(&o->t0, NULL);
+        slot = &o->super.next;
+    }
+    h2o_setup_next_ostream(req, slot);
+}
+
+int pulse_site_register(h2o_hostconf_t *hostconf)
+{
+    h2o_filter_t *f = h2o_create_filter(&hostconf->fallback_path, sizeof(*f));
+    if (f == NULL)
+        return -1;
+    f->on_setup_ostream = problem_on_setup_ostream;
+    if (register_one(hostconf, "/rpc/", HANDLER_RPC) != 0 || register_one(hostconf, "/health", HANDLER_HEALTH) != 0 ||
+        register_one(hostconf, "/ready", HANDLER_READY) != 0 || register_one(hostconf, "/metrics", HANDLER_METRICS) != 0 ||
+        register_one(hostconf, "/", HANDLER_NOT_FOUND) != 0)
+        return -1;
+    return 0;
+}
