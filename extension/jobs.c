@@ -125,6 +125,11 @@ static bool job_claim(JobClaim *job, MemoryContext cxt);
 static void job_run(JobClaim *job, MemoryContext cxt);
 static Datum job_execute(JobClaim *job);
 static void job_record_failure(JobClaim *job, ErrorData *edata);
+static void job_owner_begin(PulseAsUser *st, Oid owner);
+static void job_owner_end(PulseAsUser *st);
+static bool job_xact_begin(PulseAsUser *st);
+static void job_xact_commit(PulseAsUser *st, bool as_owner);
+static void job_xact_abort_warning(MemoryContext cxt, const char *what);
 
 /*
  * pulse_jobs_init
@@ -380,9 +385,7 @@ pulse_submit_job(PG_FUNCTION_ARGS)
 	values[5] = ObjectIdGetDatum(userid);
 	values[6] = CStringGetTextDatum(tenant);
 
-	pulse_become_user(&st, pulse_table_owner("jobs", false), true);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	job_owner_begin(&st, pulse_table_owner("jobs", false));
 
 	rc = SPI_execute_with_args("INSERT INTO pulse.jobs "
 							   "(query, args, idempotency_key, max_attempts, "
@@ -412,8 +415,7 @@ pulse_submit_job(PG_FUNCTION_ARGS)
 	id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
 									 SPI_tuptable->tupdesc, 1, &isnull));
 
-	SPI_finish();
-	pulse_restore_user(&st);
+	job_owner_end(&st);
 
 	if (inserted)
 	{
@@ -450,9 +452,7 @@ pulse_job(PG_FUNCTION_ARGS)
 	bool		isnull;
 	int			rc;
 
-	pulse_become_user(&st, pulse_table_owner("jobs", false), true);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	job_owner_begin(&st, pulse_table_owner("jobs", false));
 
 	rc = SPI_execute_with_args("SELECT submitted_by, tenant, "
 							   "jsonb_build_object("
@@ -484,8 +484,7 @@ pulse_job(PG_FUNCTION_ARGS)
 								   false, -1);
 	}
 
-	SPI_finish();
-	pulse_restore_user(&st);
+	job_owner_end(&st);
 
 	if (tenant == NULL || !job_visible(submitted_by, tenant))
 		PG_RETURN_NULL();
@@ -516,9 +515,7 @@ pulse_cancel_job(PG_FUNCTION_ARGS)
 	bool		canceled = false;
 	int			rc;
 
-	pulse_become_user(&st, pulse_table_owner("jobs", false), true);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	job_owner_begin(&st, pulse_table_owner("jobs", false));
 
 	rc = SPI_execute_with_args("SELECT submitted_by, tenant FROM pulse.jobs "
 							   "WHERE id = $1",
@@ -560,12 +557,79 @@ pulse_cancel_job(PG_FUNCTION_ARGS)
 		canceled = (SPI_processed == 1);
 	}
 
-	SPI_finish();
-	pulse_restore_user(&st);
+	job_owner_end(&st);
 
 	if (!visible)
 		PG_RETURN_NULL();
 	PG_RETURN_BOOL(canceled);
+}
+
+/*
+ * job_owner_begin / job_owner_end
+ *		Act as owner, the owner of pulse.jobs (see the file header), connected
+ *		to SPI, until job_owner_end.  Caller is in a transaction.
+ */
+static void
+job_owner_begin(PulseAsUser *st, Oid owner)
+{
+	pulse_become_user(st, owner, true);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+}
+
+static void
+job_owner_end(PulseAsUser *st)
+{
+	SPI_finish();
+	pulse_restore_user(st);
+}
+
+/*
+ * job_xact_begin / job_xact_commit
+ *		A transaction of the worker's own with an active snapshot, acting as
+ *		the owner of pulse.jobs (job_owner_begin) when the table exists:
+ *		job_xact_begin returns whether it does (an extension older than the
+ *		jobs leaves it out); job_xact_commit takes that answer.  Caller is
+ *		outside any transaction, in a PG_TRY whose PG_CATCH calls
+ *		job_xact_abort_warning or pulse_catch_and_abort.
+ */
+static bool
+job_xact_begin(PulseAsUser *st)
+{
+	Oid			owner;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	owner = pulse_table_owner("jobs", true);
+	if (!OidIsValid(owner))
+		return false;
+	job_owner_begin(st, owner);
+	return true;
+}
+
+static void
+job_xact_commit(PulseAsUser *st, bool as_owner)
+{
+	if (as_owner)
+		job_owner_end(st);
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+}
+
+/*
+ * job_xact_abort_warning
+ *		In the PG_CATCH of a job_xact_begin transaction: aborts it and logs a
+ *		WARNING "pulse: could not <what>: <message>".  Leaves cxt current.
+ */
+static void
+job_xact_abort_warning(MemoryContext cxt, const char *what)
+{
+	ErrorData  *edata = pulse_catch_and_abort(cxt);
+
+	ereport(WARNING,
+			(errmsg("pulse: could not %s: %s", what, edata->message)));
+	FreeErrorData(edata);
 }
 
 /*
@@ -594,22 +658,15 @@ job_recover_orphans(MemoryContext cxt)
 	PG_TRY();
 	{
 		PulseAsUser	st;
-		Oid			owner;
+		bool		as_owner;
 		SPITupleTable *tuptable;
 		uint64		n;
 		uint64		i;
 		int			rc;
 
-		SetCurrentStatementStartTimestamp();
-		StartTransactionCommand();
-		PushActiveSnapshot(GetTransactionSnapshot());
-
-		owner = pulse_table_owner("jobs", true);
-		if (OidIsValid(owner))
+		as_owner = job_xact_begin(&st);
+		if (as_owner)
 		{
-			pulse_become_user(&st, owner, true);
-			if (SPI_connect() != SPI_OK_CONNECT)
-				elog(ERROR, "SPI_connect failed");
 
 			rc = SPI_execute("SELECT id FROM pulse.jobs WHERE state = 'running' "
 							 "FOR UPDATE SKIP LOCKED", false, 0);
@@ -654,22 +711,12 @@ job_recover_orphans(MemoryContext cxt)
 								id)));
 			}
 
-			SPI_finish();
-			pulse_restore_user(&st);
 		}
-
-		PopActiveSnapshot();
-		CommitTransactionCommand();
+		job_xact_commit(&st, as_owner);
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata;
-
-		edata = pulse_catch_and_abort(cxt);
-		ereport(WARNING,
-				(errmsg("pulse: could not recover orphaned jobs: %s",
-						edata->message)));
-		FreeErrorData(edata);
+		job_xact_abort_warning(cxt, "recover orphaned jobs");
 	}
 	PG_END_TRY();
 }
@@ -693,19 +740,12 @@ job_claim(JobClaim *job, MemoryContext cxt)
 	PG_TRY();
 	{
 		PulseAsUser	st;
-		Oid			owner;
+		bool		as_owner;
 		int			rc;
 
-		SetCurrentStatementStartTimestamp();
-		StartTransactionCommand();
-		PushActiveSnapshot(GetTransactionSnapshot());
-
-		owner = pulse_table_owner("jobs", true);
-		if (OidIsValid(owner))
+		as_owner = job_xact_begin(&st);
+		if (as_owner)
 		{
-			pulse_become_user(&st, owner, true);
-			if (SPI_connect() != SPI_OK_CONNECT)
-				elog(ERROR, "SPI_connect failed");
 
 			rc = SPI_execute("SELECT j.id, j.query, "
 							 "ARRAY(SELECT a.e #>> '{}' "
@@ -776,27 +816,18 @@ job_claim(JobClaim *job, MemoryContext cxt)
 				}
 			}
 
-			SPI_finish();
-			pulse_restore_user(&st);
 		}
-
-		PopActiveSnapshot();
-		CommitTransactionCommand();
+		job_xact_commit(&st, as_owner);
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata;
-
-		edata = pulse_catch_and_abort(cxt);
+		job_xact_abort_warning(cxt, "claim a job");
 		if (locked)
 		{
 			job_lock_tag(&tag, job->id);
 			LockRelease(&tag, ExclusiveLock, true);
 		}
 		claimed = false;
-		ereport(WARNING,
-				(errmsg("pulse: could not claim a job: %s", edata->message)));
-		FreeErrorData(edata);
 	}
 	PG_END_TRY();
 
@@ -1035,12 +1066,8 @@ job_record_failure(JobClaim *job, ErrorData *edata)
 		Datum		values[4];
 		int			rc;
 
-		SetCurrentStatementStartTimestamp();
-		StartTransactionCommand();
-		PushActiveSnapshot(GetTransactionSnapshot());
-		pulse_become_user(&st, pulse_table_owner("jobs", false), true);
-		if (SPI_connect() != SPI_OK_CONNECT)
-			elog(ERROR, "SPI_connect failed");
+		if (!job_xact_begin(&st))
+			(void) pulse_table_owner("jobs", false);	/* raises the error */
 
 		values[0] = Int64GetDatum(job->id);
 		values[1] = CStringGetTextDatum(edata->message ? edata->message : "unknown error");
@@ -1065,20 +1092,15 @@ job_record_failure(JobClaim *job, ErrorData *edata)
 			elog(ERROR, "could not record the failure of job " INT64_FORMAT,
 				 job->id);
 
-		SPI_finish();
-		pulse_restore_user(&st);
-		PopActiveSnapshot();
-		CommitTransactionCommand();
+		job_xact_commit(&st, true);
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata2;
+		char		what[64];
 
-		edata2 = pulse_catch_and_abort(oldcxt);
-		ereport(WARNING,
-				(errmsg("pulse: could not record the failure of job " INT64_FORMAT ": %s",
-						job->id, edata2->message)));
-		FreeErrorData(edata2);
+		snprintf(what, sizeof(what), "record the failure of job " INT64_FORMAT,
+				 job->id);
+		job_xact_abort_warning(oldcxt, what);
 	}
 	PG_END_TRY();
 
