@@ -509,15 +509,30 @@ static void check_received(server_t *sv, const pulse_span_t *want, size_t n, con
         printf("#   found %zu of %zu, %zu unknown, %zu duplicates, %zu wrong trace ids\n", found, n, extra, dup, badtrace);
 }
 
+/* starts a collector (answering or `silent`) and writes its URL into `url`; CHECKs `what` on failure */
+static int collector_start(server_t *sv, int answer, char url[64], const char *what)
+{
+    if (server_start(sv, answer) != 0) {
+        CHECK(0, what);
+        return -1;
+    }
+    snprintf(url, 64, "http://127.0.0.1:%d/v1/traces", sv->port);
+    return 0;
+}
+
+/* waits up to 2 s until the exporter counted `batches` sent batches; `st` holds its last stats */
+static void wait_batches_sent(pulse_tracer_t *t, uint64_t batches, pulse_tracer_stats_t *st)
+{
+    for (uint64_t t0 = now_ms(); pulse_tracer_stats(t, st), st->batches_sent < batches && now_ms() - t0 < 2000;)
+        usleep(2000);
+}
+
 static void test_export(void)
 {
     server_t sv;
-    if (server_start(&sv, 1) != 0) {
-        CHECK(0, "export: test server starts");
-        return;
-    }
     char url[64];
-    snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1/traces", sv.port);
+    if (collector_start(&sv, 1, url, "export: test server starts") != 0)
+        return;
 
     /* batch_max wakes the thread long before flush_ms; destroy flushes the rest */
     pulse_tracer_config_t conf = {.endpoint = url, .service_name = "svc", .batch_max = 10, .flush_ms = 60000, .timeout_ms = 2000};
@@ -537,8 +552,7 @@ static void test_export(void)
     CHECK(rc == 0, "export: submit");
     CHECK(wait_spans(&sv, 20, 3000) >= 0, "export: two full batches sent without waiting for flush_ms");
     pulse_tracer_stats_t st;
-    for (uint64_t t0 = now_ms(); pulse_tracer_stats(t, &st), st.batches_sent < 2 && now_ms() - t0 < 2000;)
-        usleep(2000); /* the server stored the body before it answered */
+    wait_batches_sent(t, 2, &st); /* the server stored the body before it answered */
     CHECK(st.batches_sent == 2 && st.spans_exported == 20 && st.spans_queued == 5, "export: the partial batch waits");
     uint64_t t0 = now_ms();
     pulse_tracer_destroy(t);
@@ -566,8 +580,7 @@ static void test_export(void)
     took = wait_spans(&sv, 10, 3000);
     CHECK(took >= 50 && took < 2000, "timer: timer restarts for the next batch");
     /* the server has the body; the exporter counts the batch once it has read the answer */
-    for (uint64_t t1 = now_ms(); pulse_tracer_stats(t, &st), st.batches_sent < 2 && now_ms() - t1 < 2000;)
-        usleep(2000);
+    wait_batches_sent(t, 2, &st);
     CHECK(st.spans_submitted == 10 && st.spans_exported == 10 && st.batches_sent == 2 && st.export_failures == 0 &&
               st.spans_dropped == 0 && st.spans_queued == 0,
           "timer: stats add up");
@@ -587,12 +600,9 @@ static void test_export_failures(void)
 {
     /* a closed port: connections are refused */
     server_t sv;
-    if (server_start(&sv, 1) != 0) {
-        CHECK(0, "refused: test server starts");
-        return;
-    }
     char url[64];
-    snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1/traces", sv.port);
+    if (collector_start(&sv, 1, url, "refused: test server starts") != 0)
+        return;
     server_stop(&sv); /* the port is free again */
     pulse_tracer_config_t conf = {.endpoint = url, .batch_max = 8, .flush_ms = 20, .timeout_ms = 500};
     pulse_tracer_t *t = pulse_tracer_create(&conf);
@@ -642,11 +652,8 @@ static void test_export_failures(void)
     pulse_tracer_destroy(t);
 
     /* a port that accepts connections and never answers: POSTs time out; a full queue drops */
-    if (server_start(&sv, 0) != 0) {
-        CHECK(0, "silent: test server starts");
+    if (collector_start(&sv, 0, url, "silent: test server starts") != 0)
         return;
-    }
-    snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1/traces", sv.port);
     conf = (pulse_tracer_config_t){.endpoint = url, .queue_max = 16, .batch_max = 16, .flush_ms = 60000, .timeout_ms = 400};
     t = pulse_tracer_create(&conf);
     make_spans(spans, 60);
@@ -673,9 +680,8 @@ static void test_export_failures(void)
     server_stop(&sv);
 
     /* destroy with spans queued and a silent collector: the final flush gives up after timeout_ms */
-    if (server_start(&sv, 0) != 0)
+    if (collector_start(&sv, 0, url, "flush: test server starts") != 0)
         return;
-    snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1/traces", sv.port);
     conf = (pulse_tracer_config_t){.endpoint = url, .batch_max = 4, .flush_ms = 60000, .timeout_ms = 300};
     t = pulse_tracer_create(&conf);
     CHECK(pulse_tracer_submit(t, spans, 3) == 0, "flush: 3 queued below batch_max");
