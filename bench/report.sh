@@ -64,9 +64,12 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (a > 0 && b > 0) printf "%.1fx", a 
 
 # plot FILE TITLE XLABEL YLABEL LOGX LOGY SERIES...: one PNG; each SERIES is
 # "title|datafile|xcol|ycol".
+# plot FILE ALT TITLE XLABEL YLABEL LOGX LOGY SERIES...: draws FILE (a series is "title|datafile|xcol|ycol") and,
+# when it was drawn, keeps "![ALT](<dir name>/FILE)" for show_figures
+FIGURES=()
 plot() {
-	local file=$1 title=$2 xl=$3 yl=$4 logx=$5 logy=$6 cmds="" sep="" t f x y
-	shift 6
+	local file=$1 alt=$2 title=$3 xl=$4 yl=$5 logx=$6 logy=$7 cmds="" sep="" t f x y
+	shift 7
 	for sp in "$@"; do
 		IFS='|' read -r t f x y <<<"$sp"
 		[ -s "$f" ] || continue
@@ -86,15 +89,23 @@ $( [ "$logx" = 1 ] && echo 'set logscale x 2' )
 $( [ "$logy" = 1 ] && echo 'set logscale y' )
 plot $cmds
 GP
+	[ ! -f "$file" ] || FIGURES+=("![$alt]($(basename "$(dirname "$file")")/$(basename "$file"))")
+}
+
+# show_figures: a blank line and the figures kept by plot since the last call
+show_figures() {
+	local f
+	echo
+	for f in "${FIGURES[@]}"; do echo "$f"; done
+	FIGURES=()
 }
 
 write_report() {
 	WORK=$1
-	local out=$2 dir rel s v
+	local out=$2 dir s v
 	# shellcheck disable=SC1091
 	. "$WORK/meta.env"
 	dir=${out%.md}
-	rel=$(basename "$dir")
 	mkdir -p "$dir"
 	local D=$WORK/plotdata
 	mkdir -p "$D"
@@ -122,12 +133,12 @@ write_report() {
 
 		report_summary
 		report_smoke
-		report_mix "$dir" "$rel"
-		report_page "$dir" "$rel"
+		report_mix "$dir"
+		report_page "$dir"
 		report_agg
 		report_cache
-		report_spike "$dir" "$rel"
-		report_soak "$dir" "$rel"
+		report_spike "$dir"
+		report_soak "$dir"
 
 		echo
 		echo "## Machine and software"
@@ -246,7 +257,7 @@ report_smoke() {
 }
 
 report_mix() {
-	local dir=$1 rel=$2 s v series_rps=() series_p99=() series_thr=() series_lat=()
+	local dir=$1 s v series_rps=() series_p99=() series_thr=() series_lat=()
 	[ -n "$(rows mix)$(rows mix-rate)" ] || return 0
 	echo
 	echo "## 1. Read-heavy mix, ramped"
@@ -267,11 +278,9 @@ report_mix() {
 		series_rps+=("$sv|$D/mix-${sv/\//-}.dat|4|5")
 		series_p99+=("$sv p99|$D/mix-${sv/\//-}.dat|4|9")
 	done
-	plot "$dir/mix-closed-throughput.png" "Mix, closed loop: throughput" "connections" "req/s" 1 0 "${series_rps[@]}"
-	plot "$dir/mix-closed-p99.png" "Mix, closed loop: p99 latency" "connections" "ms" 1 1 "${series_p99[@]}"
-	echo
-	[ ! -f "$dir/mix-closed-throughput.png" ] || echo "![throughput vs connections]($rel/mix-closed-throughput.png)"
-	[ ! -f "$dir/mix-closed-p99.png" ] || echo "![p99 vs connections]($rel/mix-closed-p99.png)"
+	plot "$dir/mix-closed-throughput.png" "throughput vs connections" "Mix, closed loop: throughput" "connections" "req/s" 1 0 "${series_rps[@]}"
+	plot "$dir/mix-closed-p99.png" "p99 vs connections" "Mix, closed loop: p99 latency" "connections" "ms" 1 1 "${series_p99[@]}"
+	show_figures
 
 	[ -n "$(rows mix-rate)" ] || return 0
 	echo
@@ -315,16 +324,14 @@ report_mix() {
 		series_lat+=("$sv p50|$f.read|4|6" "$sv p95|$f.read|4|8" "$sv p99|$f.read|4|9")
 	done
 	awk -F'\t' '$1 == "mix-rate" {print $4 "\t" $4}' "$WORK/results.tsv" | sort -u -k1,1n >"$D/ideal.dat"
-	plot "$dir/mix-rate-throughput.png" "Mix at constant rate: served vs offered" "offered req/s" "served req/s" 1 1 \
+	plot "$dir/mix-rate-throughput.png" "served vs offered" "Mix at constant rate: served vs offered" "offered req/s" "served req/s" 1 1 \
 		"offered|$D/ideal.dat|1|2" "${series_thr[@]}"
-	plot "$dir/mix-rate-latency.png" "Mix at constant rate: read latency" "offered req/s" "ms" 1 1 "${series_lat[@]}"
-	echo
-	[ ! -f "$dir/mix-rate-throughput.png" ] || echo "![served vs offered]($rel/mix-rate-throughput.png)"
-	[ ! -f "$dir/mix-rate-latency.png" ] || echo "![read p50/p95/p99 vs offered]($rel/mix-rate-latency.png)"
+	plot "$dir/mix-rate-latency.png" "read p50/p95/p99 vs offered" "Mix at constant rate: read latency" "offered req/s" "ms" 1 1 "${series_lat[@]}"
+	show_figures
 }
 
 report_page() {
-	local dir=$1 rel=$2 series=()
+	local dir=$1 series=()
 	[ -n "$(rows page)" ] || return 0
 	echo
 	echo "## 2. Deep pagination: cursor vs offset"
@@ -346,9 +353,8 @@ report_page() {
 		rows page "${sv%/*}" "${sv#*/}" | sort -t$'\t' -k4,4n >"$D/page-${sv/\//-}.dat"
 		series+=("$sv|$D/page-${sv/\//-}.dat|4|5")
 	done
-	plot "$dir/page.png" "Pagination walks: throughput vs depth" "rows skipped (DEPTH)" "req/s" 0 1 "${series[@]}"
-	echo
-	[ ! -f "$dir/page.png" ] || echo "![pagination]($rel/page.png)"
+	plot "$dir/page.png" "pagination" "Pagination walks: throughput vs depth" "rows skipped (DEPTH)" "req/s" 0 1 "${series[@]}"
+	show_figures
 }
 
 report_agg() {
@@ -388,7 +394,7 @@ report_cache() {
 }
 
 report_spike() {
-	local dir=$1 rel=$2 series=() series_r=() s
+	local dir=$1 series=() series_r=() s
 	[ -n "$(rows spike)" ] || return 0
 	echo
 	echo "## 5. Spike: 5x for ${SPIKE_SECONDS}s"
@@ -408,15 +414,13 @@ report_spike() {
 		series+=("$s p99|$D/spike-$s.dat|4|9")
 		series_r+=("$s|$D/spike-$s.dat|4|5")
 	done
-	plot "$dir/spike-p99.png" "Spike: p99 per second" "second" "ms" 0 1 "${series[@]}"
-	plot "$dir/spike-rps.png" "Spike: requests per second" "second" "req/s" 0 0 "${series_r[@]}"
-	echo
-	[ ! -f "$dir/spike-p99.png" ] || echo "![spike p99]($rel/spike-p99.png)"
-	[ ! -f "$dir/spike-rps.png" ] || echo "![spike req/s]($rel/spike-rps.png)"
+	plot "$dir/spike-p99.png" "spike p99" "Spike: p99 per second" "second" "ms" 0 1 "${series[@]}"
+	plot "$dir/spike-rps.png" "spike req/s" "Spike: requests per second" "second" "req/s" 0 0 "${series_r[@]}"
+	show_figures
 }
 
 report_soak() {
-	local dir=$1 rel=$2 series=() s
+	local dir=$1 series=() s
 	[ -s "$WORK/soak.tsv" ] || return 0
 	echo
 	echo "## 6. Soak: ${SOAK_SECONDS}s of the mix"
@@ -439,7 +443,6 @@ report_soak() {
 		awk -F'\t' -v s="$s" '$1 == s {print $2 "\t" $3 / 1024}' "$WORK/soak.tsv" >"$D/soak-$s.dat"
 		series+=("$s|$D/soak-$s.dat|1|2")
 	done
-	plot "$dir/soak-rss.png" "Soak: resident memory of the server" "seconds" "MB" 0 0 "${series[@]}"
-	echo
-	[ ! -f "$dir/soak-rss.png" ] || echo "![soak RSS]($rel/soak-rss.png)"
+	plot "$dir/soak-rss.png" "soak RSS" "Soak: resident memory of the server" "seconds" "MB" 0 0 "${series[@]}"
+	show_figures
 }
