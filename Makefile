@@ -21,14 +21,16 @@ OBJS = \
 	extension/worker.o \
 	extension/aggregate.o \
 	extension/jobs.o \
-	extension/tags.o
+	extension/tag_pending.o \
+	extension/tags.o \
+	extension/keyed_tags.o
 EXTENSION = pulse
 DATA = extension/pulse--1.0.sql extension/pulse--1.0--1.1.sql extension/pulse--1.1--1.2.sql
 PG_CPPFLAGS = -I$(srcdir)/extension
 SHLIB_LINK = -lcrypto
 
 # pg_regress: sql/<feature>.sql <-> expected/<feature>.out
-REGRESS = upgrade fingerprint normalize cursor page explain_page errors tags endpoints jobs aggregates
+REGRESS = upgrade fingerprint normalize cursor page explain_page errors tags keyed_tags endpoints jobs aggregates
 override CONTRIB_TESTDB = pulse_regress
 REGRESS_OPTS = --inputdir=. --load-extension=pulse
 

@@ -22,6 +22,7 @@
 bool		pulse_require_index_for_page = false;
 char	   *pulse_tenant = NULL;
 int			pulse_refresh_work_mem = 65536;	/* kB */
+int			pulse_keyed_tag_limit = 1000;
 
 /*
  * pulse_define_gucs
@@ -63,5 +64,18 @@ pulse_define_gucs(void)
 							65536, -1, MAX_KILOBYTES,
 							PGC_SUSET,
 							GUC_UNIT_KB,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("pulse.keyed_tag_limit",
+							"Keyed cache tags of one key column a transaction bumps "
+							"before it bumps the column's epoch instead.",
+							"Beyond this many distinct values of a key column, a "
+							"transaction bumps <tag>:<col>=* once, which invalidates "
+							"every cached answer keyed by that column: a bounded cost "
+							"per transaction, never a wrong answer.",
+							&pulse_keyed_tag_limit,
+							1000, 1, 1000000,
+							PGC_USERSET,
+							0,
 							NULL, NULL, NULL);
 }

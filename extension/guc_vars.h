@@ -17,6 +17,9 @@ extern char *pulse_tenant;
 /* pulse.refresh_work_mem in kB, -1 for work_mem (aggregate fills and refreshes) */
 extern int	pulse_refresh_work_mem;
 
+/* pulse.keyed_tag_limit: keyed tags of one column a transaction bumps before its epoch */
+extern int	pulse_keyed_tag_limit;
+
 /* Defines the GUCs of guc.c.  Called once from _PG_init. */
 extern void pulse_define_gucs(void);
 

@@ -6,3 +6,271 @@
 -- 1.2: exactness fixes found by the differential oracles (pages, cursors,
 -- aggregates, fingerprints), keyed cache tags.  Each section below names the
 -- C file it belongs to, as in pulse--1.0--1.1.sql.
+
+------------------------------------------------------------------------------
+-- BEGIN keyed cache tags (tags.c, tag_pending.c, keyed_tags.c)
+--
+-- pulse.track(rel, tag, keys) also bumps "<tag>:<col>=<value>" for every key
+-- column and distinct value a committed write touched, or the column's
+-- epoch "<tag>:<col>=*" beyond pulse.keyed_tag_limit values (keyed_tags.c).
+-- pulse.cache_tags.family is "<tag>:<col>" on keyed rows (NULL on table tags
+-- and epochs): pulse.prune_keyed_tags deletes keyed rows by age and bumps
+-- their families' epochs.
+------------------------------------------------------------------------------
+ALTER TABLE pulse.cache_tags ADD COLUMN family text;
+CREATE INDEX cache_tags_family_idx ON pulse.cache_tags (family, updated_at)
+    WHERE family IS NOT NULL;
+
+DROP VIEW pulse.tracked;
+DROP FUNCTION pulse.track(regclass, text);
+CREATE FUNCTION pulse.track(rel regclass, tag text DEFAULT NULL, keys text[] DEFAULT NULL)
+RETURNS text
+AS 'MODULE_PATHNAME', 'pulse_track'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION pulse.track(regclass, text, text[]) IS
+'makes every committed write to rel bump tag (default: its schema-qualified name) once, and with keys one "<tag>:<col>=<value>" per key column and value written; returns the tag';
+
+CREATE FUNCTION pulse._track_keys_trigger()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'pulse_track_keys_trigger'
+LANGUAGE C;
+REVOKE ALL ON FUNCTION pulse._track_keys_trigger() FROM PUBLIC;
+
+CREATE FUNCTION pulse._trigger_args(args bytea, nargs integer)
+RETURNS text[]
+AS 'MODULE_PATHNAME', 'pulse_trigger_args'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+
+CREATE VIEW pulse.tracked AS
+SELECT t.tgrelid::regclass AS rel,
+       a.args[1] AS tag,
+       a.args[2:] AS keys
+  FROM pg_catalog.pg_trigger t
+ CROSS JOIN LATERAL (SELECT pulse._trigger_args(t.tgargs, t.tgnargs) AS args) a
+ WHERE t.tgfoid = 'pulse._track_trigger()'::pg_catalog.regprocedure
+   AND t.tgnargs >= 1;
+GRANT SELECT ON pulse.tracked TO PUBLIC;
+COMMENT ON VIEW pulse.tracked IS 'tables tracked by pulse.track, their tags and key columns';
+
+CREATE FUNCTION pulse.last_bumps()
+RETURNS text
+AS 'MODULE_PATHNAME', 'pulse_last_bumps'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION pulse.last_bumps() IS
+'the "tag:generation" lines bumped by this session''s last committed transaction that bumped tags (NULL: none)';
+
+CREATE FUNCTION pulse._tenant_key(typ regtype)
+RETURNS text
+AS 'MODULE_PATHNAME', 'pulse_tenant_key'
+LANGUAGE C STABLE STRICT PARALLEL UNSAFE;
+COMMENT ON FUNCTION pulse._tenant_key(regtype) IS
+'pulse.tenant in the text form of a value of typ, as a keyed tag spells it; NULL when unset or no value of typ equals it';
+
+-- The snapshot the calling statement runs in, and the generations of tags
+-- read in it (NULL elements skipped): pulse-proxy calls it in the statement
+-- of an endpoint's function to learn which bumps the answer includes.
+CREATE FUNCTION pulse.keyed_state(tags text[])
+RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+SELECT json_build_object(
+           'snapshot', pg_current_snapshot()::text,
+           'tags', coalesce((SELECT json_agg(json_build_array(t.tag, coalesce(c.generation, 0)) ORDER BY t.ord)
+                               FROM unnest(tags) WITH ORDINALITY AS t(tag, ord)
+                               LEFT JOIN pulse.cache_tags c ON c.tag = t.tag
+                              WHERE t.tag IS NOT NULL), '[]'))::text
+$$;
+COMMENT ON FUNCTION pulse.keyed_state(text[]) IS
+'{"snapshot": the current snapshot, "tags": [[tag, generation], ...]} read in the calling statement''s snapshot';
+
+CREATE FUNCTION pulse.prune_keyed_tags(older_than interval DEFAULT '7 days')
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    f text;
+    n bigint;
+BEGIN
+    IF older_than IS NULL OR older_than < interval '0' THEN
+        RAISE EXCEPTION 'older_than must be a non-negative interval'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- epochs first, in tag order like every committing writer: from here on
+    -- this transaction never waits for a row lock (SKIP LOCKED below)
+    FOR f IN SELECT DISTINCT c.family COLLATE "C" FROM pulse.cache_tags c
+              WHERE c.family IS NOT NULL AND c.updated_at < now() - older_than
+              ORDER BY 1
+    LOOP
+        PERFORM pulse.bump_tag(f || '=*');
+    END LOOP;
+    WITH old AS (
+        SELECT c.tag FROM pulse.cache_tags c
+         WHERE c.family IS NOT NULL AND c.updated_at < now() - older_than
+           AND EXISTS (SELECT 1 FROM pulse.cache_tags e
+                        WHERE e.tag = c.family || '=*' AND e.updated_at >= now())
+         ORDER BY c.tag COLLATE "C"
+           FOR UPDATE SKIP LOCKED)
+    DELETE FROM pulse.cache_tags c USING old WHERE c.tag = old.tag;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+REVOKE ALL ON FUNCTION pulse.prune_keyed_tags(interval) FROM PUBLIC;
+COMMENT ON FUNCTION pulse.prune_keyed_tags(interval) IS
+'deletes keyed tags not bumped for older_than and bumps their columns'' epochs (which invalidates the cached answers keyed by those columns); returns the rows deleted';
+
+-- Tag templates of an endpoint: "<tag>:<col>={tenant}" or "<tag>:<col>={arg}"
+-- where <tag> is tracked with key column <col> and arg an argument without a
+-- default whose type is the column's or casts to it implicitly.  Returns
+-- key_tags, the tags a cache key depends on (the plain tags, and the epoch
+-- "<tag>:<col>=*" of each template), and keyed_sql, an SQL expression of
+-- type text[] that fills the templates from the call's parameters ($n is
+-- the n-th argument: required arguments come first and are always passed)
+-- and from pulse.tenant; NULL without templates.  With raise_errors a bad
+-- template raises 22023; without (the view pulse.endpoints), an endpoint
+-- whose template went bad since it was declared depends on the whole table
+-- tag instead: more invalidation, never less.
+CREATE FUNCTION pulse._endpoint_keyed(fn regprocedure, tags text[], class text,
+                                      raise_errors boolean,
+                                      OUT key_tags text[], OUT keyed_sql text)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t       text;
+    m       text[];
+    problem text;
+    coltype oid;
+    arg     record;
+    fam     text;
+    fills   text[] := '{}';
+BEGIN
+    key_tags := '{}';
+    FOREACH t IN ARRAY coalesce(tags, '{}') LOOP
+        IF strpos(t, '{') = 0 AND strpos(t, '}') = 0 THEN
+            key_tags := key_tags || t;
+            CONTINUE;
+        END IF;
+        problem := NULL;
+        coltype := NULL;
+        arg := NULL;
+        m := regexp_match(t, '^(.+):([^:={}]+)=\{([A-Za-z_][A-Za-z0-9_]*)\}$');
+        IF m IS NULL THEN
+            problem := format('invalid tag template "%s"', t);
+        ELSIF class NOT IN ('read', 'search') THEN
+            problem := format('tag template "%s" on a %s endpoint', t, class);
+        ELSE
+            SELECT a.atttypid INTO coltype
+              FROM pulse.tracked k
+              JOIN pg_attribute a ON a.attrelid = k.rel AND a.attname = m[2]
+                                 AND NOT a.attisdropped
+             WHERE k.tag = m[1] AND m[2] = ANY (k.keys)
+             LIMIT 1;
+            IF coltype IS NULL THEN
+                problem := format('no table is tracked with tag "%s" and key column "%s"', m[1], m[2]);
+            ELSIF m[3] <> 'tenant' THEN
+                SELECT q.n, q.typ INTO arg
+                  FROM (SELECT row_number() OVER (ORDER BY x.ord) AS n, x.typ, x.name
+                          FROM pg_proc p,
+                               unnest(coalesce(p.proallargtypes, p.proargtypes::oid[]),
+                                      p.proargnames, p.proargmodes)
+                               WITH ORDINALITY AS x(typ, name, mode, ord)
+                         WHERE p.oid = fn AND coalesce(x.mode, 'i') IN ('i', 'b', 'v')) q
+                 WHERE q.name = m[3];
+                IF arg IS NULL THEN
+                    problem := format('tag template "%s" names no argument of %s', t, fn);
+                ELSIF arg.n > (SELECT p.pronargs - p.pronargdefaults FROM pg_proc p WHERE p.oid = fn) THEN
+                    problem := format('argument "%s" of tag template "%s" has a default', m[3], t);
+                ELSIF arg.typ <> coltype AND NOT EXISTS (
+                          SELECT 1 FROM pg_cast c WHERE c.castsource = arg.typ
+                             AND c.casttarget = coltype AND c.castcontext = 'i') THEN
+                    problem := format('argument "%s" of type %s does not cast implicitly to %s, the type of key column "%s"',
+                                      m[3], format_type(arg.typ, NULL), format_type(coltype, NULL), m[2]);
+                END IF;
+            END IF;
+        END IF;
+        IF problem IS NOT NULL THEN
+            IF raise_errors THEN
+                RAISE EXCEPTION '%', problem
+                    USING ERRCODE = 'invalid_parameter_value',
+                          HINT = 'A tag template is <tag>:<column>={tenant} or <tag>:<column>={argument}: <tag> tracked with that key column (pulse.track(rel, tag, keys)), the argument required, of the column''s type.';
+            END IF;
+            -- the whole table, or the tag itself when it names no table tag
+            key_tags := key_tags || coalesce(m[1], t);
+            CONTINUE;
+        END IF;
+        fam := m[1] || ':' || m[2];
+        key_tags := key_tags || (fam || '=*');
+        IF m[3] = 'tenant' THEN
+            fills := fills || format('%L || pulse._tenant_key(%L::pg_catalog.regtype)',
+                                     fam || '=', format_type(coltype, NULL));
+        ELSE
+            fills := fills || format('coalesce(%L || ($%s::%s%s)::text, %L)',
+                                     fam || '=', arg.n, format_type(arg.typ, NULL),
+                                     CASE WHEN arg.typ = coltype THEN ''
+                                          ELSE '::' || format_type(coltype, NULL) END,
+                                     fam);
+        END IF;
+    END LOOP;
+    key_tags := ARRAY(SELECT DISTINCT x COLLATE "C" FROM unnest(key_tags) AS x ORDER BY 1);
+    IF cardinality(fills) > 0 THEN
+        keyed_sql := 'ARRAY[' || array_to_string(fills, ', ') || ']::text[]';
+    END IF;
+END
+$$;
+
+-- Checks the tag templates of an endpoint (after endpoint_check, which
+-- sorted its tags).
+CREATE FUNCTION pulse._endpoint_check_tags()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM pulse._endpoint_keyed(NEW.fn, NEW.tags, NEW.class, true);
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER endpoint_check_tags
+    BEFORE INSERT OR UPDATE ON pulse.endpoint
+    FOR EACH ROW EXECUTE FUNCTION pulse._endpoint_check_tags();
+
+-- key_tags: the tags a cache key of the endpoint depends on; keyed_sql: the
+-- expression that fills its tag templates (pulse._endpoint_keyed).
+CREATE OR REPLACE VIEW pulse.endpoints AS
+SELECT e.name,
+       n.nspname::text AS schema,
+       p.proname::text AS function,
+       e.fn::text AS signature,
+       a.arg_names,
+       a.arg_types,
+       a.arg_type_oids,
+       p.pronargdefaults::integer AS arg_defaults,
+       pg_catalog.format_type(p.prorettype, NULL) AS return_type,
+       p.proretset AS returns_set,
+       CASE WHEN p.proretset THEN 'rows' ELSE 'json' END AS result,
+       e.class,
+       e.ttl,
+       e.tags,
+       CASE p.provolatile WHEN 'i' THEN 'immutable'
+                          WHEN 's' THEN 'stable'
+                          ELSE 'volatile' END AS volatility,
+       e.created_at,
+       e.updated_at,
+       k.key_tags,
+       k.keyed_sql
+  FROM pulse.endpoint e
+  JOIN pg_catalog.pg_proc p ON p.oid = e.fn
+  JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+ CROSS JOIN LATERAL (
+       SELECT coalesce(array_agg(x.name ORDER BY x.n), '{}') AS arg_names,
+              coalesce(array_agg(pg_catalog.format_type(x.typ, NULL) ORDER BY x.n), '{}') AS arg_types,
+              coalesce(array_agg(x.typ ORDER BY x.n), '{}') AS arg_type_oids
+         FROM unnest(coalesce(p.proallargtypes, p.proargtypes::oid[]),
+                     p.proargnames, p.proargmodes)
+              WITH ORDINALITY AS x(typ, name, mode, n)
+        WHERE coalesce(x.mode, 'i') IN ('i', 'b', 'v')) a
+ CROSS JOIN LATERAL pulse._endpoint_keyed(e.fn, e.tags, e.class, false) k;
+-- END keyed cache tags

@@ -12,6 +12,7 @@
 #include "postgres.h"
 #include "fmgr.h"
 #include "nodes/pg_list.h"
+#include "utils/array.h"
 
 /*
  * Files that depend on nothing else of pulse, each with a header of its own:
@@ -65,6 +66,16 @@ extern char *pulse_cursor_encode(const uint8 binding[8], bool backward,
 								 int nkeys, const PulseCursorKey *keys);
 extern void pulse_cursor_decode(const char *token, const uint8 binding[8],
 								int expected_nkeys, PulseCursor *out);
+
+/* keyed_tags.c */
+
+/*
+ * Checks the key columns keys (text[]) of relid tracked under tag: columns of
+ * relid, of a type that can key cache tags; raises otherwise.  Returns their
+ * names (palloc'd C strings) without duplicates, in the order given.
+ */
+extern List *pulse_keyed_check_columns(Oid relid, const char *tag,
+									   ArrayType *keys);
 
 /* worker.c */
 

@@ -11,19 +11,20 @@
  * delivered at commit and never for a rolled-back transaction.
  *
  * pulse.bump_tag(tag) bumps at once and returns the new generation (the
- * aggregate refresh code calls it through SPI).  pulse.track(rel, tag)
+ * aggregate refresh code calls it through SPI).  pulse.track(rel, tag, keys)
  * installs one statement-level AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
- * trigger, "pulse_track", running pulse._track_trigger(tag).  The trigger
- * does not write: it remembers the tag for the transaction, and the tags a
- * transaction wrote are bumped once each, in tag order, at pre-commit.  So a
- * tracked table costs one bump per transaction and tag however many statements
- * wrote it; the row lock on the tag is held only while the transaction
- * commits, and two writers always lock their tags in the same order, so
- * tracking can neither deadlock writers nor serialize them for longer than a
- * commit.  A savepoint rolled back forgets the tags remembered since it.
+ * trigger, "pulse_track", running pulse._track_trigger(tag, keys...), and
+ * with keys three more, "pulse_track_keys_{ins,upd,del}", which read the
+ * statement's transition tables (keyed_tags.c).  The triggers do not write:
+ * they remember tags for the transaction, and tag_pending.c bumps them once
+ * each, in tag order, at pre-commit.  So a tracked table costs one bump per
+ * transaction and tag however many statements wrote it; the row lock on the
+ * tag is held only while the transaction commits, and two writers always
+ * lock their tags in the same order, so tracking can neither deadlock
+ * writers nor serialize them for longer than a commit.
  *
  * Privileges and ownership:
- *	- pulse.cache_tags is written only by the C code of this file, as the owner
+ *	- pulse.cache_tags is written only by tag_pending.c, as the owner
  *	  of that table (the extension owner), with search_path pinned to
  *	  pg_catalog; so ordinary roles writing a tracked table need no privilege
  *	  on it.  Everyone may read it: the same tags and generations are
@@ -34,11 +35,6 @@
  *	  trigger function is not executable by PUBLIC, so CREATE TRIGGER with it
  *	  is refused to everybody but superusers; track() creates the trigger as
  *	  the extension owner after checking that the caller owns the table.
- *
- * Bumps done at pre-commit use the latest snapshot under READ COMMITTED rules
- * whatever the transaction's isolation level: a generation is a counter that
- * the transaction never read, so a concurrent bump of the same tag must not
- * turn into a serialization failure (see tag_bump).
  *
  *-------------------------------------------------------------------------
  */
@@ -68,156 +64,15 @@
 #include "utils/syscache.h"
 
 #include "pulse.h"
+#include "tag_pending.h"
 
-/* Channel of the invalidation messages, and name of the tracking trigger. */
-#define TAG_CHANNEL			"pulse_invalidate"
+/* Names of the tracking triggers: the table's tag, and its keyed tags (per event). */
 #define TAG_TRIGGER_NAME	"pulse_track"
-/* Longest tag accepted, in bytes: far below the 8000-byte NOTIFY limit. */
-#define TAG_MAX_LEN			512
+#define TAG_KEYS_TRIGGER	"pulse_track_keys"
 
-/* A tag written by the current transaction, bumped at pre-commit. */
-typedef struct TagPending
-{
-	char	   *tag;			/* in TopTransactionContext */
-	SubTransactionId subid;		/* (sub)transaction that first wrote it */
-} TagPending;
-
-/*
- * Tags of tracked tables written by the current transaction.  The list and
- * its elements live in TopTransactionContext; the callbacks below forget the
- * pointer when the transaction ends.
- */
-static List *tag_pending = NIL;
-static bool tag_callbacks_registered = false;
-
-/* Saved plan of the upsert: lives in CacheMemoryContext via SPI_keepplan. */
-static SPIPlanPtr tag_bump_plan = NULL;
-
-static void tag_check_name(const char *tag);
-static int64 tag_bump(const char *tag, bool at_commit);
-static void tag_flush_pending(void);
-static void tag_xact_callback(XactEvent event, void *arg);
-static void tag_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
-								 SubTransactionId parentSubid, void *arg);
-static void tag_remember(const char *tag);
-static Oid	tag_trigger_function(Oid *owner);
-static bool tag_current(Oid relid, Oid *tgfoid, char **tag);
+static Oid	tag_trigger_function(const char *name, Oid *owner);
+static bool tag_current(Oid relid, Oid *tgfoid, char **tag, List **keys);
 static void tag_check_table(Oid relid);
-
-/*
- * tag_check_name
- *		Raises 22023 unless tag is a usable tag: non-empty and short enough for
- *		a NOTIFY payload.
- */
-static void
-tag_check_name(const char *tag)
-{
-	size_t		len = strlen(tag);
-
-	if (len == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("cache tag must not be empty")));
-	if (len > TAG_MAX_LEN)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("cache tag is too long"),
-				 errdetail("A cache tag has at most %d bytes.", TAG_MAX_LEN)));
-}
-
-/*
- * tag_bump
- *		Adds one to the generation of tag (creating it at 1), queues the
- *		NOTIFY and returns the new generation.
- *
- * Runs the upsert as the owner of pulse.cache_tags with search_path pinned
- * to pg_catalog, so the caller needs no privilege on the table and cannot
- * redirect the statement.  With at_commit (called from the pre-commit
- * callback) the upsert sees the latest committed generation and follows READ
- * COMMITTED rules even in a REPEATABLE READ or SERIALIZABLE transaction: it
- * waits for a concurrent bump of the same tag and then increments the
- * committed value instead of failing with a serialization error.  Nothing of
- * the transaction runs after pre-commit, so the temporary isolation level is
- * seen by this statement only.
- */
-static int64
-tag_bump(const char *tag, bool at_commit)
-{
-	Oid			owner = pulse_table_owner("cache_tags", false);
-	PulseAsUser as_owner;
-	int			save_isolevel = XactIsoLevel;
-	Snapshot	snapshot = InvalidSnapshot;
-	Datum		arg;
-	char		payload[TAG_MAX_LEN + 32];
-	int64		generation = 0;
-	int			rc;
-
-	tag_check_name(tag);
-
-	pulse_become_user(&as_owner, owner, true);
-
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-
-	if (tag_bump_plan == NULL)
-	{
-		Oid			argtypes[1] = {TEXTOID};
-		SPIPlanPtr	plan;
-
-		plan = SPI_prepare("INSERT INTO pulse.cache_tags AS c "
-						   "(tag, generation, updated_at) "
-						   "VALUES ($1, 1, pg_catalog.now()) "
-						   "ON CONFLICT (tag) DO UPDATE "
-						   "SET generation = c.generation OPERATOR(pg_catalog.+) 1, "
-						   "updated_at = pg_catalog.now() "
-						   "RETURNING c.generation",
-						   1, argtypes);
-		if (plan == NULL)
-			elog(ERROR, "SPI_prepare failed: %s",
-				 SPI_result_code_string(SPI_result));
-		if (SPI_keepplan(plan) != 0)
-			elog(ERROR, "SPI_keepplan failed");
-		tag_bump_plan = plan;
-	}
-
-	arg = CStringGetTextDatum(tag);
-	if (at_commit)
-	{
-		snapshot = GetLatestSnapshot();
-		PG_TRY();
-		{
-			XactIsoLevel = XACT_READ_COMMITTED;
-			rc = SPI_execute_snapshot(tag_bump_plan, &arg, NULL, snapshot,
-									  InvalidSnapshot, false, false, 1);
-		}
-		PG_FINALLY();
-		{
-			XactIsoLevel = save_isolevel;
-		}
-		PG_END_TRY();
-	}
-	else
-		rc = SPI_execute_plan(tag_bump_plan, &arg, NULL, false, 1);
-
-	if (rc != SPI_OK_INSERT_RETURNING || SPI_processed != 1)
-		elog(ERROR, "could not bump cache tag \"%s\": %s", tag,
-			 SPI_result_code_string(rc));
-	{
-		bool		isnull;
-
-		generation = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
-												 SPI_tuptable->tupdesc, 1,
-												 &isnull));
-	}
-
-	SPI_finish();
-	pulse_restore_user(&as_owner);
-
-	snprintf(payload, sizeof(payload), "%s:" INT64_FORMAT, tag, generation);
-	Async_Notify(TAG_CHANNEL, payload);
-
-	return generation;
-}
 
 /*
  * pulse.bump_tag(tag text) RETURNS bigint
@@ -230,166 +85,55 @@ pulse_bump_tag(PG_FUNCTION_ARGS)
 {
 	char	   *tag = text_to_cstring(PG_GETARG_TEXT_PP(0));
 
-	PG_RETURN_INT64(tag_bump(tag, false));
-}
-
-/* list_sort comparator: pending tags in strcmp order */
-static int
-tag_pending_cmp(const ListCell *a, const ListCell *b)
-{
-	const TagPending *pa = (const TagPending *) lfirst(a);
-	const TagPending *pb = (const TagPending *) lfirst(b);
-
-	return strcmp(pa->tag, pb->tag);
-}
-
-/*
- * tag_flush_pending
- *		Bumps every tag the transaction wrote, once each, in tag order.
- *
- * Called at pre-commit (and pre-prepare, where the NOTIFY makes PREPARE fail
- * as for any transaction that notifies).  An error aborts the commit.
- */
-static void
-tag_flush_pending(void)
-{
-	List	   *todo = tag_pending;
-	ListCell   *lc;
-
-	if (todo == NIL)
-		return;
-	tag_pending = NIL;
-	/* the transaction dropped pulse after writing a tracked table */
-	if (!OidIsValid(pulse_table_owner("cache_tags", true)))
-		return;
-	list_sort(todo, tag_pending_cmp);
-	foreach(lc, todo)
-		(void) tag_bump(((TagPending *) lfirst(lc))->tag, true);
-}
-
-static void
-tag_xact_callback(XactEvent event, void *arg)
-{
-	switch (event)
-	{
-		case XACT_EVENT_PRE_COMMIT:
-		case XACT_EVENT_PRE_PREPARE:
-			tag_flush_pending();
-			break;
-		case XACT_EVENT_PARALLEL_PRE_COMMIT:
-			break;
-		case XACT_EVENT_COMMIT:
-		case XACT_EVENT_PARALLEL_COMMIT:
-		case XACT_EVENT_ABORT:
-		case XACT_EVENT_PARALLEL_ABORT:
-		case XACT_EVENT_PREPARE:
-			/* the memory went with TopTransactionContext */
-			tag_pending = NIL;
-			break;
-	}
-}
-
-static void
-tag_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
-					 SubTransactionId parentSubid, void *arg)
-{
-	ListCell   *lc;
-
-	if (event == SUBXACT_EVENT_COMMIT_SUB)
-	{
-		foreach(lc, tag_pending)
-		{
-			TagPending *p = (TagPending *) lfirst(lc);
-
-			if (p->subid == mySubid)
-				p->subid = parentSubid;
-		}
-	}
-	else if (event == SUBXACT_EVENT_ABORT_SUB)
-	{
-		/* its writes are undone: so is their invalidation */
-		foreach(lc, tag_pending)
-		{
-			if (((TagPending *) lfirst(lc))->subid == mySubid)
-				tag_pending = foreach_delete_current(tag_pending, lc);
-		}
-	}
-}
-
-/*
- * tag_remember
- *		Notes that the current transaction wrote a table tracked under tag.
- *
- * Linear in the number of distinct tags the transaction wrote, which is the
- * number of tracked tables it touched.
- */
-static void
-tag_remember(const char *tag)
-{
-	MemoryContext oldcxt;
-	TagPending *p;
-	ListCell   *lc;
-
-	foreach(lc, tag_pending)
-	{
-		if (strcmp(((TagPending *) lfirst(lc))->tag, tag) == 0)
-			return;
-	}
-
-	if (!tag_callbacks_registered)
-	{
-		RegisterXactCallback(tag_xact_callback, NULL);
-		RegisterSubXactCallback(tag_subxact_callback, NULL);
-		tag_callbacks_registered = true;
-	}
-
-	oldcxt = MemoryContextSwitchTo(TopTransactionContext);
-	p = (TagPending *) palloc(sizeof(TagPending));
-	p->tag = pstrdup(tag);
-	p->subid = GetCurrentSubTransactionId();
-	tag_pending = lappend(tag_pending, p);
-	MemoryContextSwitchTo(oldcxt);
+	PG_RETURN_INT64(pulse_tag_bump_now(tag));
 }
 
 /*
  * pulse._track_trigger() RETURNS trigger
  *
- * Statement-level AFTER trigger installed by pulse.track; its one argument
- * is the tag.
+ * Statement-level AFTER trigger installed by pulse.track; its arguments are
+ * the tag and then the key columns, if any.  Remembers the tag; a TRUNCATE
+ * also remembers the epoch of every key column (every value went).
  */
 PG_FUNCTION_INFO_V1(pulse_track_trigger);
 Datum
 pulse_track_trigger(PG_FUNCTION_ARGS)
 {
 	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	Trigger    *tg;
 
 	if (!CALLED_AS_TRIGGER(fcinfo))
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("pulse._track_trigger: not called by trigger manager")));
+	tg = trigdata->tg_trigger;
 	if (!TRIGGER_FIRED_AFTER(trigdata->tg_event) ||
 		!TRIGGER_FIRED_FOR_STATEMENT(trigdata->tg_event) ||
-		trigdata->tg_trigger->tgnargs != 1)
+		tg->tgnargs < 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("pulse._track_trigger must be an AFTER ... FOR EACH STATEMENT trigger with one argument"),
+				 errmsg("pulse._track_trigger must be an AFTER ... FOR EACH STATEMENT trigger with a tag argument"),
 				 errhint("Use pulse.track() to install it.")));
 
-	tag_remember(trigdata->tg_trigger->tgargs[0]);
-
+	pulse_tag_check_name(tg->tgargs[0]);
+	pulse_tag_remember(tg->tgargs[0]);
+	if (TRIGGER_FIRED_BY_TRUNCATE(trigdata->tg_event))
+	{
+		for (int i = 1; i < tg->tgnargs; i++)
+			pulse_tag_remember_epoch(psprintf("%s:%s", tg->tgargs[0], tg->tgargs[i]));
+	}
 	return PointerGetDatum(NULL);
 }
 
 /*
  * tag_trigger_function
- *		OID of pulse._track_trigger(); *owner receives its owner.
+ *		OID of pulse.<name>() (a trigger function); *owner receives its owner.
  */
 static Oid
-tag_trigger_function(Oid *owner)
+tag_trigger_function(const char *name, Oid *owner)
 {
-	List	   *name = list_make2(makeString("pulse"),
-								  makeString("_track_trigger"));
-	Oid			fnoid = LookupFuncName(name, 0, NULL, false);
+	List	   *qname = list_make2(makeString("pulse"), makeString((char *) name));
+	Oid			fnoid = LookupFuncName(qname, 0, NULL, false);
 
 	if (owner != NULL)
 	{
@@ -403,38 +147,85 @@ tag_trigger_function(Oid *owner)
 	return fnoid;
 }
 
+/* The arguments of a trigger (pg_trigger.tgargs: nargs NUL-terminated strings) as a List of C strings. */
+static List *
+tag_split_args(bytea *args, int nargs)
+{
+	const char *p = VARDATA_ANY(args);
+	const char *end = p + VARSIZE_ANY_EXHDR(args);
+	List	   *out = NIL;
+
+	for (int i = 0; i < nargs && p < end; i++)
+	{
+		size_t		len = strnlen(p, end - p);
+
+		out = lappend(out, pnstrdup(p, len));
+		p += len + 1;
+	}
+	return out;
+}
+
+/*
+ * pulse._trigger_args(args bytea, nargs int) RETURNS text[]
+ *
+ * The arguments of a trigger from pg_trigger.tgargs and tgnargs; for the
+ * pulse.tracked view.
+ */
+PG_FUNCTION_INFO_V1(pulse_trigger_args);
+Datum
+pulse_trigger_args(PG_FUNCTION_ARGS)
+{
+	List	   *args = tag_split_args(PG_GETARG_BYTEA_PP(0), PG_GETARG_INT32(1));
+	Datum	   *elems = (Datum *) palloc(sizeof(Datum) * (list_length(args) + 1));
+	ListCell   *lc;
+	int			n = 0;
+
+	foreach(lc, args)
+		elems[n++] = CStringGetTextDatum((char *) lfirst(lc));
+	PG_RETURN_ARRAYTYPE_P(construct_array(elems, n, TEXTOID, -1, false, TYPALIGN_INT));
+}
+
 /*
  * tag_current
  *		Whether relid has a trigger named pulse_track; if so, *tgfoid receives
- *		the function it runs and *tag its argument (NULL unless it has exactly
- *		one).
+ *		the function it runs, *tag its first argument (NULL without any) and
+ *		*keys the others (key columns).
  *
  * Caller has connected to SPI.
  */
 static bool
-tag_current(Oid relid, Oid *tgfoid, char **tag)
+tag_current(Oid relid, Oid *tgfoid, char **tag, List **keys)
 {
 	Oid			argtypes[1] = {OIDOID};
 	Datum		args[1] = {ObjectIdGetDatum(relid)};
 	bool		isnull;
+	List	   *all;
 	int			rc;
 
-	rc = SPI_execute_with_args("SELECT t.tgfoid, "
-							   "CASE WHEN t.tgnargs = 1 THEN "
-							   "pg_catalog.convert_from(pg_catalog.substring(t.tgargs, 1, "
-							   "pg_catalog.octet_length(t.tgargs) - 1), "
-							   "pg_catalog.getdatabaseencoding()) END "
+	rc = SPI_execute_with_args("SELECT t.tgfoid, t.tgnargs, t.tgargs "
 							   "FROM pg_catalog.pg_trigger t "
 							   "WHERE t.tgrelid = $1 AND t.tgname = '" TAG_TRIGGER_NAME "'",
 							   1, argtypes, args, NULL, true, 1);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "could not read the triggers of relation %u", relid);
+	*tag = NULL;
+	*keys = NIL;
 	if (SPI_processed == 0)
 		return false;
 
 	*tgfoid = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
 											 SPI_tuptable->tupdesc, 1, &isnull));
-	*tag = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+	all = tag_split_args(DatumGetByteaPP(SPI_getbinval(SPI_tuptable->vals[0],
+													   SPI_tuptable->tupdesc, 3,
+													   &isnull)),
+						 DatumGetInt16(SPI_getbinval(SPI_tuptable->vals[0],
+													 SPI_tuptable->tupdesc, 2,
+													 &isnull)));
+	if (all != NIL)
+	{
+		*tag = (char *) linitial(all);
+		*keys = list_delete_first(all);
+	}
 	return true;
 }
 
@@ -483,12 +274,153 @@ tag_check_table(Oid relid)
 						get_rel_name(relid))));
 }
 
+/* whether the List of C strings l has s */
+static bool
+tag_list_has(List *l, const char *s)
+{
+	ListCell   *lc;
+
+	foreach(lc, l)
+		if (strcmp((char *) lfirst(lc), s) == 0)
+			return true;
+	return false;
+}
+
 /*
- * pulse.track(rel regclass, tag text DEFAULT NULL) RETURNS text
+ * tag_check_families_unused
+ *		Raises 2BP01 when an endpoint's tag template depends on a keyed tag of
+ *		family "<tag>:<col>" for a col of old_keys that is not kept (not in
+ *		new_keys, or new_tag differs from tag): once its trigger is gone,
+ *		nothing would ever bump those tags and the endpoint's cached answers
+ *		would never be invalidated again.  Caller has connected to SPI.
+ */
+static void
+tag_check_families_unused(const char *tag, List *old_keys, const char *new_tag,
+						  List *new_keys)
+{
+	ListCell   *lc;
+
+	foreach(lc, old_keys)
+	{
+		char	   *col = (char *) lfirst(lc);
+		char	   *prefix;
+		Oid			argtypes[1] = {TEXTOID};
+		Datum		args[1];
+		int			rc;
+
+		if (new_tag != NULL && strcmp(tag, new_tag) == 0 &&
+			tag_list_has(new_keys, col))
+			continue;
+		prefix = psprintf("%s:%s={", tag, col);
+		args[0] = CStringGetTextDatum(prefix);
+		rc = SPI_execute_with_args("SELECT e.name FROM pulse.endpoint e, "
+								   "pg_catalog.unnest(e.tags) t "
+								   "WHERE pg_catalog.left(t, pg_catalog.length($1)) "
+								   "OPERATOR(pg_catalog.=) $1 "
+								   "ORDER BY e.name COLLATE \"C\" LIMIT 1",
+								   1, argtypes, args, NULL, true, 1);
+		if (rc != SPI_OK_SELECT)
+			elog(ERROR, "could not read pulse.endpoint");
+		if (SPI_processed == 1)
+			ereport(ERROR,
+					(errcode(ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST),
+					 errmsg("endpoint \"%s\" depends on the keyed tags of column \"%s\" of tag \"%s\"",
+							SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1),
+							col, tag),
+					 errhint("Change the endpoint's tags with pulse.expose first.")));
+	}
+}
+
+/* CREATE OR REPLACE TRIGGER or DROP TRIGGER IF EXISTS, as the owner of the trigger functions */
+static void
+tag_exec_as(Oid owner, const char *sql)
+{
+	PulseAsUser as_fn_owner;
+
+	/* as the owner of the trigger functions: only it may attach them to a table (see the file header) */
+	pulse_become_user(&as_fn_owner, owner, false);
+	if (SPI_execute(sql, false, 0) != SPI_OK_UTILITY)
+		elog(ERROR, "could not change the tracking triggers: %s", sql);
+	pulse_restore_user(&as_fn_owner);
+}
+
+/* The keyed triggers, one per event (transition tables allow one event per trigger). */
+static const struct
+{
+	const char *name;
+	const char *event;
+}			tag_keyed_triggers[] = {
+	{TAG_KEYS_TRIGGER "_ins", "INSERT ON %s REFERENCING NEW TABLE AS pulse_keys_new"},
+	{TAG_KEYS_TRIGGER "_upd", "UPDATE ON %s REFERENCING OLD TABLE AS pulse_keys_old NEW TABLE AS pulse_keys_new"},
+	{TAG_KEYS_TRIGGER "_del", "DELETE ON %s REFERENCING OLD TABLE AS pulse_keys_old"},
+};
+
+/* drops the keyed triggers of relid (relname: its quoted name), if any; caller has connected to SPI */
+static void
+tag_drop_keyed(Oid relid, const char *relname, Oid owner)
+{
+	for (int i = 0; i < lengthof(tag_keyed_triggers); i++)
+	{
+		Oid			argtypes[2] = {OIDOID, TEXTOID};
+		Datum		args[2] = {ObjectIdGetDatum(relid),
+		CStringGetTextDatum(tag_keyed_triggers[i].name)};
+
+		if (SPI_execute_with_args("SELECT 1 FROM pg_catalog.pg_trigger "
+								  "WHERE tgrelid = $1 AND tgname = $2",
+								  2, argtypes, args, NULL, true, 1) != SPI_OK_SELECT)
+			elog(ERROR, "could not read the triggers of relation %u", relid);
+		if (SPI_processed == 1)
+			tag_exec_as(owner, psprintf("DROP TRIGGER %s ON %s",
+										tag_keyed_triggers[i].name, relname));
+	}
+}
+
+/*
+ * tag_install
+ *		(Re)creates the triggers of relid (relname: quoted) for tag and keys:
+ *		pulse_track always, pulse_track_keys_{ins,upd,del} with keys; drops
+ *		those without keys.
+ */
+static void
+tag_install(Oid relid, const char *relname, const char *tag, List *keys, Oid owner)
+{
+	StringInfoData args;
+	ListCell   *lc;
+
+	initStringInfo(&args);
+	appendStringInfoString(&args, quote_literal_cstr(tag));
+	foreach(lc, keys)
+		appendStringInfo(&args, ", %s", quote_literal_cstr((char *) lfirst(lc)));
+
+	tag_exec_as(owner, psprintf("CREATE OR REPLACE TRIGGER " TAG_TRIGGER_NAME
+								" AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON %s"
+								" FOR EACH STATEMENT"
+								" EXECUTE FUNCTION pulse._track_trigger(%s)",
+								relname, args.data));
+	if (keys == NIL)
+	{
+		tag_drop_keyed(relid, relname, owner);
+		return;
+	}
+	for (int i = 0; i < lengthof(tag_keyed_triggers); i++)
+		tag_exec_as(owner, psprintf("CREATE OR REPLACE TRIGGER %s AFTER %s"
+									" FOR EACH STATEMENT"
+									" EXECUTE FUNCTION pulse._track_keys_trigger(%s)",
+									tag_keyed_triggers[i].name,
+									psprintf(tag_keyed_triggers[i].event, relname),
+									args.data));
+}
+
+/*
+ * pulse.track(rel regclass, tag text DEFAULT NULL, keys text[] DEFAULT NULL)
+ *		RETURNS text
  *
  * Makes every write to rel bump tag (by default the schema-qualified name of
- * rel, quoted as in SQL: public.events, public."Order Lines") and returns the
- * tag.  Idempotent; tracking again with another tag replaces the trigger.
+ * rel, quoted as in SQL: public.events, public."Order Lines") and, for each
+ * key column, the keyed tags "<tag>:<col>=<value>" of the rows written (see
+ * keyed_tags.c); returns the tag.  Idempotent; tracking again with another
+ * tag or keys replaces the triggers, unless an endpoint depends on a keyed
+ * tag that would no longer be bumped.
  */
 PG_FUNCTION_INFO_V1(pulse_track);
 Datum
@@ -497,6 +429,8 @@ pulse_track(PG_FUNCTION_ARGS)
 	Oid			relid;
 	char	   *tag;
 	char	   *current = NULL;
+	List	   *current_keys = NIL;
+	List	   *keys = NIL;
 	bool		exists;
 	Oid			trigfn;
 	Oid			trigfn_owner;
@@ -515,47 +449,30 @@ pulse_track(PG_FUNCTION_ARGS)
 
 	relname = quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
 										 get_rel_name(relid));
-	if (PG_ARGISNULL(1))
+	if (PG_NARGS() < 2 || PG_ARGISNULL(1))
 		tag = relname;
 	else
 		tag = text_to_cstring(PG_GETARG_TEXT_PP(1));
-	tag_check_name(tag);
+	pulse_tag_check_name(tag);
+	if (PG_NARGS() >= 3 && !PG_ARGISNULL(2))
+		keys = pulse_keyed_check_columns(relid, tag, PG_GETARG_ARRAYTYPE_P(2));
 
-	trigfn = tag_trigger_function(&trigfn_owner);
+	trigfn = tag_trigger_function("_track_trigger", &trigfn_owner);
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 
-	exists = tag_current(relid, &tgfoid, &current);
+	exists = tag_current(relid, &tgfoid, &current, &current_keys);
 	if (exists && tgfoid != trigfn)
 		ereport(ERROR,
 				(errcode(ERRCODE_DUPLICATE_OBJECT),
 				 errmsg("table %s already has a trigger named \"%s\"",
 						relname, TAG_TRIGGER_NAME),
 				 errhint("Rename or drop that trigger to track the table.")));
+	if (exists && current != NULL)
+		tag_check_families_unused(current, current_keys, tag, keys);
 
-	if (!exists || current == NULL || strcmp(current, tag) != 0)
-	{
-		PulseAsUser as_fn_owner;
-		StringInfoData sql;
-
-		initStringInfo(&sql);
-		appendStringInfo(&sql,
-						 "CREATE OR REPLACE TRIGGER " TAG_TRIGGER_NAME
-						 " AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON %s"
-						 " FOR EACH STATEMENT"
-						 " EXECUTE FUNCTION pulse._track_trigger(%s)",
-						 relname, quote_literal_cstr(tag));
-
-		/*
-		 * As the owner of the trigger function: only it may attach the
-		 * function to a table (see the file header).
-		 */
-		pulse_become_user(&as_fn_owner, trigfn_owner, false);
-		if (SPI_execute(sql.data, false, 0) != SPI_OK_UTILITY)
-			elog(ERROR, "could not create the tracking trigger");
-		pulse_restore_user(&as_fn_owner);
-	}
+	tag_install(relid, relname, tag, keys, trigfn_owner);
 
 	SPI_finish();
 
@@ -565,7 +482,8 @@ pulse_track(PG_FUNCTION_ARGS)
 /*
  * pulse.untrack(rel regclass) RETURNS void
  *
- * Removes the tracking trigger of rel; 42704 when rel is not tracked.
+ * Removes the tracking triggers of rel; 42704 when rel is not tracked,
+ * 2BP01 when an endpoint depends on its keyed tags.
  */
 PG_FUNCTION_INFO_V1(pulse_untrack);
 Datum
@@ -574,9 +492,10 @@ pulse_untrack(PG_FUNCTION_ARGS)
 	Oid			relid;
 	char	   *relname;
 	char	   *current = NULL;
+	List	   *current_keys = NIL;
 	Oid			tgfoid = InvalidOid;
+	Oid			trigfn_owner;
 	HeapTuple	tuple;
-	StringInfoData sql;
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
@@ -600,16 +519,16 @@ pulse_untrack(PG_FUNCTION_ARGS)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 
-	if (!tag_current(relid, &tgfoid, &current) ||
-		tgfoid != tag_trigger_function(NULL))
+	if (!tag_current(relid, &tgfoid, &current, &current_keys) ||
+		tgfoid != tag_trigger_function("_track_trigger", &trigfn_owner))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("table %s is not tracked", relname)));
+	if (current != NULL)
+		tag_check_families_unused(current, current_keys, NULL, NIL);
 
-	initStringInfo(&sql);
-	appendStringInfo(&sql, "DROP TRIGGER " TAG_TRIGGER_NAME " ON %s", relname);
-	if (SPI_execute(sql.data, false, 0) != SPI_OK_UTILITY)
-		elog(ERROR, "could not drop the tracking trigger");
+	tag_drop_keyed(relid, relname, trigfn_owner);
+	tag_exec_as(trigfn_owner, psprintf("DROP TRIGGER " TAG_TRIGGER_NAME " ON %s", relname));
 
 	SPI_finish();
 

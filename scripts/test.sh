@@ -42,7 +42,7 @@ cleanup() {
 	local p
 	for p in $(jobs -p); do kill -TERM "$p" 2>/dev/null; done
 	wait 2>/dev/null
-	scripts/cluster.sh destroy "$TMP/pg" >/dev/null 2>&1
+	for d in "$TMP"/*/pg; do [ ! -d "$d" ] || scripts/cluster.sh destroy "$d" >/dev/null 2>&1; done
 	if [ -n "${KEEP_TMP:-}" ]; then echo "test: kept $TMP"; else rm -rf "$TMP"; fi
 }
 trap cleanup EXIT
@@ -67,11 +67,12 @@ selected() {
 }
 
 regress() { # regress PORT DIR
-	local pg=$2/pg rc
+	local pg=$2/pg rc port
+	port=$(free_port "$1")
 	PULSE_FSYNC=off PULSE_SYNC_COMMIT=off PULSE_CRON_DB=pulse_regress \
-		scripts/cluster.sh start "$pg" "$1" || return 1
+		scripts/cluster.sh start "$pg" "$port" || return 1
 	make --no-print-directory installcheck \
-		PGHOST="$pg" PGPORT="$1" PGUSER=postgres \
+		PGHOST="$pg" PGPORT="$port" PGUSER=postgres \
 		EXTRA_REGRESS_OPTS="--outputdir=$2/regress" ${REGRESS:+REGRESS="$REGRESS"}
 	rc=$?
 	if [ $rc -ne 0 ] && [ -f "$2/regress/regression.diffs" ]; then
