@@ -12,6 +12,9 @@ MODULE_big = pulse
 OBJS = \
 	extension/pulse.o \
 	extension/fingerprint.o \
+	extension/fp_walk.o \
+	extension/fp_utility.o \
+	extension/normalize.o \
 	extension/cursor_codec.o \
 	extension/cursor.o \
 	extension/page.o \
