@@ -34,15 +34,16 @@ typedef struct FpToken
 
 /*
  * One change pulse.normalize() makes to the query text, recorded by the
- * walker: bytes [start, end) are replaced by text, where a NULL text stands
- * for the next "$n".  An insertion has start == end.
+ * walker: bytes [start, end) are replaced by prefix, the next "$n" when
+ * param, and text (each when there).  An insertion has start == end.
  */
 typedef struct FpEdit
 {
 	int			start;
 	int			end;
-	bool		param;			/* write "$n" (then text, when not NULL) */
-	const char *text;			/* replacement, or what follows "$n" */
+	bool		param;			/* write "$n" */
+	const char *prefix;			/* written before "$n", or NULL */
+	const char *text;			/* written after "$n" (or alone), or NULL */
 } FpEdit;
 
 /* One statement of the query. */

@@ -713,8 +713,9 @@ fp_funccall(FpOut *o, const FuncCall *n)
 }
 
 /*
- * A SELECT.  FETCH FIRST +5 ROWS (and OFFSET +5 ROWS) takes a signed
- * constant, not a parameter after a '+': normalize replaces the sign too.
+ * A SELECT.  FETCH FIRST +5 ROWS (and OFFSET +5 ROWS) takes a sign and a
+ * number, not a parameter after a '+': normalize writes (+$1), the same raw
+ * tree (a unary plus over a constant) in a form the grammar takes.
  */
 static void
 fp_select(FpOut *o, const SelectStmt *n)
@@ -731,24 +732,32 @@ fp_select(FpOut *o, const SelectStmt *n)
 				FN(SelectStmt, lockingClause), FN(SelectStmt, withClause),
 				FI(SelectStmt, op), FI(SelectStmt, all),
 				FN(SelectStmt, larg), FN(SelectStmt, rarg));
-	int			nedits = o->q->nedits;
 	FpQuery    *q = o->q;
+	int			nedits = q->nedits;
+	const Node *limits[2] = {n->limitOffset, n->limitCount};
 
 	fp_desc_walk(o, &desc, (const Node *) n);
 	if (!q->want_edits)
 		return;
-	for (int i = nedits; i < q->nedits; i++)
+	for (int l = 0; l < 2; l++)
 	{
-		FpEdit	   *e = &q->edits[i];
-		int			t;
+		const A_Expr *plus = (const A_Expr *) limits[l];
 
-		if (!((n->limitCount && IsA(n->limitCount, A_Const) &&
-			   ((A_Const *) n->limitCount)->location == e->start) ||
-			  (n->limitOffset && IsA(n->limitOffset, A_Const) &&
-			   ((A_Const *) n->limitOffset)->location == e->start)))
+		if (plus == NULL || !IsA(plus, A_Expr) || plus->kind != AEXPR_OP ||
+			plus->lexpr != NULL || plus->location < 0 ||
+			plus->rexpr == NULL || !IsA(plus->rexpr, A_Const) ||
+			strcmp(strVal(llast(plus->name)), "+") != 0)
 			continue;
-		t = fp_token_at(q, e->start);
-		if (t > 0 && q->tokens[t - 1].tok == '+')
-			e->start = q->tokens[t - 1].start;
+		for (int i = nedits; i < q->nedits; i++)
+		{
+			FpEdit	   *e = &q->edits[i];
+
+			if (e->param && e->start == ((const A_Const *) plus->rexpr)->location)
+			{
+				e->start = plus->location;
+				e->prefix = "(+";
+				e->text = ")";
+			}
+		}
 	}
 }

@@ -23,8 +23,8 @@
  *   of each distinct form (casts count: IN (1::int8, 2::int8) gives
  *   IN ($1::int8 and the comment)) and, like PostgreSQL 18, leaves lists
  *   with parameters as written;
- * - a negative number is one placeholder (-5 gives $1), and so is a signed
- *   FETCH FIRST count (FETCH FIRST +5 ROWS gives FETCH FIRST $1 ROWS).
+ * - a negative number is one placeholder (-5 gives $1); the signed count
+ *   of FETCH FIRST +5 ROWS gives FETCH FIRST (+$1) ROWS.
  * Should a normalized statement still fail to parse (a grammar position the
  * walker does not know takes no parameter), that statement keeps its
  * literals, and a DEBUG1 message says so.
@@ -46,6 +46,8 @@
 #include "fingerprint.h"
 
 static bool norm_is_interval_field(int tok);
+static void norm_token_text(const FpQuery *q, int from, int to,
+							StringInfo out);
 static int	norm_edit_cmp(const void *a, const void *b);
 static void norm_apply(const FpQuery *q, const bool *skip, int from, int to,
 					   int param, StringInfo out);
@@ -286,6 +288,7 @@ fp_add_edit(FpQuery *q, int start, int end, bool param, const char *text)
 	e->start = start;
 	e->end = end;
 	e->param = param;
+	e->prefix = NULL;
 	e->text = text;
 }
 
@@ -297,19 +300,39 @@ norm_is_interval_field(int tok)
 }
 
 /*
+ * Append the text of tokens [from, to), one space apart: no comment, and no
+ * two tokens glued that were apart.
+ */
+static void
+norm_token_text(const FpQuery *q, int from, int to, StringInfo out)
+{
+	for (int i = from; i < to; i++)
+	{
+		if (i > from)
+			appendStringInfoChar(out, ' ');
+		appendBinaryStringInfo(out, q->query + q->tokens[i].start,
+							   q->tokens[i].end - q->tokens[i].start);
+	}
+}
+
+/*
  * Turn the edit of a type-prefixed literal (lit, the literal's own edit)
  * into one that writes $n::type over the type name, the literal and, for an
- * interval, the field qualifier after it.  The type is written as it was,
- * except CHAR and NCHAR without a length, which the grammar reads as bpchar
- * of any length here but as char(1) in a cast.
+ * interval, the field qualifier after it.  The type is written with its
+ * tokens as they were, one space apart, except CHAR and NCHAR without a
+ * length, which the grammar reads as bpchar of any length here but as
+ * char(1) in a cast.
  */
 void
 fp_typed_edit(FpQuery *q, FpEdit *lit, const TypeName *tn)
 {
 	StringInfoData type;
 	const char *name = strVal(llast(tn->names));
-	int			end = lit->end;
+	int			first = fp_token_at(q, tn->location);
+	int			t = fp_token_at(q, lit->start);
 
+	if (first < 0 || t < 0)
+		return;
 	initStringInfo(&type);
 	appendStringInfoString(&type, "::");
 	if (list_length(tn->names) == 2 && tn->typmods == NIL &&
@@ -318,43 +341,32 @@ fp_typed_edit(FpQuery *q, FpEdit *lit, const TypeName *tn)
 		appendStringInfo(&type, "pg_catalog.%s", name);
 	else
 	{
-		int			e = lit->start;
-		const A_Const *first;
+		const A_Const *mod = tn->typmods != NIL ? linitial(tn->typmods) : NULL;
 
-		while (e > tn->location && scanner_isspace(q->query[e - 1]))
-			e--;
-		appendBinaryStringInfo(&type, q->query + tn->location,
-							   e - tn->location);
+		norm_token_text(q, first, t, &type);
 
 		/* interval '1' day: the qualifier follows the literal */
-		first = tn->typmods != NIL ? linitial(tn->typmods) : NULL;
-		if (first != NULL && IsA(first, A_Const) &&
-			first->location > lit->start)
+		while (t < q->ntokens && q->tokens[t].end < lit->end)
+			t++;
+		if (mod != NULL && IsA(mod, A_Const) && mod->location > lit->start &&
+			t + 1 < q->ntokens && norm_is_interval_field(q->tokens[t + 1].tok))
 		{
-			int			t = fp_token_at(q, lit->start);
+			int			last = t + 1;
 
-			while (t >= 0 && t < q->ntokens && q->tokens[t].end < lit->end)
-				t++;
-			if (t >= 0 && t + 1 < q->ntokens &&
-				norm_is_interval_field(q->tokens[t + 1].tok))
-			{
-				t++;
-				if (t + 2 < q->ntokens && q->tokens[t + 1].tok == TO &&
-					norm_is_interval_field(q->tokens[t + 2].tok))
-					t += 2;
-				if (q->tokens[t].tok == SECOND_P && t + 3 < q->ntokens &&
-					q->tokens[t + 1].tok == '(' &&
-					q->tokens[t + 2].tok == ICONST &&
-					q->tokens[t + 3].tok == ')')
-					t += 3;
-				end = q->tokens[t].end;
-				appendBinaryStringInfo(&type, q->query + lit->end,
-									   end - lit->end);
-			}
+			if (last + 2 < q->ntokens && q->tokens[last + 1].tok == TO &&
+				norm_is_interval_field(q->tokens[last + 2].tok))
+				last += 2;
+			if (q->tokens[last].tok == SECOND_P && last + 3 < q->ntokens &&
+				q->tokens[last + 1].tok == '(' &&
+				q->tokens[last + 2].tok == ICONST &&
+				q->tokens[last + 3].tok == ')')
+				last += 3;
+			appendStringInfoChar(&type, ' ');
+			norm_token_text(q, t + 1, last + 1, &type);
+			lit->end = q->tokens[last].end;
 		}
 	}
 	lit->start = tn->location;
-	lit->end = end;
 	lit->text = type.data;
 }
 
@@ -444,6 +456,8 @@ norm_apply(const FpQuery *q, const bool *skip, int from, int to, int param,
 			if (e->start < last)
 				continue;		/* inside a squashed element, or seen twice */
 			appendBinaryStringInfo(out, q->query + last, e->start - last);
+			if (e->prefix != NULL)
+				appendStringInfoString(out, e->prefix);
 			if (e->param)
 				appendStringInfo(out, "$%d", ++param);
 			if (e->text != NULL)
