@@ -300,15 +300,15 @@ norm_is_interval_field(int tok)
 }
 
 /*
- * Append the text of tokens [from, to), one space apart: no comment, and no
- * two tokens glued that were apart.
+ * Append the text of tokens [from, to), without comments: tokens that were
+ * apart are one space apart, tokens that were glued stay glued.
  */
 static void
 norm_token_text(const FpQuery *q, int from, int to, StringInfo out)
 {
 	for (int i = from; i < to; i++)
 	{
-		if (i > from)
+		if (i > from && q->tokens[i].start > q->tokens[i - 1].end)
 			appendStringInfoChar(out, ' ');
 		appendBinaryStringInfo(out, q->query + q->tokens[i].start,
 							   q->tokens[i].end - q->tokens[i].start);
@@ -319,7 +319,7 @@ norm_token_text(const FpQuery *q, int from, int to, StringInfo out)
  * Turn the edit of a type-prefixed literal (lit, the literal's own edit)
  * into one that writes $n::type over the type name, the literal and, for an
  * interval, the field qualifier after it.  The type is written with its
- * tokens as they were, one space apart, except CHAR and NCHAR without a
+ * tokens as they were, less comments, except CHAR and NCHAR without a
  * length, which the grammar reads as bpchar of any length here but as
  * char(1) in a cast.
  */
