@@ -15,6 +15,9 @@ OBJS = \
 	extension/support.o \
 	extension/worker_shmem.o \
 	extension/fingerprint.o \
+	extension/fp_walk.o \
+	extension/fp_utility.o \
+	extension/normalize.o \
 	extension/cursor_codec.o \
 	extension/cursor.o \
 	extension/page.o \

@@ -68,7 +68,57 @@ FROM (VALUES
 	(29, 'CTE literals', 'with x as (select 1 as v) select * from x where v > 0', 'WITH x AS (SELECT 2 AS v) SELECT * FROM x WHERE v > 5'),
 	(30, 'window frame offset', 'select sum(a) over (order by b rows 3 preceding) from t', 'select sum(a) over (order by b rows 5 preceding) from t'),
 	(31, 'utility statement literals', 'create table t (a int default 1)', 'CREATE TABLE t (a INT DEFAULT 2);'),
-	(32, 'multi-statement literals', 'select 1; select ''a''', 'select 2; select ''b'';')
+	(32, 'multi-statement literals', 'select 1; select ''a''', 'select 2; select ''b'';'),
+	(33, 'literal vs parameter', 'select * from t where a = 1', 'select * from t where a = $1'),
+	(34, 'parameter number', 'select * from t where a = $1', 'select * from t where a = $2'),
+	(35, 'IN list vs IN parameters', 'select * from t where a in (1, 2, 3)', 'select * from t where a in ($1, $2)'),
+	(36, 'IN list vs = ANY(ARRAY)', 'select * from t where a in (1, 2, 3)', 'select * from t where a = any(array[4, 5])'),
+	(37, 'NOT IN vs <> ALL(ARRAY)', 'select * from t where a not in (1, 2)', 'select * from t where a <> all(array[$1])'),
+	(38, 'squashed list as normalize writes it', 'select * from t where a in (1, 2, 3)', 'select * from t where a in ($1 /*, ... */)'),
+	(39, 'EXTRACT field as string', 'select extract(year from d) from t', 'select extract(''year'' from d) from t'),
+	(40, 'FETCH FIRST vs LIMIT', 'select * from t fetch first 5 rows only', 'select * from t limit 10'),
+	(41, 'type-prefixed literal vs cast', 'select date ''2020-01-01''', 'select $1::date'),
+	(42, 'interval qualifier', 'select interval ''1'' day', 'select $1::interval day'),
+	(43, 'N'''' vs bpchar cast', 'select N''x''', 'select $1::pg_catalog.bpchar')
+) AS v(n, what, a, b)
+ORDER BY n;
+
+-- utility statements are fingerprinted from their raw tree: literals in
+-- them are literals (TRUE, FALSE, NULL and signed numbers too), and their
+-- IN lists are squashed
+SELECT n, what, pg_temp.same(a, b) AS same
+FROM (VALUES
+	(1, 'SET number', 'set statement_timeout = 10', 'set statement_timeout = -1'),
+	(2, 'SET boolean', 'set enable_seqscan = true', 'set enable_seqscan = false'),
+	(3, 'SET string', 'set work_mem = ''64MB''', 'set work_mem = ''1GB'''),
+	(4, 'EXECUTE arguments', 'execute p(1, true)', 'execute p(''x'', null)'),
+	(5, 'EXPLAIN query', 'explain select * from t where a = true', 'explain select * from t where a = null'),
+	(6, 'CREATE POLICY', 'create policy p on t using (flag = true)', 'create policy p on t using (flag = false)'),
+	(7, 'DEFAULT', 'alter table t alter column c set default 1', 'alter table t alter column c set default -2'),
+	(8, 'column DEFAULT', 'create table t (a bool default true)', 'create table t (a bool default null)'),
+	(9, 'partition bounds', 'create table p1 partition of p for values from (1) to (10)', 'create table p1 partition of p for values from (-5) to (7)'),
+	(10, 'CHECK', 'create table t (a int check (a > 0))', 'create table t (a int check (a > -1))'),
+	(11, 'CHECK IN-list length', 'create table t (a int check (a in (5, 6)))', 'create table t (a int check (a in (5, 6, 7)))'),
+	(12, 'index predicate', 'create index on t (a) where b = true', 'create index on t (a) where b = false'),
+	(13, 'COPY WHERE', 'copy t from stdin where a > 5', 'copy t from stdin where a > 6'),
+	(14, 'CALL arguments', 'call p(1)', 'call p(2)'),
+	(15, 'PREPARE query', 'prepare q as select * from t where a = 1', 'prepare q as select * from t where a = $1')
+) AS v(n, what, a, b)
+ORDER BY n;
+
+-- keyword synonyms that give the same raw tree
+SELECT n, what, pg_temp.same(a, b) AS same
+FROM (VALUES
+	(1, 'SET = / TO', 'set work_mem = ''1MB''', 'SET work_mem TO ''2MB'''),
+	(2, 'BEGIN / BEGIN WORK', 'begin', 'BEGIN WORK'),
+	(3, 'BEGIN / BEGIN TRANSACTION', 'begin', 'begin transaction'),
+	(4, 'COMMIT / END', 'commit', 'end'),
+	(5, 'COMMIT / COMMIT WORK', 'commit', 'commit work'),
+	(6, 'ROLLBACK / ABORT', 'rollback', 'abort'),
+	(7, 'DEALLOCATE [PREPARE]', 'deallocate q', 'deallocate prepare q'),
+	(8, 'RELEASE [SAVEPOINT]', 'release s', 'release savepoint s'),
+	(9, 'ROLLBACK TO [SAVEPOINT]', 'rollback to s', 'rollback to savepoint s'),
+	(10, '!= / <>', 'select * from t where a != 1', 'select * from t where a <> 1')
 ) AS v(n, what, a, b)
 ORDER BY n;
 
@@ -101,8 +151,8 @@ FROM (VALUES
 	(24, 'IN-list with a column', 'select * from t where a in (1, b)', 'select * from t where a in (1)'),
 	(25, 'CTE materialized', 'with x as (select 1) select * from x', 'with x as materialized (select 1) select * from x'),
 	(26, 'UNION vs UNION ALL', 'select a from t union select a from u', 'select a from t union all select a from u'),
-	(27, 'literal vs parameter', 'select * from t where a = 1', 'select * from t where a = $1'),
-	(28, 'parameter number', 'select * from t where a = $1', 'select * from t where a = $2'),
+	(27, 'IN-list with a parameter and a column', 'select * from t where a in ($1, b)', 'select * from t where a in ($1)'),
+	(28, 'VALUES rows (arity counts)', 'values (1), (2)', 'values (1)'),
 	(29, 'cast vs no cast', 'select * from t where a = ''1''::int', 'select * from t where a = 1'),
 	(30, 'cast type', 'select * from t where a = ''1''::int', 'select * from t where a = ''1''::bigint'),
 	(31, 'type modifier', 'select a::varchar(10) from t', 'select a::varchar(20) from t'),
@@ -116,7 +166,22 @@ FROM (VALUES
 	(39, 'utility statement table', 'create table t (a int)', 'create table u (a int)'),
 	(40, 'utility vs query', 'explain select 1', 'select 1'),
 	(41, 'one vs two statements', 'select 1', 'select 1; select 1'),
-	(42, 'statement order', 'select 1; select a from t', 'select a from t; select 1')
+	(42, 'statement order', 'select 1; select a from t', 'select a from t; select 1'),
+	(43, 'IN list vs = ANY of a string', 'select * from t where a in (1, 2)', 'select * from t where a = any(''{1,2}'')'),
+	(44, 'typmod in a cast', 'select ''x''::char', 'select char ''x'''),
+	(45, 'SET name', 'set work_mem = 1', 'set maintenance_work_mem = 1'),
+	(46, 'SET LOCAL', 'set work_mem = 1', 'set local work_mem = 1'),
+	(47, 'SET value as identifier (structure)', 'set search_path = a', 'set search_path = b'),
+	(48, 'BEGIN vs START TRANSACTION', 'begin', 'start transaction'),
+	(49, 'COMMIT vs COMMIT AND CHAIN', 'commit', 'commit and chain'),
+	(50, 'EXPLAIN options', 'explain select 1', 'explain analyze select 1'),
+	(51, 'COMMENT text (a string the grammar keeps)', 'comment on table t is ''a''', 'comment on table t is ''b'''),
+	(52, 'function body', 'create function f() returns int language sql as ''select 1''', 'create function f() returns int language sql as ''select 2'''),
+	(53, 'partition bound kind', 'create table p1 partition of p for values in (1)', 'create table p1 partition of p for values from (1) to (2)'),
+	(54, 'partition list arity', 'create table p1 partition of p for values in (1)', 'create table p1 partition of p for values in (1, 2)'),
+	(55, 'CHECK operator', 'create table t (a int check (a > 0))', 'create table t (a int check (a >= 0))'),
+	(56, 'policy column', 'create policy p on t using (a = 1)', 'create policy p on t using (b = 1)'),
+	(57, 'SET vs RESET', 'set work_mem = default', 'reset work_mem')
 ) AS v(n, what, a, b)
 ORDER BY n;
 
