@@ -61,9 +61,22 @@ RETURNS jsonb LANGUAGE sql STABLE AS $$
     SELECT pulse.page('SELECT id, tenant_id, created_at, kind, amount, note FROM benchp.items',
                       'created_at DESC, id DESC', cursor, least(greatest(page_size, 1), 100))
 $$;
+-- a write: one row's amount, through a tracked table (its tag is bumped at commit)
+CREATE FUNCTION api.touch_item(id bigint) RETURNS json LANGUAGE plpgsql AS $$
+DECLARE
+    r json;
+BEGIN
+    UPDATE benchp.items b SET amount = b.amount + 0.01
+     WHERE b.id = touch_item.id RETURNING json_build_object('id', b.id, 'amount', b.amount) INTO r;
+    RETURN r;
+END
+$$;
+GRANT UPDATE ON benchp.items TO api;
+SELECT pulse.track('benchp.items');
 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA api TO api;
 
 SELECT pulse.expose('api.item(bigint)', 'read');
 SELECT pulse.expose('api.item_pl(bigint)', 'read');
 SELECT pulse.expose('api.item_cached(bigint)', 'read', '60 s');
 SELECT pulse.expose('api.items_page(text,int)', 'search');
+SELECT pulse.expose('api.touch_item(bigint)', 'write');

@@ -11,7 +11,11 @@
 #     proxy uncached primary-key lookup, pgbench -S -M prepared, proxy cursor
 #     page 1, proxy next page (following page 1's next_cursor);
 #   h2load --rps (constant arrival rate) at half of each proxy scenario's
-#     median wrk throughput: p50 / p99.
+#     median wrk throughput: p50 / p99;
+#   CPU time per request of every server process (proxy, Redis, PostgreSQL,
+#     h2o) for h2o static, cached hits (local cache, and Redis through a
+#     second proxy without local cache), uncached PK lookup, cursor page and
+#     a write.
 # Writes a Markdown report with medians of the rounds and per-round ratios.
 #
 # Parameters (environment):
@@ -71,6 +75,7 @@ PGPORT=$(free_port "${PORT:-26000}")
 REDIS_PORT=$(free_port $((PGPORT + 1)))
 PROXY_PORT=$(free_port $((REDIS_PORT + 1)))
 H2O_PORT=$(free_port $((PROXY_PORT + 1)))
+PROXY2_PORT=$(free_port $((H2O_PORT + 1)))
 
 # --- PostgreSQL -----------------------------------------------------------------
 start_bench_cluster
@@ -86,7 +91,8 @@ log "loaded in ${load_secs}s: benchp.items $items_size, pgbench_accounts $accoun
 
 # --- Redis, proxy -------------------------------------------------------------------
 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no >"$LOGS/redis.log" 2>&1 &
-PIDS+=($!)
+REDIS_PID=$!
+PIDS+=($REDIS_PID)
 wait_for 10 redis-cli -p "$REDIS_PORT" ping || die "redis-server did not start"
 
 SECRET=bench-secret-$$
@@ -100,8 +106,16 @@ access_log: "off"
 redis_url: redis://127.0.0.1:$REDIS_PORT
 CONF
 PULSE_JWT_SECRET=$SECRET "$WORK/pulse-proxy" --config "$WORK/proxy.yaml" 2>"$LOGS/proxy.err" &
-PIDS+=($!)
+PROXY_PID=$!
+PIDS+=($PROXY_PID)
+# the same proxy without its loops' local caches: every hit is a Redis round trip (CPU table only)
+sed -e "s/^listen: .*/listen: 127.0.0.1:$PROXY2_PORT/" "$WORK/proxy.yaml" >"$WORK/proxy-redis.yaml"
+echo "cache_local_bytes: 0" >>"$WORK/proxy-redis.yaml"
+PULSE_JWT_SECRET=$SECRET "$WORK/pulse-proxy" --config "$WORK/proxy-redis.yaml" 2>"$LOGS/proxy-redis.err" &
+PROXY2_PID=$!
+PIDS+=($PROXY2_PID)
 wait_for 15 curl -sf "http://127.0.0.1:$PROXY_PORT/ready" || { cat "$LOGS/proxy.err" >&2; die "proxy not ready"; }
+wait_for 15 curl -sf "http://127.0.0.1:$PROXY2_PORT/ready" || { cat "$LOGS/proxy-redis.err" >&2; die "proxy (no local cache) not ready"; }
 BASE=http://127.0.0.1:$PROXY_PORT
 TOKEN=$(python3 proxy/test/token.py "$SECRET" "{\"tenant\": 1, \"exp\": $(($(date +%s) + 7200))}")
 AUTH="Authorization: Bearer $TOKEN"
@@ -127,6 +141,9 @@ PAGE2_URL="$BASE$next"
 curl -sf -o "$LOGS/page2.body" -H "$AUTH" "$PAGE2_URL" || die "GET $PAGE2_URL failed"
 page_items=$(python3 -c "import json,sys; print(len(json.load(open(sys.argv[1]))['items']))" "$LOGS/page2.body")
 [ "$page_items" = 20 ] || die "next page has $page_items items"
+curl -s -o "$LOGS/write.body" -w '%{http_code}' -H "$AUTH" -H 'Content-Type: application/json' \
+	-d "{\"id\": $((TENANTS * 7))}" "$BASE/rpc/touch_item" | grep -q '^200$' ||
+	die "POST /rpc/touch_item failed: $(cat "$LOGS/write.body")"
 page1_bytes=$(wc -c <"$LOGS/page1.body")
 page2_bytes=$(wc -c <"$LOGS/page2.body")
 
@@ -148,7 +165,8 @@ hosts:
         file.dir: $WORK/www
 CONF
 h2o -c "$WORK/h2o.conf" >"$LOGS/h2o.out" 2>&1 &
-PIDS+=($!)
+H2O_PID=$!
+PIDS+=($H2O_PID)
 STATIC_URL="http://127.0.0.1:$H2O_PORT/item.json"
 wait_for 10 curl -sf -o /dev/null "$STATIC_URL" || { cat "$LOGS/h2o.out" "$LOGS/h2o.err" >&2 2>/dev/null; die "h2o did not start"; }
 cmp -s "$WORK/www/item.json" <(curl -sf "$STATIC_URL") || die "h2o does not serve the cached body's bytes"
@@ -295,6 +313,50 @@ for round in $(seq 1 "$REPEATS"); do
 	run_rate "$round" page1 "${HALF[page1]}" "$DURATION" -H "$AUTH" "$PAGE1_URL"
 	run_rate "$round" page2 "${HALF[page2]}" "$DURATION" -H "$AUTH" "$PAGE2_URL"
 done
+# --- CPU time per request ------------------------------------------------------------
+# For a fixed load (wrk, DURATION s, CONNS connections), the CPU time (utime +
+# stime from /proc/<pid>/stat, all threads) each server process used, divided
+# by the requests wrk counted: noise on the shared machine moves req/s, much
+# less the CPU a request costs. PostgreSQL: every process of the cluster (the
+# pool's backends and the auxiliary processes).
+CLK_TCK=$(getconf CLK_TCK)
+CPU=$LOGS/cpu.tsv # round scenario requests proxy_us redis_us pg_us h2o_us
+: >"$CPU"
+pg_pids() { local pm; pm=$(head -n 1 "$WORK/pg/data/postmaster.pid"); echo "$pm" $(pgrep -P "$pm"); }
+ticks() { # ticks PID...: utime + stime of the processes, in clock ticks
+	local f=() pid
+	for pid in "$@"; do [ -r "/proc/$pid/stat" ] && f+=("/proc/$pid/stat"); done
+	[ ${#f[@]} -gt 0 ] || { echo 0; return; }
+	# the fields after "pid (comm) ": state is the 1st, utime the 12th, stime the 13th
+	awk '{ sub(/^.*\) /, ""); split($0, a, " "); t += a[12] + a[13] } END { print t + 0 }' "${f[@]}"
+}
+# run_cpu ROUND SCENARIO PROXY_PID ARGS...: one wrk run, with the CPU of every server process around it
+run_cpu() {
+	local round=$1 scen=$2 ppid=$3 b_p b_r b_pg b_h a_p a_r a_pg a_h n
+	shift 3
+	b_p=$(ticks "$ppid"); b_r=$(ticks "$REDIS_PID"); b_pg=$(ticks $(pg_pids)); b_h=$(ticks "$H2O_PID")
+	run_wrk 0 "cpu-$scen" "$DURATION" "$@"
+	a_p=$(ticks "$ppid"); a_r=$(ticks "$REDIS_PID"); a_pg=$(ticks $(pg_pids)); a_h=$(ticks "$H2O_PID")
+	n=$(awk '/requests in/ {print $1}' "$LOGS/wrk-cpu-$scen-r0.out")
+	! grep -qE '^ *Non-2xx|Socket errors' "$LOGS/wrk-cpu-$scen-r0.out" ||
+		{ cat "$LOGS/wrk-cpu-$scen-r0.out" >&2; die "cpu $scen: errors or non-2xx answers"; }
+	mv "$LOGS/wrk-cpu-$scen-r0.out" "$LOGS/wrk-cpu-$scen-r$round.out"
+	awk -v r="$round" -v s="$scen" -v n="$n" -v hz="$CLK_TCK" -v p=$((a_p - b_p)) -v q=$((a_r - b_r)) \
+		-v g=$((a_pg - b_pg)) -v h=$((a_h - b_h)) \
+		'BEGIN { u = 1e6 / hz / (n > 0 ? n : 1); printf "%s\t%s\t%d\t%.2f\t%.2f\t%.2f\t%.2f\n", r, s, n, p * u, q * u, g * u, h * u }' >>"$CPU"
+	log "round $round cpu $scen: $(tail -n 1 "$CPU" | awk -F'\t' '{printf "%s requests; us per request: proxy %s, redis %s, postgres %s, h2o %s", $3, $4, $5, $6, $7}')"
+}
+BASE2=http://127.0.0.1:$PROXY2_PORT
+curl -sf -o /dev/null -H "$AUTH" "$BASE2/rpc/item_cached?id=$HIT_ID" || die "the proxy without local cache does not answer"
+for round in $(seq 1 "$REPEATS"); do
+	run_cpu "$round" static "$PROXY_PID" "$STATIC_URL"
+	run_cpu "$round" hit_local "$PROXY_PID" -H "$AUTH" "$HIT_URL"
+	run_cpu "$round" hit_redis "$PROXY2_PID" -H "$AUTH" "$BASE2/rpc/item_cached?id=$HIT_ID"
+	run_cpu "$round" pk_pl "$PROXY_PID" -H "$AUTH" -s bench/proxy/random_id.lua "$BASE" -- "/rpc/item_pl?id=" "$TENANTS" "$ROWS"
+	run_cpu "$round" page2 "$PROXY_PID" -H "$AUTH" "$PAGE2_URL"
+	run_cpu "$round" write "$PROXY_PID" -H "$AUTH" -s bench/proxy/random_id.lua "$BASE" -- "/rpc/touch_item" "$TENANTS" "$ROWS" post
+done
+
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 bench_end=$(date -u +'%F %T')
 
@@ -318,6 +380,16 @@ proxy_sum=$(sha256sum "$WORK/pulse-proxy" | cut -c1-12)
 git_rev=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 proxy_built=$(date -u -r "$PROXY_BIN" +'%F %T')
 
+cpu_label() {
+	case $1 in
+	static) echo "h2o static file ($hit_bytes B)" ;;
+	hit_local) echo "cached hit, loop's local cache" ;;
+	hit_redis) echo "cached hit, Redis (local cache off)" ;;
+	pk_pl) echo "uncached PK lookup (PL/pgSQL)" ;;
+	page2) echo "cursor next page (20 rows)" ;;
+	write) echo "write (UPDATE of one row, tracked table)" ;;
+	esac
+}
 met() { awk -v x="$1" -v op="$2" -v t="$3" 'BEGIN {ok = (op == ">=") ? (x >= t) : (x < t); print ok ? "yes" : "**no**"}'; }
 label() {
 	case $1 in
@@ -407,6 +479,37 @@ mkdir -p "$(dirname "$OUT")"
 	echo "Offered rate = half of the scenario's median wrk req/s above, as $CONNS keep-alive connections of"
 	echo "offered/$CONNS req/s each. p50/p99 from h2load's per-request log (time from the request's"
 	echo "scheduled start to the end of its response)."
+	echo
+	echo "## CPU time per request"
+	echo
+	echo "Each scenario once more under wrk (${DURATION} s, $CONNS connections, $REPEATS rounds), with the CPU"
+	echo "time (user + system, all threads, from \`/proc/<pid>/stat\`) each server process used during the run"
+	echo "divided by the requests served: medians of the rounds, in microseconds per request. PostgreSQL:"
+	echo "all processes of the cluster. The CPU a request costs moves much less with the machine's noise"
+	echo "than req/s does."
+	echo
+	echo "| scenario | requests (median) | proxy µs | Redis µs | PostgreSQL µs | h2o µs | server total µs |"
+	echo "|---|---:|---:|---:|---:|---:|---:|"
+	for s in static hit_local hit_redis pk_pl page2 write; do
+		cm() { awk -F'\t' -v s="$s" -v c="$1" '$2 == s {printf "%s ", $c}' "$CPU" | median; }
+		tot=$(awk -F'\t' -v s="$s" '$2 == s {printf "%s ", $4 + $5 + $6 + $7}' "$CPU" | median)
+		echo "| $(cpu_label "$s") | $(fmt "$(cm 3)" 0) | $(fmt "$(cm 4)" 1) | $(fmt "$(cm 5)" 1) | $(fmt "$(cm 6)" 1) | $(fmt "$(cm 7)" 1) | $(fmt "$tot" 1) |"
+	done
+	echo
+	c_static=$(awk -F'\t' '$2 == "static" {printf "%s ", $7}' "$CPU" | median)
+	echo "| target | measured | met |"
+	echo "|---|---:|---|"
+	for s in hit_local hit_redis; do
+		c=$(awk -F'\t' -v s="$s" '$2 == s {printf "%s ", $4 + $5}' "$CPU" | median)
+		r=$(awk -v a="$c" -v b="$c_static" 'BEGIN {print (b > 0) ? a / b : 0}')
+		echo "| $(cpu_label "$s"): proxy + Redis CPU per request <= 1.5x h2o's for the same bytes | $(fmt "$c" 1) µs = $(fmt "$r" 2)x | $(met "$r" "<" 1.5000001) |"
+	done
+	for s in pk_pl page2 write; do
+		cp_=$(awk -F'\t' -v s="$s" '$2 == s {printf "%s ", $4}' "$CPU" | median)
+		cg=$(awk -F'\t' -v s="$s" '$2 == s {printf "%s ", $6}' "$CPU" | median)
+		r=$(awk -v a="$cp_" -v b="$cg" 'BEGIN {print (b > 0) ? a / b : 0}')
+		echo "| $(cpu_label "$s"): proxy CPU per call <= PostgreSQL's | $(fmt "$cp_" 1) vs $(fmt "$cg" 1) µs = $(fmt "$r" 2)x | $(met "$r" "<" 1.0000001) |"
+	done
 	echo
 	echo "## Configuration (2 cores shared by everything)"
 	echo
