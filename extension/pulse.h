@@ -74,7 +74,7 @@ extern void pulse_cursor_decode(const char *token, const uint8 binding[8],
  */
 extern void pulse_worker_init(void);
 
-/* aggregate.c */
+/* aggregate_refresh.c */
 
 /*
  * Refreshes up to max_refreshes due materialized aggregates of the current
