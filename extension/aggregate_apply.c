@@ -157,39 +157,13 @@ static char *
 agg_diff_query(AggDef *def, const char *name, AggKeys *keys, TupleDesc reldesc)
 {
 	StringInfoData sql;
-	StringInfoData notnull;
-	StringInfoData eq;
-	char	   *receq;
-	ListCell   *lc;
+	AggKeyJoin	kj;
 	bool		null_keys = (keys == NULL);
-	bool		hashable = true;
 
-	initStringInfo(&notnull);
-	initStringInfo(&eq);
-	foreach(lc, def->keys)
-	{
-		const char *k = quote_identifier((char *) lfirst(lc));
-		int			attno = SPI_fnumber(reldesc, (char *) lfirst(lc));
-
-		Oid			typid = attno > 0 ? TupleDescAttr(reldesc, attno - 1)->atttypid : InvalidOid;
-		Oid			eqop = OidIsValid(typid) ?
-			lookup_type_cache(typid, TYPECACHE_EQ_OPR)->eq_opr : InvalidOid;
-
-		appendStringInfo(&notnull, "%s%s IS NOT NULL",
-						 foreach_current_index(lc) > 0 ? " AND " : "", k);
-		if (keys != NULL && keys->has_null[foreach_current_index(lc)])
+	agg_key_join(def, reldesc, "f", "a", &kj);
+	for (int i = 0; keys != NULL && i < keys->nkeys; i++)
+		if (keys->has_null[i])
 			null_keys = true;
-		/* the type's default equality, spelled out: search_path-proof */
-		if (!OidIsValid(eqop) || !op_hashjoinable(eqop, typid))
-			hashable = false;
-		else
-			appendStringInfo(&eq, "%sf.%s %s a.%s",
-							 foreach_current_index(lc) > 0 ? " AND " : "", k,
-							 agg_operator(eqop), k);
-	}
-	receq = psprintf("ROW(%s)::record = ROW(%s)::record",
-					 agg_column_list(def->keys, "f."),
-					 agg_column_list(def->keys, "a."));
 
 	initStringInfo(&sql);
 	appendStringInfo(&sql,
@@ -201,18 +175,18 @@ agg_diff_query(AggDef *def, const char *name, AggKeys *keys, TupleDesc reldesc)
 		agg_append_key_filter(&sql, def, keys, "q");
 	}
 	appendStringInfoString(&sql, ") ");
-	if (!hashable)
-		agg_append_diff_branch(&sql, def, keys, name, reldesc, NULL, receq);
+	if (!kj.hashable)
+		agg_append_diff_branch(&sql, def, keys, name, reldesc, NULL, kj.receq);
 	else
 	{
-		agg_append_diff_branch(&sql, def, keys, name, reldesc, notnull.data,
-							   eq.data);
+		agg_append_diff_branch(&sql, def, keys, name, reldesc, kj.notnull,
+							   kj.eq);
 		/* keys is NULL, or NULL keys were logged: the groups with NULL keys */
 		if (null_keys)
 		{
 			appendStringInfoString(&sql, " UNION ALL ");
 			agg_append_diff_branch(&sql, def, keys, name, reldesc,
-								   psprintf("NOT (%s)", notnull.data), receq);
+								   psprintf("NOT (%s)", kj.notnull), kj.receq);
 		}
 	}
 	return sql.data;
@@ -394,10 +368,7 @@ agg_apply_rows(AggDef *def, const char *name, SPITupleTable *tt,
 int64
 agg_apply(AggDef *def, const char *name, AggKeys *keys)
 {
-	Oid			owner;
-	Oid			save_userid;
-	int			save_sec_context;
-	int			save_nestlevel;
+	PulseAsUser as_owner;
 	Relation	rel;
 	TupleDesc	reldesc;
 	char	   *diff;
@@ -406,8 +377,6 @@ agg_apply(AggDef *def, const char *name, AggKeys *keys)
 	bool		in_memory = true;
 	char	   *nulls = NULL;
 	int64		rows;
-
-	owner = agg_owner(def);
 
 	/* The value columns' types tell how to compare old and new values. */
 	rel = relation_open(def->relid, AccessShareLock);
@@ -423,15 +392,7 @@ agg_apply(AggDef *def, const char *name, AggKeys *keys)
 		nulls[keys->nkeys] = '\0';
 	}
 
-	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(owner, save_sec_context |
-						   SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_RESTRICTED_OPERATION);
-	save_nestlevel = NewGUCNestLevel();
-	(void) set_config_option("search_path", def->search_path,
-							 PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-	agg_set_work_mem();
+	agg_become_owner(def, &as_owner);
 
 	if (in_memory)
 	{
@@ -468,7 +429,6 @@ agg_apply(AggDef *def, const char *name, AggKeys *keys)
 	else
 		rows = agg_apply_streaming(def, name, diff, keys, nulls);
 
-	AtEOXact_GUC(false, save_nestlevel);
-	SetUserIdAndSecContext(save_userid, save_sec_context);
+	agg_restore_user(&as_owner);
 	return rows;
 }

@@ -38,6 +38,244 @@
 #include "aggregate_int.h"
 
 /*
+ * One column of a delta log besides the keys: its name, the expression
+ * that gives it its type in CREATE TABLE ... AS over the source (alias s),
+ * its value for a new row and for an old row of a transition table, and the
+ * aggregate that sums the values of one group.
+ */
+typedef struct AggLogColumn
+{
+	char	   *name;
+	char	   *type_expr;
+	char	   *new_row;
+	char	   *old_row;
+	const char *combine;
+} AggLogColumn;
+
+static AggLogColumn *
+agg_log_column(char *name, char *type_expr, char *new_row, char *old_row,
+			   const char *combine)
+{
+	AggLogColumn *c = palloc(sizeof(AggLogColumn));
+
+	c->name = name;
+	c->type_expr = type_expr;
+	c->new_row = new_row;
+	c->old_row = old_row;
+	c->combine = combine;
+	return c;
+}
+
+/*
+ * The columns of the log of a delta-maintained aggregate (d), after its
+ * keys: __pulse_n, the change of count(*); __pulse_d_N for the value N, the
+ * change of count(x) or sum(x) (as numeric), or the min or max of the
+ * inserted x; __pulse_e_N, the min or max of the deleted x.
+ */
+static List *
+agg_log_columns(AggDelta *d)
+{
+	List	   *cols = list_make1(agg_log_column("__pulse_n", "0::bigint",
+												 "1", "-1", "sum"));
+
+	for (int i = 0; i < d->nvalues; i++)
+	{
+		AggDeltaValue *v = &d->v[i];
+		const char *x = v->arg ? quote_identifier(v->arg) : NULL;
+		char	   *dname = psprintf("__pulse_d_%d", i + 1);
+		/* CASE WHEN false THEN x END: a NULL of x's type */
+		char	   *nothing = x ? psprintf("CASE WHEN false THEN %s END", x) : NULL;
+		const char *extreme = v->kind == AGG_DK_MIN ? "min" : "max";
+
+		switch (v->kind)
+		{
+			case AGG_DK_COUNT_STAR:
+			case AGG_DK_AVG:
+				break;
+			case AGG_DK_COUNT:
+				cols = lappend(cols, agg_log_column(dname, "0::bigint",
+													psprintf("CASE WHEN %s IS NULL THEN 0 ELSE 1 END", x),
+													psprintf("CASE WHEN %s IS NULL THEN 0 ELSE -1 END", x),
+													"sum"));
+				break;
+			case AGG_DK_SUM:
+				cols = lappend(cols, agg_log_column(dname, "0::numeric",
+													psprintf("%s::numeric", x),
+													psprintf("-(%s::numeric)", x),
+													"sum"));
+				break;
+			case AGG_DK_MIN:
+			case AGG_DK_MAX:
+				cols = lappend(cols, agg_log_column(dname, psprintf("s.%s", x),
+													(char *) x, nothing, extreme));
+				cols = lappend(cols, agg_log_column(psprintf("__pulse_e_%d", i + 1),
+													psprintf("s.%s", x),
+													nothing, (char *) x, extreme));
+				break;
+		}
+	}
+	return cols;
+}
+
+/*
+ * Creates the log table of aggregate id: the keys (of the source columns'
+ * types) and cols (List of AggLogColumn) of an incremental aggregate, none
+ * for a full-mode one; then __pulse_full (a TRUNCATE or another reason to
+ * refresh fully) and __pulse_at.
+ */
+static void
+agg_create_log(const char *log, AggShape *shape, List *cols)
+{
+	StringInfoData sql;
+	ListCell   *lc;
+
+	initStringInfo(&sql);
+	if (!shape->incremental)
+		appendStringInfo(&sql, "CREATE TABLE %s ()", log);
+	else
+	{
+		appendStringInfo(&sql, "CREATE TABLE %s AS SELECT ", log);
+		foreach(lc, shape->keys)
+			appendStringInfo(&sql, "%ss.%s AS %s",
+							 foreach_current_index(lc) > 0 ? ", " : "",
+							 quote_identifier((char *) list_nth(shape->source_cols,
+																foreach_current_index(lc))),
+							 quote_identifier((char *) lfirst(lc)));
+		foreach(lc, cols)
+		{
+			AggLogColumn *c = lfirst(lc);
+
+			appendStringInfo(&sql, ", %s AS %s", c->type_expr, c->name);
+		}
+		appendStringInfo(&sql, " FROM %s s WITH NO DATA",
+						 agg_rel_name(shape->source));
+	}
+	agg_exec0(sql.data);
+	agg_exec0(psprintf("ALTER TABLE %s "
+					   "ADD COLUMN __pulse_full boolean NOT NULL DEFAULT false, "
+					   "ADD COLUMN __pulse_at timestamptz NOT NULL DEFAULT now()",
+					   log));
+}
+
+/*
+ * The statement of the trigger body that logs what one statement did to an
+ * incremental aggregate's source: one log row per group touched by the rows
+ * of pulse_new (with_new) and of pulse_old (with_old), with the columns
+ * cols summed up per group.  An UPDATE reads both: one log row for a group
+ * whose key did not change.  Without cols it logs the distinct keys.
+ */
+static char *
+agg_log_statement(const char *log, AggShape *shape, List *cols,
+				  bool with_new, bool with_old)
+{
+	char	   *srccols = agg_column_list(shape->source_cols, "");
+	StringInfoData sql;
+	ListCell   *lc;
+
+	initStringInfo(&sql);
+	appendStringInfo(&sql, "INSERT INTO %s (%s", log,
+					 agg_column_list(shape->keys, ""));
+	foreach(lc, cols)
+		appendStringInfo(&sql, ", %s", ((AggLogColumn *) lfirst(lc))->name);
+	appendStringInfo(&sql, ") SELECT %s", srccols);
+	foreach(lc, cols)
+	{
+		AggLogColumn *c = lfirst(lc);
+
+		appendStringInfo(&sql, ", %s(u.%s)", c->combine, c->name);
+	}
+	appendStringInfoString(&sql, " FROM (");
+	for (int side = 0; side < 2; side++)
+	{
+		bool		new_rows = (side == 0);
+
+		if (new_rows ? !with_new : !with_old)
+			continue;
+		if (side == 1 && with_new)
+			appendStringInfoString(&sql, " UNION ALL ");
+		appendStringInfo(&sql, "SELECT %s", srccols);
+		foreach(lc, cols)
+		{
+			AggLogColumn *c = lfirst(lc);
+
+			appendStringInfo(&sql, ", %s AS %s",
+							 new_rows ? c->new_row : c->old_row, c->name);
+		}
+		appendStringInfo(&sql, " FROM %s", new_rows ? "pulse_new" : "pulse_old");
+	}
+	appendStringInfo(&sql, ") u GROUP BY %s", srccols);
+	return sql.data;
+}
+
+/*
+ * The body of the capture function: on INSERT, UPDATE and DELETE the given
+ * statements; on TRUNCATE, a log row asking for a full refresh.
+ */
+static char *
+agg_capture_body(const char *log, const char *on_insert,
+				 const char *on_update, const char *on_delete)
+{
+	return psprintf("BEGIN\n"
+					"  IF TG_OP = 'INSERT' THEN\n"
+					"    %s;\n"
+					"  ELSIF TG_OP = 'UPDATE' THEN\n"
+					"    %s;\n"
+					"  ELSIF TG_OP = 'DELETE' THEN\n"
+					"    %s;\n"
+					"  ELSE\n"
+					"    INSERT INTO %s (__pulse_full) VALUES (true);\n"
+					"  END IF;\n"
+					"  RETURN NULL;\n"
+					"END",
+					on_insert, on_update, on_delete, log);
+}
+
+/* Creates trigger tgname AFTER event (on rel) calling capture. */
+static void
+agg_create_trigger(const char *tgname, const char *event, const char *rel,
+				   const char *capture)
+{
+	agg_exec0(psprintf("CREATE TRIGGER %s AFTER %s "
+					   "FOR EACH STATEMENT EXECUTE FUNCTION %s()",
+					   tgname, psprintf(event, rel), capture));
+	agg_exec0(psprintf("ALTER TRIGGER %s ON %s DEPENDS ON EXTENSION pulse",
+					   tgname, rel));
+}
+
+/*
+ * Creates the triggers of aggregate id on each table of shape->tracked_rels
+ * (none when untracked), calling capture: one per event with transition
+ * tables for an incremental aggregate, one for all events otherwise.
+ */
+static void
+agg_create_triggers(int32 id, AggShape *shape, const char *capture)
+{
+	static const char *const events[][2] = {
+		{"ins", "INSERT ON %s REFERENCING NEW TABLE AS pulse_new"},
+		{"upd", "UPDATE ON %s REFERENCING OLD TABLE AS pulse_old NEW TABLE AS pulse_new"},
+		{"del", "DELETE ON %s REFERENCING OLD TABLE AS pulse_old"},
+		{"trunc", "TRUNCATE ON %s"},
+	};
+	ListCell   *lc;
+
+	if (!shape->tracked)
+		return;
+	foreach(lc, shape->tracked_rels)
+	{
+		char	   *rel = agg_rel_name(lfirst_oid(lc));
+
+		if (!shape->incremental)
+			agg_create_trigger(psprintf("pulse_aggregate_%d", id),
+							   "INSERT OR UPDATE OR DELETE OR TRUNCATE ON %s",
+							   rel, capture);
+		else
+			for (int i = 0; i < lengthof(events); i++)
+				agg_create_trigger(psprintf("pulse_aggregate_%d_%s", id, events[i][0]),
+								   events[i][1], rel, capture);
+	}
+}
+
+/*
  * Creates the log table, the capture function and the triggers of aggregate
  * id.  Caller is connected to SPI.
  */
@@ -46,186 +284,25 @@ agg_create_capture(int32 id, AggShape *shape)
 {
 	char	   *log = agg_pulse_object(id, "log");
 	char	   *capture = agg_pulse_object(id, "capture");
-	StringInfoData body;
-	StringInfoData sql;
-	ListCell   *lc;
+	List	   *cols = shape->delta ? agg_log_columns(shape->delta) : NIL;
+	char	   *body;
 
-	initStringInfo(&body);
-	initStringInfo(&sql);
-
-	if (shape->delta != NULL)
-	{
-		AggDelta   *d = shape->delta;
-		char	   *src = agg_rel_name(shape->source);
-		char	   *keycols = agg_column_list(shape->keys, "");
-		char	   *srccols = agg_column_list(shape->source_cols, "");
-		StringInfoData cols;	/* log columns of inserted rows */
-		StringInfoData ins;		/* their values */
-		StringInfoData dcols;	/* log columns of deleted rows */
-		StringInfoData del;		/* their values */
-		StringInfoData ucols;	/* log columns of an UPDATE */
-		StringInfoData uagg;	/* their values, per group of u */
-		StringInfoData unew;	/* u's columns from the new rows */
-		StringInfoData uold;	/* u's columns from the old rows */
-
-		/* the log's key and min/max columns copy the source columns' types */
-		initStringInfo(&cols);
-		initStringInfo(&ins);
-		initStringInfo(&dcols);
-		initStringInfo(&del);
-		initStringInfo(&ucols);
-		initStringInfo(&uagg);
-		initStringInfo(&unew);
-		initStringInfo(&uold);
-		appendStringInfo(&sql, "CREATE TABLE %s AS SELECT ", log);
-		foreach(lc, shape->keys)
-			appendStringInfo(&sql, "s.%s AS %s, ",
-							 quote_identifier((char *) list_nth(shape->source_cols,
-																foreach_current_index(lc))),
-							 quote_identifier((char *) lfirst(lc)));
-		appendStringInfoString(&sql, "0::bigint AS __pulse_n");
-		for (int i = 0; i < d->nvalues; i++)
-		{
-			AggDeltaValue *v = &d->v[i];
-			const char *x = v->arg ? quote_identifier(v->arg) : NULL;
-
-			switch (v->kind)
-			{
-				case AGG_DK_COUNT_STAR:
-				case AGG_DK_AVG:
-					break;
-				case AGG_DK_COUNT:
-					appendStringInfo(&sql, ", 0::bigint AS __pulse_d_%d", i + 1);
-					appendStringInfo(&cols, ", __pulse_d_%d", i + 1);
-					appendStringInfo(&ins, ", count(%s)", x);
-					appendStringInfo(&dcols, ", __pulse_d_%d", i + 1);
-					appendStringInfo(&del, ", -count(%s)", x);
-					appendStringInfo(&ucols, ", __pulse_d_%d", i + 1);
-					appendStringInfo(&uagg, ", sum(u.__pulse_d_%d)", i + 1);
-					appendStringInfo(&unew, ", CASE WHEN %s IS NULL THEN 0 ELSE 1 END AS __pulse_d_%d", x, i + 1);
-					appendStringInfo(&uold, ", CASE WHEN %s IS NULL THEN 0 ELSE -1 END", x);
-					break;
-				case AGG_DK_SUM:
-					appendStringInfo(&sql, ", 0::numeric AS __pulse_d_%d", i + 1);
-					appendStringInfo(&cols, ", __pulse_d_%d", i + 1);
-					appendStringInfo(&ins, ", sum(%s::numeric)", x);
-					appendStringInfo(&dcols, ", __pulse_d_%d", i + 1);
-					appendStringInfo(&del, ", -sum(%s::numeric)", x);
-					appendStringInfo(&ucols, ", __pulse_d_%d", i + 1);
-					appendStringInfo(&uagg, ", sum(u.__pulse_d_%d)", i + 1);
-					appendStringInfo(&unew, ", %s::numeric AS __pulse_d_%d", x, i + 1);
-					appendStringInfo(&uold, ", -(%s::numeric)", x);
-					break;
-				case AGG_DK_MIN:
-				case AGG_DK_MAX:
-					appendStringInfo(&sql, ", s.%s AS __pulse_d_%d, s.%s AS __pulse_e_%d",
-									 x, i + 1, x, i + 1);
-					appendStringInfo(&cols, ", __pulse_d_%d", i + 1);
-					appendStringInfo(&ins, ", %s(%s)",
-									 v->kind == AGG_DK_MIN ? "min" : "max", x);
-					appendStringInfo(&dcols, ", __pulse_e_%d", i + 1);
-					appendStringInfo(&del, ", %s(%s)",
-									 v->kind == AGG_DK_MIN ? "min" : "max", x);
-					appendStringInfo(&ucols, ", __pulse_d_%d, __pulse_e_%d", i + 1, i + 1);
-					appendStringInfo(&uagg, ", %s(u.__pulse_d_%d), %s(u.__pulse_e_%d)",
-									 v->kind == AGG_DK_MIN ? "min" : "max", i + 1,
-									 v->kind == AGG_DK_MIN ? "min" : "max", i + 1);
-					/* CASE WHEN false THEN x END: a NULL of x's type */
-					appendStringInfo(&unew, ", %s AS __pulse_d_%d, CASE WHEN false THEN %s END AS __pulse_e_%d",
-									 x, i + 1, x, i + 1);
-					appendStringInfo(&uold, ", CASE WHEN false THEN %s END, %s", x, x);
-					break;
-			}
-		}
-		appendStringInfo(&sql, " FROM %s s WITH NO DATA", src);
-		agg_exec0(sql.data);
-		agg_exec0(psprintf("ALTER TABLE %s "
-						   "ADD COLUMN __pulse_full boolean NOT NULL DEFAULT false, "
-						   "ADD COLUMN __pulse_at timestamptz NOT NULL DEFAULT now()",
-						   log));
-
-		/*
-		 * One log row per group a statement touches, with its deltas; an
-		 * UPDATE's old and new rows are summed up together (one statement,
-		 * one row for a group whose key did not change).
-		 */
-		appendStringInfo(&body,
-						 "BEGIN\n"
-						 "  IF TG_OP = 'INSERT' THEN\n"
-						 "    INSERT INTO %s (%s, __pulse_n%s) SELECT %s, count(*)%s FROM pulse_new GROUP BY %s;\n"
-						 "  ELSIF TG_OP = 'UPDATE' THEN\n"
-						 "    INSERT INTO %s (%s, __pulse_n%s) SELECT %s, sum(u.__pulse_n)%s FROM (\n"
-						 "      SELECT %s, 1 AS __pulse_n%s FROM pulse_new\n"
-						 "      UNION ALL SELECT %s, -1%s FROM pulse_old) u GROUP BY %s;\n"
-						 "  ELSIF TG_OP = 'DELETE' THEN\n"
-						 "    INSERT INTO %s (%s, __pulse_n%s) SELECT %s, -count(*)%s FROM pulse_old GROUP BY %s;\n"
-						 "  ELSE\n"
-						 "    INSERT INTO %s (__pulse_full) VALUES (true);\n"
-						 "  END IF;\n"
-						 "  RETURN NULL;\n"
-						 "END",
-						 log, keycols, cols.data, srccols, ins.data, srccols,
-						 log, keycols, ucols.data, srccols, uagg.data,
-						 srccols, unew.data, srccols, uold.data, srccols,
-						 log, keycols, dcols.data, srccols, del.data, srccols,
-						 log);
-	}
-	else if (shape->incremental)
-	{
-		char	   *src = agg_rel_name(shape->source);
-		char	   *keycols = agg_column_list(shape->keys, "");
-		char	   *srccols = agg_column_list(shape->source_cols, "");
-
-		/* the log's key columns copy the source columns' types */
-		appendStringInfo(&sql, "CREATE TABLE %s AS SELECT ", log);
-		foreach(lc, shape->keys)
-			appendStringInfo(&sql, "%ss.%s AS %s",
-							 foreach_current_index(lc) > 0 ? ", " : "",
-							 quote_identifier((char *) list_nth(shape->source_cols,
-																foreach_current_index(lc))),
-							 quote_identifier((char *) lfirst(lc)));
-		appendStringInfo(&sql, " FROM %s s WITH NO DATA", src);
-		agg_exec0(sql.data);
-		agg_exec0(psprintf("ALTER TABLE %s "
-						   "ADD COLUMN __pulse_full boolean NOT NULL DEFAULT false, "
-						   "ADD COLUMN __pulse_at timestamptz NOT NULL DEFAULT now()",
-						   log));
-
-		appendStringInfo(&body,
-						 "BEGIN\n"
-						 "  IF TG_OP = 'INSERT' THEN\n"
-						 "    INSERT INTO %s (%s) SELECT DISTINCT %s FROM pulse_new;\n"
-						 "  ELSIF TG_OP = 'UPDATE' THEN\n"
-						 "    INSERT INTO %s (%s) SELECT %s FROM pulse_old UNION SELECT %s FROM pulse_new;\n"
-						 "  ELSIF TG_OP = 'DELETE' THEN\n"
-						 "    INSERT INTO %s (%s) SELECT DISTINCT %s FROM pulse_old;\n"
-						 "  ELSE\n"
-						 "    INSERT INTO %s (__pulse_full) VALUES (true);\n"
-						 "  END IF;\n"
-						 "  RETURN NULL;\n"
-						 "END",
-						 log, keycols, srccols,
-						 log, keycols, srccols, srccols,
-						 log, keycols, srccols,
-						 log);
-	}
+	agg_create_log(log, shape, cols);
+	if (shape->incremental)
+		body = agg_capture_body(log,
+								agg_log_statement(log, shape, cols, true, false),
+								agg_log_statement(log, shape, cols, true, true),
+								agg_log_statement(log, shape, cols, false, true));
 	else
 	{
-		agg_exec0(psprintf("CREATE TABLE %s ("
-						   "__pulse_full boolean NOT NULL DEFAULT false, "
-						   "__pulse_at timestamptz NOT NULL DEFAULT now())",
-						   log));
-		appendStringInfo(&body,
-						 "BEGIN\n"
-						 "  INSERT INTO %s (__pulse_full) VALUES (TG_OP = 'TRUNCATE');\n"
-						 "  RETURN NULL;\n"
-						 "END",
-						 log);
+		char	   *stmt = psprintf("INSERT INTO %s (__pulse_full) VALUES (false)", log);
+
+		body = agg_capture_body(log, stmt, stmt, stmt);
 	}
 
 	agg_exec0(psprintf("CREATE FUNCTION %s() RETURNS trigger LANGUAGE plpgsql "
 					   "SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS %s",
-					   capture, quote_literal_cstr(body.data)));
+					   capture, quote_literal_cstr(body)));
 
 	/*
 	 * DROP EXTENSION pulse takes the log, the capture function and the
@@ -245,39 +322,5 @@ agg_create_capture(int32 id, AggShape *shape)
 		recordDependencyOn(&logaddr, &extaddr, DEPENDENCY_AUTO_EXTENSION);
 	}
 
-	if (!shape->tracked)
-		return;
-	foreach(lc, shape->tracked_rels)
-	{
-		char	   *rel = agg_rel_name(lfirst_oid(lc));
-		static const char *const events[][2] = {
-			{"ins", "INSERT ON %s REFERENCING NEW TABLE AS pulse_new"},
-			{"upd", "UPDATE ON %s REFERENCING OLD TABLE AS pulse_old NEW TABLE AS pulse_new"},
-			{"del", "DELETE ON %s REFERENCING OLD TABLE AS pulse_old"},
-			{"trunc", "TRUNCATE ON %s"},
-		};
-
-		if (shape->incremental)
-		{
-			for (int i = 0; i < lengthof(events); i++)
-			{
-				char	   *tgname = psprintf("pulse_aggregate_%d_%s", id, events[i][0]);
-
-				agg_exec0(psprintf("CREATE TRIGGER %s AFTER %s "
-								   "FOR EACH STATEMENT EXECUTE FUNCTION %s()",
-								   tgname, psprintf(events[i][1], rel), capture));
-				agg_exec0(psprintf("ALTER TRIGGER %s ON %s DEPENDS ON EXTENSION pulse",
-								   tgname, rel));
-			}
-		}
-		else
-		{
-			agg_exec0(psprintf("CREATE TRIGGER pulse_aggregate_%d "
-							   "AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON %s "
-							   "FOR EACH STATEMENT EXECUTE FUNCTION %s()",
-							   id, rel, capture));
-			agg_exec0(psprintf("ALTER TRIGGER pulse_aggregate_%d ON %s DEPENDS ON EXTENSION pulse",
-							   id, rel));
-		}
-	}
+	agg_create_triggers(id, shape, capture);
 }

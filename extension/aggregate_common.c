@@ -17,11 +17,13 @@
 #include "catalog/pg_class.h"
 #include "catalog/pg_operator.h"
 #include "catalog/pg_type.h"
+#include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/syscache.h"
+#include "utils/typcache.h"
 
 #include "aggregate_int.h"
 #include "guc_vars.h"
@@ -181,4 +183,77 @@ agg_owner(AggDef *def)
 	owner = ((Form_pg_class) GETSTRUCT(classtup))->relowner;
 	ReleaseSysCache(classtup);
 	return owner;
+}
+
+/*
+ * Acts as the owner of aggregate def's table, with the search_path of the
+ * aggregate's creation and work_mem = pulse.refresh_work_mem, as a
+ * security-restricted operation (as REFRESH MATERIALIZED VIEW runs its
+ * query), until agg_restore_user(st).  An error in between is cleaned up by
+ * the (sub)transaction's abort.
+ */
+void
+agg_become_owner(AggDef *def, PulseAsUser *st)
+{
+	Oid			owner = agg_owner(def);
+
+	GetUserIdAndSecContext(&st->save_userid, &st->save_sec_context);
+	SetUserIdAndSecContext(owner, st->save_sec_context |
+						   SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+	st->save_nestlevel = NewGUCNestLevel();
+	(void) set_config_option("search_path", def->search_path,
+							 PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	agg_set_work_mem();
+}
+
+/* Back to the user and settings agg_become_owner saved in st. */
+void
+agg_restore_user(PulseAsUser *st)
+{
+	AtEOXact_GUC(false, st->save_nestlevel);
+	SetUserIdAndSecContext(st->save_userid, st->save_sec_context);
+}
+
+/*
+ * How to join rows (alias l) to the rows of the aggregate table (alias r,
+ * whose descriptor is reldesc) on the keys of def: kj->notnull, "k1 IS NOT
+ * NULL AND ..." (unqualified); kj->eq, "l.k1 = r.k1 AND ..." with each key
+ * type's default equality spelled out (search_path-proof), valid when
+ * kj->hashable (every equality can be hashed); kj->receq, the record
+ * equality of all keys, which matches NULL keys as the unique index does.
+ */
+void
+agg_key_join(AggDef *def, TupleDesc reldesc, const char *l, const char *r,
+			 AggKeyJoin *kj)
+{
+	StringInfoData notnull;
+	StringInfoData eq;
+	ListCell   *lc;
+
+	initStringInfo(&notnull);
+	initStringInfo(&eq);
+	kj->hashable = true;
+	foreach(lc, def->keys)
+	{
+		const char *k = quote_identifier((char *) lfirst(lc));
+		const char *sep = foreach_current_index(lc) > 0 ? " AND " : "";
+		int			attno = SPI_fnumber(reldesc, (char *) lfirst(lc));
+		Oid			typid = attno > 0 ? TupleDescAttr(reldesc, attno - 1)->atttypid : InvalidOid;
+		Oid			eqop = OidIsValid(typid) ?
+			lookup_type_cache(typid, TYPECACHE_EQ_OPR)->eq_opr : InvalidOid;
+
+		appendStringInfo(&notnull, "%s%s IS NOT NULL", sep, k);
+		if (!OidIsValid(eqop) || !op_hashjoinable(eqop, typid))
+			kj->hashable = false;
+		else
+			appendStringInfo(&eq, "%s%s.%s %s %s.%s", sep, l, k,
+							 agg_operator(eqop), r, k);
+	}
+	kj->notnull = notnull.data;
+	kj->eq = eq.data;
+	kj->receq = psprintf("ROW(%s)::record = ROW(%s)::record",
+						 agg_column_list(def->keys, psprintf("%s.", l)),
+						 agg_column_list(def->keys, psprintf("%s.", r)));
 }

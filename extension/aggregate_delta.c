@@ -53,10 +53,7 @@ agg_delta_load(AggDef *def)
 {
 	Oid			logrel = get_relname_relid(psprintf("aggregate_%d_log", def->id),
 										   get_namespace_oid("pulse", false));
-	Oid			owner = agg_owner(def);
-	Oid			save_userid;
-	int			save_sec_context;
-	int			save_nestlevel;
+	PulseAsUser as_owner;
 	List	   *raw;
 	Query	   *q;
 	AggShape	shape;
@@ -67,22 +64,14 @@ agg_delta_load(AggDef *def)
 		get_attnum(logrel, "__pulse_n") == InvalidAttrNumber)
 		return NULL;
 
-	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(owner, save_sec_context |
-						   SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_RESTRICTED_OPERATION);
-	save_nestlevel = NewGUCNestLevel();
-	(void) set_config_option("search_path", def->search_path,
-							 PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
+	agg_become_owner(def, &as_owner);
 	raw = raw_parser(def->query, RAW_PARSE_DEFAULT);
 	q = parse_analyze_fixedparams(linitial_node(RawStmt, raw), def->query,
 								  NULL, 0, NULL);
 	memset(&shape, 0, sizeof(shape));
 	if (agg_incremental_blocker(q, &shape) == NULL)
 		delta = agg_delta_plan(q, shape.source, &why);
-	AtEOXact_GUC(false, save_nestlevel);
-	SetUserIdAndSecContext(save_userid, save_sec_context);
+	agg_restore_user(&as_owner);
 
 	if (delta != NULL && delta->nvalues != list_length(def->values))
 		elog(ERROR, "aggregate %d: its query has %d values, its table %d",
@@ -281,19 +270,13 @@ agg_apply_delta(AggDef *def, const char *name, AggDelta *delta,
 	Datum	   *args = palloc(sizeof(Datum) * (nin + 1));
 	Oid		   *coltypes = palloc(sizeof(Oid) * (ncols + 1));
 	StringInfoData sql;
-	StringInfoData notnull;
-	StringInfoData eq;
 	StringInfoData cols;
 	bool		null_keys = false;
-	bool		hashable = true;
+	AggKeyJoin	kj;
 	char	   *sel;
 	char	   *from_a;
-	char	   *receq;
 	Relation	rel;
-	Oid			owner = agg_owner(def);
-	Oid			save_userid;
-	int			save_sec_context;
-	int			save_nestlevel;
+	PulseAsUser as_owner;
 	SPITupleTable *rt;
 	uint64		nrows;
 	uint64		nflagged = 0;
@@ -330,27 +313,8 @@ agg_apply_delta(AggDef *def, const char *name, AggDelta *delta,
 
 	rel = relation_open(def->relid, AccessShareLock);
 	sel = agg_delta_select(def, delta, RelationGetDescr(rel));
-	initStringInfo(&notnull);
-	initStringInfo(&eq);
-	for (int k = 0; k < nkeys; k++)
-	{
-		const char *key = quote_identifier((char *) list_nth(def->keys, k));
-		int			attno = SPI_fnumber(RelationGetDescr(rel), (char *) list_nth(def->keys, k));
-		Oid			typid = attno > 0 ? TupleDescAttr(RelationGetDescr(rel), attno - 1)->atttypid : InvalidOid;
-		Oid			eqop = OidIsValid(typid) ?
-			lookup_type_cache(typid, TYPECACHE_EQ_OPR)->eq_opr : InvalidOid;
-
-		appendStringInfo(&notnull, "%s%s IS NOT NULL", k > 0 ? " AND " : "", key);
-		if (!OidIsValid(eqop) || !op_hashjoinable(eqop, typid))
-			hashable = false;
-		else
-			appendStringInfo(&eq, "%sd.%s %s a.%s", k > 0 ? " AND " : "", key,
-							 agg_operator(eqop), key);
-	}
+	agg_key_join(def, RelationGetDescr(rel), "d", "a", &kj);
 	relation_close(rel, AccessShareLock);
-	receq = psprintf("ROW(%s)::record = ROW(%s)::record",
-					 agg_column_list(def->keys, "d."),
-					 agg_column_list(def->keys, "a."));
 	from_a = psprintf("(SELECT a.ctid AS __pulse_ctid, a.* FROM %s a", name);
 
 	initStringInfo(&sql);
@@ -358,29 +322,21 @@ agg_apply_delta(AggDef *def, const char *name, AggDelta *delta,
 	for (int c = 1; c <= nin; c++)
 		appendStringInfo(&sql, "%s$%d", c > 1 ? ", " : "", c);
 	appendStringInfo(&sql, ") AS d(%s)) ", cols.data);
-	if (!hashable)
-		appendStringInfo(&sql, "%s FROM d LEFT JOIN %s) a ON %s", sel, from_a, receq);
+	if (!kj.hashable)
+		appendStringInfo(&sql, "%s FROM d LEFT JOIN %s) a ON %s", sel, from_a, kj.receq);
 	else
 	{
 		/* one probe of the unique index per group, not a scan of the table */
 		appendStringInfo(&sql, "%s FROM (SELECT * FROM d WHERE %s) d "
 						 "LEFT JOIN LATERAL %s WHERE %s OFFSET 0) a ON true",
-						 sel, notnull.data, from_a, eq.data);
+						 sel, kj.notnull, from_a, kj.eq);
 		if (null_keys)
 			appendStringInfo(&sql, " UNION ALL %s FROM (SELECT * FROM d WHERE NOT (%s)) d "
 							 "LEFT JOIN %s WHERE NOT (%s)) a ON %s",
-							 sel, notnull.data, from_a, notnull.data, receq);
+							 sel, kj.notnull, from_a, kj.notnull, kj.receq);
 	}
 
-	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(owner, save_sec_context |
-						   SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_RESTRICTED_OPERATION);
-	save_nestlevel = NewGUCNestLevel();
-	(void) set_config_option("search_path", def->search_path,
-							 PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-	agg_set_work_mem();
+	agg_become_owner(def, &as_owner);
 
 	nrows = agg_exec(sql.data, nin, argtypes, args, NULL);
 	rt = SPI_tuptable;
@@ -388,8 +344,7 @@ agg_apply_delta(AggDef *def, const char *name, AggDelta *delta,
 		coltypes[c] = SPI_gettypeid(rt->tupdesc, 3 + c);
 	rows = agg_apply_rows(def, name, rt, nrows, coltypes, 3 + ncols);
 
-	AtEOXact_GUC(false, save_nestlevel);
-	SetUserIdAndSecContext(save_userid, save_sec_context);
+	agg_restore_user(&as_owner);
 
 	/* the groups to recompute: their keys, as agg_consume_keys gives them */
 	memset(&keys, 0, sizeof(keys));

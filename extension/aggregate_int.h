@@ -29,6 +29,8 @@
 #include "utils/snapshot.h"
 #include "utils/timestamp.h"
 
+#include "support.h"
+
 /* Above this many distinct changed keys (in any key column), refresh fully. */
 #define AGG_MAX_INCREMENTAL_KEYS	100000
 
@@ -119,7 +121,15 @@ typedef struct AggKeys
 	Oid		   *array_types;
 } AggKeys;
 
-/* aggregate_common.c */
+/* aggregate_common.c: see agg_key_join */
+typedef struct AggKeyJoin
+{
+	char	   *notnull;
+	char	   *eq;
+	char	   *receq;
+	bool		hashable;
+} AggKeyJoin;
+
 extern Snapshot agg_snapshot;
 extern uint64 agg_exec(const char *sql, int nargs, Oid *argtypes,
 					   Datum *values, const char *nulls);
@@ -132,6 +142,10 @@ extern List *agg_text_array_to_list(Datum array);
 extern char *agg_operator(Oid opno);
 extern void agg_set_work_mem(void);
 extern Oid	agg_owner(AggDef *def);
+extern void agg_become_owner(AggDef *def, PulseAsUser *st);
+extern void agg_restore_user(PulseAsUser *st);
+extern void agg_key_join(AggDef *def, TupleDesc reldesc, const char *l,
+						 const char *r, AggKeyJoin *kj);
 
 /* aggregate_catalog.c */
 extern int32 agg_resolve(text *name, Oid *relid);

@@ -177,6 +177,88 @@ agg_refresh(AggRun *run, bool force_full, AggLock lock)
 }
 
 /*
+ * Runs work(arg) in a transaction of its own, with a snapshot and connected
+ * to SPI, and commits.  Returns NULL, or the error it threw (copied into the
+ * caller's memory context, the transaction aborted) for the caller to report
+ * and free.  Called outside any transaction; leaves the caller's memory
+ * context current.
+ */
+static ErrorData *
+agg_in_own_xact(void (*work) (void *arg), void *arg)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ErrorData  *edata = NULL;
+
+	PG_TRY();
+	{
+		StartTransactionCommand();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		work(arg);
+		SPI_finish();
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+	}
+	PG_CATCH();
+	{
+		edata = pulse_catch_and_abort(cxt);
+	}
+	PG_END_TRY();
+
+	/* commit and abort leave us in TopMemoryContext */
+	MemoryContextSwitchTo(cxt);
+	return edata;
+}
+
+/* What agg_list_due_work is asked for and finds. */
+typedef struct AggDueList
+{
+	MemoryContext cxt;			/* where the list goes (outlives the xact) */
+	int			max_refreshes;
+	List	   *due;
+} AggDueList;
+
+/* agg_list_due's transaction. */
+static void
+agg_list_due_work(void *arg)
+{
+	AggDueList *dl = (AggDueList *) arg;
+	uint64		n;
+	int32	   *ids;
+	bool	   *tracked;
+
+	n = agg_exec0("SELECT id, mode = 'incremental' OR tracked "
+				  "FROM pulse.aggregate_defs "
+				  "WHERE schedule IS NULL AND (last_attempt IS NULL "
+				  "OR last_attempt + refresh_interval <= now()) "
+				  "ORDER BY last_attempt NULLS FIRST, id");
+	ids = palloc(sizeof(int32) * (n + 1));
+	tracked = palloc(sizeof(bool) * (n + 1));
+	for (uint64 i = 0; i < n; i++)
+	{
+		bool		isnull;
+
+		ids[i] = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i],
+											 SPI_tuptable->tupdesc, 1, &isnull));
+		tracked[i] = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[i],
+												SPI_tuptable->tupdesc, 2, &isnull));
+	}
+	for (uint64 i = 0; i < n && list_length(dl->due) < dl->max_refreshes; i++)
+	{
+		MemoryContext oldcxt;
+
+		if (tracked[i] &&
+			agg_exec0(psprintf("SELECT FROM %s LIMIT 1",
+							   agg_pulse_object(ids[i], "log"))) == 0)
+			continue;
+		oldcxt = MemoryContextSwitchTo(dl->cxt);
+		dl->due = lappend_int(dl->due, ids[i]);
+		MemoryContextSwitchTo(oldcxt);
+	}
+}
+
+/*
  * The ids of the aggregates due for a refresh: not scheduled with pg_cron,
  * last attempted at least their interval ago, and with pending changes (or
  * untracked).  Runs its own transaction; never throws.
@@ -184,144 +266,86 @@ agg_refresh(AggRun *run, bool force_full, AggLock lock)
 static List *
 agg_list_due(int max_refreshes)
 {
-	MemoryContext cxt = CurrentMemoryContext;
-	List	   *due = NIL;
+	AggDueList	dl;
+	ErrorData  *edata;
 
-	PG_TRY();
+	dl.cxt = CurrentMemoryContext;
+	dl.max_refreshes = max_refreshes;
+	dl.due = NIL;
+	edata = agg_in_own_xact(agg_list_due_work, &dl);
+	if (edata != NULL)
 	{
-		uint64		n;
-		int32	   *ids;
-		bool	   *tracked;
-
-		StartTransactionCommand();
-		PushActiveSnapshot(GetTransactionSnapshot());
-		if (SPI_connect() != SPI_OK_CONNECT)
-			elog(ERROR, "SPI_connect failed");
-
-		n = agg_exec0("SELECT id, mode = 'incremental' OR tracked "
-					  "FROM pulse.aggregate_defs "
-					  "WHERE schedule IS NULL AND (last_attempt IS NULL "
-					  "OR last_attempt + refresh_interval <= now()) "
-					  "ORDER BY last_attempt NULLS FIRST, id");
-		ids = palloc(sizeof(int32) * (n + 1));
-		tracked = palloc(sizeof(bool) * (n + 1));
-		for (uint64 i = 0; i < n; i++)
-		{
-			bool		isnull;
-
-			ids[i] = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i],
-												 SPI_tuptable->tupdesc, 1, &isnull));
-			tracked[i] = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[i],
-													SPI_tuptable->tupdesc, 2, &isnull));
-		}
-		for (uint64 i = 0; i < n && list_length(due) < max_refreshes; i++)
-		{
-			MemoryContext oldcxt;
-
-			if (tracked[i] &&
-				agg_exec0(psprintf("SELECT FROM %s LIMIT 1",
-								   agg_pulse_object(ids[i], "log"))) == 0)
-				continue;
-			oldcxt = MemoryContextSwitchTo(cxt);
-			due = lappend_int(due, ids[i]);
-			MemoryContextSwitchTo(oldcxt);
-		}
-
-		SPI_finish();
-		PopActiveSnapshot();
-		CommitTransactionCommand();
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		edata = pulse_catch_and_abort(cxt);
 		ereport(LOG,
 				(errmsg("pulse worker could not list the aggregates due for a refresh: %s",
 						edata->message)));
 		FreeErrorData(edata);
-		due = NIL;
+		return NIL;
 	}
-	PG_END_TRY();
-
-	/* commit and abort leave us in TopMemoryContext */
-	MemoryContextSwitchTo(cxt);
-	return due;
+	return dl.due;
 }
 
-/*
- * Records a failed refresh in a transaction of its own.  Never throws.
- */
-static void
-agg_record_failure_in_new_xact(AggRun *run, const char *message)
+/* A run and the error it failed with, for agg_record_failure_work. */
+typedef struct AggFailure
 {
-	MemoryContext cxt = CurrentMemoryContext;
+	AggRun	   *run;
+	const char *message;
+} AggFailure;
 
-	PG_TRY();
-	{
-		StartTransactionCommand();
-		PushActiveSnapshot(GetTransactionSnapshot());
-		if (SPI_connect() != SPI_OK_CONNECT)
-			elog(ERROR, "SPI_connect failed");
-		agg_record_run(run, message);
-		SPI_finish();
-		PopActiveSnapshot();
-		CommitTransactionCommand();
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
+static void
+agg_record_failure_work(void *arg)
+{
+	AggFailure *f = (AggFailure *) arg;
 
-		edata = pulse_catch_and_abort(cxt);
-		ereport(LOG,
-				(errmsg("pulse worker could not record the failed refresh of aggregate %d: %s",
-						run->id, edata->message)));
-		FreeErrorData(edata);
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(cxt);
+	agg_record_run(f->run, f->message);
+}
+
+/* agg_refresh_unit's transaction. */
+static void
+agg_refresh_work(void *arg)
+{
+	AggRun	   *run = (AggRun *) arg;
+
+	pgstat_report_activity(STATE_RUNNING,
+						   psprintf("pulse: refresh aggregate %d", run->id));
+	(void) agg_refresh(run, false, AGG_LOCK_SKIP);
 }
 
 /*
  * One unit of work of the worker: refreshes aggregate id in a transaction of
- * its own.  A failure is logged and recorded, never thrown.
+ * its own.  A failure is logged and recorded (in a transaction of its own),
+ * never thrown.
  */
 static void
 agg_refresh_unit(int32 id)
 {
-	MemoryContext cxt = CurrentMemoryContext;
 	AggRun		run;
+	AggFailure	failure;
+	ErrorData  *edata;
 
 	memset(&run, 0, sizeof(run));
 	run.id = id;
 	run.started = GetCurrentTimestamp();
 
-	PG_TRY();
+	edata = agg_in_own_xact(agg_refresh_work, &run);
+	if (edata != NULL)
 	{
-		StartTransactionCommand();
-		PushActiveSnapshot(GetTransactionSnapshot());
-		if (SPI_connect() != SPI_OK_CONNECT)
-			elog(ERROR, "SPI_connect failed");
-		pgstat_report_activity(STATE_RUNNING,
-							   psprintf("pulse: refresh aggregate %d", id));
-		(void) agg_refresh(&run, false, AGG_LOCK_SKIP);
-		SPI_finish();
-		PopActiveSnapshot();
-		CommitTransactionCommand();
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
+		ErrorData  *edata2;
 
-		edata = pulse_catch_and_abort(cxt);
 		ereport(LOG,
 				(errmsg("pulse worker: refresh of aggregate %d failed: %s",
 						id, edata->message)));
-		agg_record_failure_in_new_xact(&run, edata->message);
+		failure.run = &run;
+		failure.message = edata->message;
+		edata2 = agg_in_own_xact(agg_record_failure_work, &failure);
+		if (edata2 != NULL)
+		{
+			ereport(LOG,
+					(errmsg("pulse worker could not record the failed refresh of aggregate %d: %s",
+							id, edata2->message)));
+			FreeErrorData(edata2);
+		}
 		FreeErrorData(edata);
 	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(cxt);
 	pgstat_report_activity(STATE_IDLE, NULL);
 }
 
