@@ -76,6 +76,71 @@ agg_interval_usecs(Interval *iv)
 }
 
 /*
+ * Inserts the definition of aggregate id (table relid, analysed as shape)
+ * into pulse.aggregate_defs, with the current search_path.  Caller is
+ * connected to SPI.
+ */
+static void
+agg_register(int32 id, Oid relid, AggShape *shape, Interval *refresh,
+			 const char *schedule, TimestampTz created)
+{
+	Oid			argtypes[11] = {INT4OID, OIDOID, TEXTOID, TEXTOID, TEXTOID,
+		BOOLOID, TEXTARRAYOID, TEXTARRAYOID, INTERVALOID, TEXTOID,
+	TIMESTAMPTZOID};
+	Datum		values[11];
+	char		nulls[12] = "           ";
+
+	values[0] = Int32GetDatum(id);
+	values[1] = ObjectIdGetDatum(relid);
+	values[2] = CStringGetTextDatum(shape->stmt);
+	values[3] = CStringGetTextDatum(GetConfigOption("search_path", false, false));
+	values[4] = CStringGetTextDatum(shape->incremental ? "incremental" : "full");
+	values[5] = BoolGetDatum(shape->tracked);
+	values[6] = agg_list_to_text_array(shape->keys);
+	values[7] = agg_list_to_text_array(shape->values);
+	values[8] = IntervalPGetDatum(refresh);
+	values[9] = schedule ? CStringGetTextDatum(schedule) : (Datum) 0;
+	values[10] = TimestampTzGetDatum(created);
+	nulls[9] = schedule ? ' ' : 'n';
+	agg_exec("INSERT INTO pulse.aggregate_defs (id, relid, query, search_path, mode, "
+			 "tracked, key_columns, value_columns, refresh_interval, schedule, created_at) "
+			 "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+			 11, argtypes, values, nulls);
+}
+
+/*
+ * Registers the full refresh of aggregate id (table qname) as a pg_cron job
+ * on schedule, in this database, and notes the job in its definition.
+ * Caller is connected to SPI; pg_cron is installed here.
+ */
+static void
+agg_schedule(int32 id, const char *qname, const char *schedule)
+{
+	char	   *command = psprintf("SELECT pulse.refresh_aggregate(%s, true)",
+								   quote_literal_cstr(qname));
+	Oid			argtypes[3] = {TEXTOID, TEXTOID, TEXTOID};
+	Datum		values[3];
+	bool		isnull;
+
+	values[0] = CStringGetTextDatum(psprintf("pulse_aggregate:%s", qname));
+	values[1] = CStringGetTextDatum(schedule);
+	values[2] = CStringGetTextDatum(command);
+	/* name this database explicitly where pg_cron can (1.4 and later) */
+	if (agg_cron_function_exists("cron.schedule_in_database(text,text,text,text,text,boolean)"))
+		agg_exec("SELECT cron.schedule_in_database($1, $2, $3, current_database())",
+				 3, argtypes, values, NULL);
+	else
+		agg_exec("SELECT cron.schedule($1, $2, $3)", 3, argtypes, values, NULL);
+	argtypes[1] = INT8OID;
+	values[1] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+							  1, &isnull);
+	argtypes[0] = INT4OID;
+	values[0] = Int32GetDatum(id);
+	agg_exec("UPDATE pulse.aggregate_defs SET cron_jobid = $2 WHERE id = $1",
+			 2, argtypes, values, NULL);
+}
+
+/*
  * pulse.create_aggregate(name text, query text,
  *						  refresh interval DEFAULT '10 seconds',
  *						  schedule text DEFAULT NULL) RETURNS text
@@ -100,9 +165,8 @@ pulse_create_aggregate(PG_FUNCTION_ARGS)
 	AggRun		run;
 	bool		isnull;
 	int			nestlevel;
-	Oid			argtypes[11];
-	Datum		values[11];
-	char		nulls[12];
+	Oid			argtypes[1];
+	Datum		values[1];
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
 		ereport(ERROR,
@@ -187,61 +251,9 @@ pulse_create_aggregate(PG_FUNCTION_ARGS)
 		agg_exec0(psprintf("INSERT INTO %s (__pulse_full) VALUES (true)",
 						   agg_pulse_object(id, "log")));
 
-	argtypes[0] = INT4OID;
-	values[0] = Int32GetDatum(id);
-	argtypes[1] = OIDOID;
-	values[1] = ObjectIdGetDatum(relid);
-	argtypes[2] = TEXTOID;
-	values[2] = CStringGetTextDatum(shape.stmt);
-	argtypes[3] = TEXTOID;
-	values[3] = CStringGetTextDatum(GetConfigOption("search_path", false, false));
-	argtypes[4] = TEXTOID;
-	values[4] = CStringGetTextDatum(shape.incremental ? "incremental" : "full");
-	argtypes[5] = BOOLOID;
-	values[5] = BoolGetDatum(shape.tracked);
-	argtypes[6] = TEXTARRAYOID;
-	values[6] = agg_list_to_text_array(shape.keys);
-	argtypes[7] = TEXTARRAYOID;
-	values[7] = agg_list_to_text_array(shape.values);
-	argtypes[8] = INTERVALOID;
-	values[8] = IntervalPGetDatum(refresh);
-	argtypes[9] = TEXTOID;
-	values[9] = schedule ? CStringGetTextDatum(schedule) : (Datum) 0;
-	argtypes[10] = TIMESTAMPTZOID;
-	values[10] = TimestampTzGetDatum(run.started);
-	memset(nulls, ' ', sizeof(nulls));
-	nulls[9] = schedule ? ' ' : 'n';
-	nulls[11] = '\0';
-	agg_exec("INSERT INTO pulse.aggregate_defs (id, relid, query, search_path, mode, "
-			 "tracked, key_columns, value_columns, refresh_interval, schedule, created_at) "
-			 "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-			 11, argtypes, values, nulls);
-
+	agg_register(id, relid, &shape, refresh, schedule, run.started);
 	if (schedule != NULL)
-	{
-		char	   *command = psprintf("SELECT pulse.refresh_aggregate(%s, true)",
-									   quote_literal_cstr(qname));
-
-		argtypes[0] = TEXTOID;
-		values[0] = CStringGetTextDatum(psprintf("pulse_aggregate:%s", qname));
-		argtypes[1] = TEXTOID;
-		values[1] = CStringGetTextDatum(schedule);
-		argtypes[2] = TEXTOID;
-		values[2] = CStringGetTextDatum(command);
-		/* name this database explicitly where pg_cron can (1.4 and later) */
-		if (agg_cron_function_exists("cron.schedule_in_database(text,text,text,text,text,boolean)"))
-			agg_exec("SELECT cron.schedule_in_database($1, $2, $3, current_database())",
-					 3, argtypes, values, NULL);
-		else
-			agg_exec("SELECT cron.schedule($1, $2, $3)", 3, argtypes, values, NULL);
-		argtypes[1] = INT8OID;
-		values[1] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
-								  1, &isnull);
-		argtypes[0] = INT4OID;
-		values[0] = Int32GetDatum(id);
-		agg_exec("UPDATE pulse.aggregate_defs SET cron_jobid = $2 WHERE id = $1",
-				 2, argtypes, values, NULL);
-	}
+		agg_schedule(id, qname, schedule);
 
 	agg_bump_tag(qname);
 	agg_record_run(&run, NULL);

@@ -37,21 +37,6 @@
 
 #include "aggregate_int.h"
 
-/*
- * One column of a delta log besides the keys: its name, the expression
- * that gives it its type in CREATE TABLE ... AS over the source (alias s),
- * its value for a new row and for an old row of a transition table, and the
- * aggregate that sums the values of one group.
- */
-typedef struct AggLogColumn
-{
-	char	   *name;
-	char	   *type_expr;
-	char	   *new_row;
-	char	   *old_row;
-	const char *combine;
-} AggLogColumn;
-
 static AggLogColumn *
 agg_log_column(char *name, char *type_expr, char *new_row, char *old_row,
 			   const char *combine)
@@ -68,11 +53,13 @@ agg_log_column(char *name, char *type_expr, char *new_row, char *old_row,
 
 /*
  * The columns of the log of a delta-maintained aggregate (d), after its
- * keys: __pulse_n, the change of count(*); __pulse_d_N for the value N, the
- * change of count(x) or sum(x) (as numeric), or the min or max of the
- * inserted x; __pulse_e_N, the min or max of the deleted x.
+ * keys, as a List of AggLogColumn: __pulse_n, the change of count(*);
+ * __pulse_d_N for the value N, the change of count(x) or sum(x) (as
+ * numeric), or the min or max of the inserted x; __pulse_e_N, the min or
+ * max of the deleted x.  The one description of the log: the capture
+ * function writes it, a refresh (aggregate_delta.c) reads it.
  */
-static List *
+List *
 agg_log_columns(AggDelta *d)
 {
 	List	   *cols = list_make1(agg_log_column("__pulse_n", "0::bigint",

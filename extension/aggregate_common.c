@@ -110,6 +110,7 @@ agg_column_list(List *names, const char *prefix)
 	return buf.data;
 }
 
+/* A text[] of the strings of names. */
 Datum
 agg_list_to_text_array(List *names)
 {
@@ -122,6 +123,7 @@ agg_list_to_text_array(List *names)
 										   -1, false, TYPALIGN_INT));
 }
 
+/* The strings of a text[] without NULLs, as a List of char *. */
 List *
 agg_text_array_to_list(Datum array)
 {

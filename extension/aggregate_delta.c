@@ -94,33 +94,17 @@ agg_consume_delta(AggDef *def, AggDelta *delta, SPITupleTable **tt,
 {
 	StringInfoData sql;
 	char	   *keys = agg_column_list(def->keys, "c.");
+	ListCell   *lc;
 	bool		isnull;
 
 	initStringInfo(&sql);
-	appendStringInfo(&sql,
-					 "WITH c AS (DELETE FROM %s RETURNING *) "
-					 "SELECT %s, sum(c.__pulse_n)",
+	appendStringInfo(&sql, "WITH c AS (DELETE FROM %s RETURNING *) SELECT %s",
 					 agg_pulse_object(def->id, "log"), keys);
-	for (int i = 0; i < delta->nvalues; i++)
+	foreach(lc, agg_log_columns(delta))
 	{
-		switch (delta->v[i].kind)
-		{
-			case AGG_DK_COUNT_STAR:
-			case AGG_DK_AVG:
-				break;
-			case AGG_DK_COUNT:
-			case AGG_DK_SUM:
-				appendStringInfo(&sql, ", sum(c.__pulse_d_%d)", i + 1);
-				break;
-			case AGG_DK_MIN:
-				appendStringInfo(&sql, ", min(c.__pulse_d_%d), min(c.__pulse_e_%d)",
-								 i + 1, i + 1);
-				break;
-			case AGG_DK_MAX:
-				appendStringInfo(&sql, ", max(c.__pulse_d_%d), max(c.__pulse_e_%d)",
-								 i + 1, i + 1);
-				break;
-		}
+		AggLogColumn *col = lfirst(lc);
+
+		appendStringInfo(&sql, ", %s(c.%s)", col->combine, col->name);
 	}
 	appendStringInfo(&sql, ", bool_or(bool_or(c.__pulse_full)) OVER () "
 					 "FROM c GROUP BY %s LIMIT %d",
@@ -246,6 +230,55 @@ agg_delta_select(AggDef *def, AggDelta *delta, TupleDesc reldesc)
 }
 
 /*
+ * The keys of the rows of rt (nrows rows: __pulse_ctid, __pulse_f, the
+ * nkeys keys, ...) whose column flagcol (1-based) is true, as
+ * agg_consume_keys gives the keys of the log: keys->nlogged is their number.
+ */
+static void
+agg_flagged_keys(SPITupleTable *rt, uint64 nrows, int nkeys, int flagcol,
+				 AggKeys *keys)
+{
+	memset(keys, 0, sizeof(AggKeys));
+	keys->nkeys = nkeys;
+	keys->arrays = palloc0(sizeof(Datum) * nkeys);
+	keys->array_null = palloc0(sizeof(bool) * nkeys);
+	keys->has_null = palloc0(sizeof(bool) * nkeys);
+	keys->array_types = palloc0(sizeof(Oid) * nkeys);
+	for (int k = 0; k < nkeys; k++)
+	{
+		Oid			typid = SPI_gettypeid(rt->tupdesc, 3 + k);
+		Datum	   *elems = palloc(sizeof(Datum) * (nrows + 1));
+		int			n = 0;
+		int16		typlen;
+		bool		typbyval;
+		char		typalign;
+
+		for (uint64 r = 0; r < nrows; r++)
+		{
+			bool		isnull;
+			Datum		flag = SPI_getbinval(rt->vals[r], rt->tupdesc, flagcol, &isnull);
+			Datum		key;
+
+			if (isnull || !DatumGetBool(flag))
+				continue;
+			if (k == 0)
+				keys->nlogged++;
+			key = SPI_getbinval(rt->vals[r], rt->tupdesc, 3 + k, &isnull);
+			if (isnull)
+				keys->has_null[k] = true;
+			else
+				elems[n++] = key;
+		}
+		get_typlenbyvalalign(typid, &typlen, &typbyval, &typalign);
+		keys->array_types[k] = get_array_type(typid);
+		keys->array_null[k] = (n == 0);
+		if (n > 0)
+			keys->arrays[k] = PointerGetDatum(construct_array(elems, n, typid, typlen,
+															  typbyval, typalign));
+	}
+}
+
+/*
  * Applies the summed deltas tt (ntuples rows, from agg_consume_delta) to
  * the table of def; recomputes from the source the groups whose min or max
  * lost its extreme value.  Returns the number of rows changed.  Caller is
@@ -273,13 +306,13 @@ agg_apply_delta(AggDef *def, const char *name, AggDelta *delta,
 	StringInfoData cols;
 	bool		null_keys = false;
 	AggKeyJoin	kj;
+	ListCell   *lc;
 	char	   *sel;
 	char	   *from_a;
 	Relation	rel;
 	PulseAsUser as_owner;
 	SPITupleTable *rt;
 	uint64		nrows;
-	uint64		nflagged = 0;
 	int64		rows;
 	AggKeys		keys;
 
@@ -293,14 +326,8 @@ agg_apply_delta(AggDef *def, const char *name, AggDelta *delta,
 	}
 	/* name the columns as the log's */
 	appendStringInfoString(&cols, agg_column_list(def->keys, ""));
-	appendStringInfoString(&cols, ", __pulse_n");
-	for (int i = 0; i < delta->nvalues; i++)
-	{
-		if (delta->v[i].kind == AGG_DK_COUNT || delta->v[i].kind == AGG_DK_SUM)
-			appendStringInfo(&cols, ", __pulse_d_%d", i + 1);
-		else if (delta->v[i].kind == AGG_DK_MIN || delta->v[i].kind == AGG_DK_MAX)
-			appendStringInfo(&cols, ", __pulse_d_%d, __pulse_e_%d", i + 1, i + 1);
-	}
+	foreach(lc, agg_log_columns(delta))
+		appendStringInfo(&cols, ", %s", ((AggLogColumn *) lfirst(lc))->name);
 	for (uint64 r = 0; r < ntuples && !null_keys; r++)
 		for (int k = 1; k <= nkeys; k++)
 		{
@@ -346,47 +373,8 @@ agg_apply_delta(AggDef *def, const char *name, AggDelta *delta,
 
 	agg_restore_user(&as_owner);
 
-	/* the groups to recompute: their keys, as agg_consume_keys gives them */
-	memset(&keys, 0, sizeof(keys));
-	keys.nkeys = nkeys;
-	keys.arrays = palloc0(sizeof(Datum) * nkeys);
-	keys.array_null = palloc0(sizeof(bool) * nkeys);
-	keys.has_null = palloc0(sizeof(bool) * nkeys);
-	keys.array_types = palloc0(sizeof(Oid) * nkeys);
-	for (int k = 0; k < nkeys; k++)
-	{
-		Oid			typid = SPI_gettypeid(rt->tupdesc, 3 + k);
-		Datum	   *elems = palloc(sizeof(Datum) * (nrows + 1));
-		int			n = 0;
-		int16		typlen;
-		bool		typbyval;
-		char		typalign;
-
-		for (uint64 r = 0; r < nrows; r++)
-		{
-			bool		isnull;
-			Datum		flag = SPI_getbinval(rt->vals[r], rt->tupdesc, 3 + ncols, &isnull);
-			Datum		key;
-
-			if (isnull || !DatumGetBool(flag))
-				continue;
-			if (k == 0)
-				nflagged++;
-			key = SPI_getbinval(rt->vals[r], rt->tupdesc, 3 + k, &isnull);
-			if (isnull)
-				keys.has_null[k] = true;
-			else
-				elems[n++] = key;
-		}
-		get_typlenbyvalalign(typid, &typlen, &typbyval, &typalign);
-		keys.array_types[k] = get_array_type(typid);
-		keys.array_null[k] = (n == 0);
-		if (n > 0)
-			keys.arrays[k] = PointerGetDatum(construct_array(elems, n, typid, typlen,
-															 typbyval, typalign));
-	}
-	keys.nlogged = nflagged;
-	if (nflagged > 0)
+	agg_flagged_keys(rt, nrows, nkeys, 3 + ncols, &keys);
+	if (keys.nlogged > 0)
 		rows += agg_apply(def, name, &keys);
 	return rows;
 }

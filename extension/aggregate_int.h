@@ -160,7 +160,23 @@ extern const char *agg_incremental_blocker(Query *q, AggShape *shape);
 extern AggDelta *agg_delta_plan(Query *q, Oid source, const char **why);
 extern void agg_analyze(const char *query, AggShape *shape);
 
-/* aggregate_capture.c */
+/*
+ * aggregate_capture.c: one column of a delta log besides the keys (see
+ * agg_log_columns): its name, the expression that gives it its type in
+ * CREATE TABLE ... AS over the source (alias s), its value for a new row
+ * and for an old row of a transition table, and the aggregate that sums the
+ * values of one group (in the trigger, and again in the refresh).
+ */
+typedef struct AggLogColumn
+{
+	char	   *name;
+	char	   *type_expr;
+	char	   *new_row;
+	char	   *old_row;
+	const char *combine;
+} AggLogColumn;
+
+extern List *agg_log_columns(AggDelta *d);
 extern void agg_create_capture(int32 id, AggShape *shape);
 
 /* aggregate_apply.c */
