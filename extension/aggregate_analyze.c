@@ -34,7 +34,12 @@
  *	  count(*) or takes a plain column of the source;
  *	- the select list has a count(*) (it tells when a group vanishes);
  *	- sum(x) sums smallint, integer, bigint or numeric, and avg(x) averages
- *	  smallint, integer or bigint (exact: float sums would drift);
+ *	  smallint, integer or bigint: exact types.  A float sum depends on
+ *	  the order of its terms (float addition is not associative), so deltas
+ *	  would drift from the query: float sums and averages are recomputed
+ *	  from their group's rows, which gives the query's value for the group
+ *	  (up to the order in which the plan reads the rows, as the query
+ *	  itself varies between plans);
  *	- the non-NULL x of every sum(x) and avg(x) are counted: count(x) is in
  *	  the select list, or x is NOT NULL (then count(*) counts them);
  *	- avg(x) comes with sum(x) in the select list;
@@ -256,6 +261,9 @@ agg_delta_plan(Query *q, Oid source, const char **why)
 				*why = "it sums or averages a type whose sum is not exact";
 				return NULL;
 			}
+			/* see agg_log_columns: non-finite values and scales */
+			v->nonfinite = (v->argtype == NUMERICOID);
+			v->track_scale = (v->argtype == NUMERICOID && var->vartypmod < 0);
 		}
 		else
 		{

@@ -7,8 +7,9 @@
  * agg_apply runs the aggregate's query for all groups (a full refresh) or
  * for the changed keys only (an incremental one): one SELECT joins the
  * fresh groups to the table's rows on the keys and keeps the new, vanished
- * and changed groups only; it may run in parallel, which a data-modifying
- * statement never does.  Then one DELETE (vanished groups) and one
+ * and changed groups only (changed in their bytes, so that a value equal to
+ * the old one but printed differently, numeric 1.5 for 1.50, is rewritten);
+ * it may run in parallel, which a data-modifying statement never does.  Then one DELETE (vanished groups) and one
  * INSERT ... ON CONFLICT (new and changed groups) write just those rows;
  * unchanged groups are not written.  A difference too large to hold in
  * memory is applied by a single streaming statement instead.
@@ -69,30 +70,6 @@ agg_append_key_filter(StringInfo sql, AggDef *def, AggKeys *keys,
 	}
 }
 
-/* "ROW(alias.v1, ...)" of the value columns, as text when not comparable. */
-static void
-agg_append_values_row(StringInfo sql, AggDef *def, TupleDesc reldesc,
-					  const char *alias)
-{
-	ListCell   *lc;
-
-	appendStringInfoString(sql, "ROW(");
-	foreach(lc, def->values)
-	{
-		int			attno = SPI_fnumber(reldesc, (char *) lfirst(lc));
-		bool		comparable = false;
-
-		if (attno > 0)
-			comparable = OidIsValid(lookup_type_cache(TupleDescAttr(reldesc, attno - 1)->atttypid,
-													  TYPECACHE_EQ_OPR)->eq_opr);
-		/* compare the text of values whose type has no equality */
-		appendStringInfo(sql, "%s%s.%s%s", foreach_current_index(lc) > 0 ? ", " : "",
-						 alias, quote_identifier((char *) lfirst(lc)),
-						 comparable ? "" : "::text");
-	}
-	appendStringInfoChar(sql, ')');
-}
-
 /*
  * One branch of agg_diff_query: the FULL JOIN of the fresh groups (CTE f)
  * and the table's rows that pass rowfilter (on both sides, none if NULL),
@@ -100,8 +77,8 @@ agg_append_values_row(StringInfo sql, AggDef *def, TupleDesc reldesc,
  */
 static void
 agg_append_diff_branch(StringInfo sql, AggDef *def, AggKeys *keys,
-					   const char *name, TupleDesc reldesc,
-					   const char *rowfilter, const char *joincond)
+					   const char *name, const char *rowfilter,
+					   const char *joincond)
 {
 	appendStringInfo(sql,
 					 "SELECT a.__pulse_ctid, f.__pulse_f, %s%s%s FROM ",
@@ -128,13 +105,18 @@ agg_append_diff_branch(StringInfo sql, AggDef *def, AggKeys *keys,
 	appendStringInfo(sql, ") a ON %s "
 					 "WHERE f.__pulse_f IS NULL OR a.__pulse_ctid IS NULL",
 					 joincond);
+
+	/*
+	 * A changed group: its values differ in their bytes (record image
+	 * equality, as REFRESH MATERIALIZED VIEW CONCURRENTLY compares), so
+	 * that equal values that print differently (numeric 1.5 and 1.50,
+	 * float 0 and -0) are rewritten too, and types without an equality
+	 * compare as well.
+	 */
 	if (def->values != NIL)
-	{
-		appendStringInfoString(sql, " OR ");
-		agg_append_values_row(sql, def, reldesc, "a");
-		appendStringInfoString(sql, " IS DISTINCT FROM ");
-		agg_append_values_row(sql, def, reldesc, "f");
-	}
+		appendStringInfo(sql, " OR NOT (ROW(%s)::record *= ROW(%s)::record)",
+						 agg_column_list(def->values, "a."),
+						 agg_column_list(def->values, "f."));
 }
 
 /*
@@ -176,16 +158,16 @@ agg_diff_query(AggDef *def, const char *name, AggKeys *keys, TupleDesc reldesc)
 	}
 	appendStringInfoString(&sql, ") ");
 	if (!kj.hashable)
-		agg_append_diff_branch(&sql, def, keys, name, reldesc, NULL, kj.receq);
+		agg_append_diff_branch(&sql, def, keys, name, NULL, kj.receq);
 	else
 	{
-		agg_append_diff_branch(&sql, def, keys, name, reldesc, kj.notnull,
+		agg_append_diff_branch(&sql, def, keys, name, kj.notnull,
 							   kj.eq);
 		/* keys is NULL, or NULL keys were logged: the groups with NULL keys */
 		if (null_keys)
 		{
 			appendStringInfoString(&sql, " UNION ALL ");
-			agg_append_diff_branch(&sql, def, keys, name, reldesc,
+			agg_append_diff_branch(&sql, def, keys, name,
 								   psprintf("NOT (%s)", kj.notnull), kj.receq);
 		}
 	}

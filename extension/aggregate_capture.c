@@ -55,8 +55,13 @@ agg_log_column(char *name, char *type_expr, char *new_row, char *old_row,
  * The columns of the log of a delta-maintained aggregate (d), after its
  * keys, as a List of AggLogColumn: __pulse_n, the change of count(*);
  * __pulse_d_N for the value N, the change of count(x) or sum(x) (as
- * numeric), or the min or max of the inserted x; __pulse_e_N, the min or
- * max of the deleted x.  The one description of the log: the capture
+ * numeric; of numeric x, the sum of its finite values only), or the min or
+ * max of the inserted x; __pulse_e_N, the min or max of the deleted x; for
+ * sum(x) of numeric, __pulse_x_N, the number of NaN and +-Infinity inserted
+ * or deleted (they do not add up: NaN - NaN is NaN, Infinity - Infinity
+ * NaN), and when x has no typmod __pulse_s_N and __pulse_t_N, the largest
+ * scale of the inserted and of the deleted x (the scale of a numeric sum is
+ * the largest of its terms').  The one description of the log: the capture
  * function writes it, a refresh (aggregate_delta.c) reads it.
  */
 List *
@@ -73,6 +78,7 @@ agg_log_columns(AggDelta *d)
 		/* CASE WHEN false THEN x END: a NULL of x's type */
 		char	   *nothing = x ? psprintf("CASE WHEN false THEN %s END", x) : NULL;
 		const char *extreme = v->kind == AGG_DK_MIN ? "min" : "max";
+		char	   *nonfin = x ? psprintf("%s IN ('NaN', 'Infinity', '-Infinity')", x) : NULL;
 
 		switch (v->kind)
 		{
@@ -86,10 +92,34 @@ agg_log_columns(AggDelta *d)
 													"sum"));
 				break;
 			case AGG_DK_SUM:
+				if (!v->nonfinite)
+				{
+					cols = lappend(cols, agg_log_column(dname, "0::numeric",
+														psprintf("%s::numeric", x),
+														psprintf("-(%s::numeric)", x),
+														"sum"));
+					break;
+				}
+				/* numeric: the finite values' sum, the others counted */
 				cols = lappend(cols, agg_log_column(dname, "0::numeric",
-													psprintf("%s::numeric", x),
-													psprintf("-(%s::numeric)", x),
+													psprintf("CASE WHEN %s THEN NULL ELSE %s END", nonfin, x),
+													psprintf("CASE WHEN %s THEN NULL ELSE -%s END", nonfin, x),
 													"sum"));
+				cols = lappend(cols, agg_log_column(psprintf("__pulse_x_%d", i + 1),
+													"0::bigint",
+													psprintf("CASE WHEN %s THEN 1 ELSE 0 END", nonfin),
+													psprintf("CASE WHEN %s THEN 1 ELSE 0 END", nonfin),
+													"sum"));
+				if (!v->track_scale)
+					break;
+				/* the largest scale of the new and of the old values */
+				cols = lappend(cols, agg_log_column(psprintf("__pulse_s_%d", i + 1),
+													"0::integer",
+													psprintf("scale(%s)", x),
+													"NULL::integer", "max"));
+				cols = lappend(cols, agg_log_column(psprintf("__pulse_t_%d", i + 1),
+													"0::integer", "NULL::integer",
+													psprintf("scale(%s)", x), "max"));
 				break;
 			case AGG_DK_MIN:
 			case AGG_DK_MAX:

@@ -7,14 +7,31 @@
  *
  * A refresh sums the logged deltas per group and computes the new rows from
  * the table's current ones: counts and sums add up (a sum is NULL when its
- * count is 0), avg = sum / count (numeric division, as avg does),
- * min = least(old, inserted), max = greatest(old, inserted), and a group
- * whose count(*) falls to 0 is deleted.  A group is recomputed from the
- * source (aggregate_apply.c) only when a deleted value is at or beyond its
- * new min or max (the extreme may have gone).  No source row is read
- * otherwise.  numeric sums are equal to the query's but may show more
- * trailing zeros (a scale the deleted values had).  A refresh analyses the
- * query again: when a NOT NULL constraint it relied on has been dropped it
+ * count is 0), avg = sum / count (numeric division, as avg does: the same
+ * type and scale as the query's), min = least(old, inserted),
+ * max = greatest(old, inserted), and a group whose count(*) falls to 0 is
+ * deleted.  A group is recomputed from the source (aggregate_apply.c) only
+ * when
+ *	- a deleted value is at or beyond its new min or max (the extreme may
+ *	  have gone);
+ *	- a NaN or an infinity was inserted into or deleted from a numeric sum:
+ *	  they do not subtract (NaN - NaN is NaN, Infinity - Infinity is NaN),
+ *	  so the log sums the finite values only and counts the others (as
+ *	  numeric's own sum keeps NaN and infinity counts apart).  A finite
+ *	  change to a group whose sum is NaN or infinite keeps it so, as it
+ *	  should;
+ *	- a numeric sum without typmod lost a term of its largest scale: the
+ *	  scale of a numeric sum is the largest of its terms' (sum of 1.5 and
+ *	  2.25 is 3.75; once 2.25 is gone, 1.5, not 1.50), so the log keeps the
+ *	  largest scale of the inserted and of the deleted values, and the
+ *	  group is recomputed when a deleted one is at or above the larger of
+ *	  the current sum's scale and the inserted ones' (a column with a
+ *	  typmod has one scale: nothing to follow).
+ * No source row is read otherwise, and every value is equal to the query's
+ * in its text too.  float sums and averages are not maintained by deltas
+ * (aggregate_analyze.c).  A refresh analyses the query again: when a NOT
+ * NULL constraint it relied on has been dropped, or the plan now needs a log
+ * column the log lacks (a log made by pulse 1.1, a typmod dropped), it
  * recomputes the touched groups instead (the log holds their keys too).
  *
  * Locking: deltas must be applied exactly once each.  The caller
@@ -43,8 +60,9 @@
 /*
  * The delta maintenance of incremental aggregate def for this refresh, or
  * NULL when its touched groups are to be recomputed: its log was created
- * without deltas, or the query no longer qualifies (a NOT NULL constraint
- * it relied on was dropped).  Analyses the query again as the table's owner
+ * without deltas (or without a delta column the plan needs now), or the
+ * query no longer qualifies (a NOT NULL constraint it relied on was
+ * dropped).  Analyses the query again as the table's owner
  * with its search_path; the analysis locks the source table until the end
  * of the transaction, so its constraints cannot change under the refresh.
  */
@@ -76,6 +94,20 @@ agg_delta_load(AggDef *def)
 	if (delta != NULL && delta->nvalues != list_length(def->values))
 		elog(ERROR, "aggregate %d: its query has %d values, its table %d",
 			 def->id, delta->nvalues, list_length(def->values));
+
+	/*
+	 * The capture function logs what the plan of the aggregate's creation
+	 * asked for: a log without a column the plan needs now (it was created
+	 * by pulse 1.1, or a typmod has been dropped since) serves by its keys.
+	 */
+	if (delta != NULL)
+	{
+		ListCell   *lc;
+
+		foreach(lc, agg_log_columns(delta))
+			if (get_attnum(logrel, ((AggLogColumn *) lfirst(lc))->name) == InvalidAttrNumber)
+				return NULL;
+	}
 	return delta;
 }
 
@@ -198,6 +230,15 @@ agg_delta_select(AggDef *def, AggDelta *delta, TupleDesc reldesc)
 			case AGG_DK_SUM:
 				expr = psprintf("CASE WHEN %s > 0 THEN %s END",
 								cnt[v->count_of], sum[i]);
+				/* a NaN or an infinity came or went: it does not subtract */
+				if (v->nonfinite)
+					appendStringInfo(&recompute,
+									 " OR coalesce(d.__pulse_x_%d, 0) > 0", i + 1);
+				/* a term of the largest scale may have gone (see header) */
+				if (v->track_scale)
+					appendStringInfo(&recompute,
+									 " OR coalesce(d.__pulse_t_%d >= greatest(pg_catalog.scale(a.%s), d.__pulse_s_%d), false)",
+									 i + 1, col, i + 1);
 				break;
 			case AGG_DK_AVG:
 				expr = psprintf("CASE WHEN %s > 0 THEN %s::pg_catalog.numeric / %s::pg_catalog.numeric END",

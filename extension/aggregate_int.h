@@ -54,6 +54,8 @@ typedef struct AggDeltaValue
 	Oid			argtype;		/* its type */
 	int			count_of;		/* SUM, AVG: value counting the non-NULL arg */
 	int			sum_of;			/* AVG: value holding sum(arg) */
+	bool		nonfinite;		/* SUM of numeric: NaN and +-Infinity counted */
+	bool		track_scale;	/* SUM of numeric without typmod: scales kept */
 } AggDeltaValue;
 
 /* Delta maintenance of an incremental aggregate (see the file header). */
