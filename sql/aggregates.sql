@@ -40,6 +40,13 @@ BEGIN
 END
 $$;
 
+-- The columns of the change log of an aggregate, in their order.
+CREATE FUNCTION agg_log_columns(agg regclass) RETURNS SETOF name LANGUAGE sql AS $$
+    SELECT a.attname FROM pg_attribute a JOIN pulse.aggregate_defs d
+        ON a.attrelid = format('pulse.aggregate_%s_log', d.id)::regclass
+     WHERE d.relid = agg AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum
+$$;
+
 CREATE FUNCTION agg_state(agg text) RETURNS TABLE (mode text, pending bigint, fresh boolean, last_error text)
 LANGUAGE sql AS $$
     SELECT a.mode, a.pending_changes, a.staleness = '0', a.last_error
@@ -271,10 +278,7 @@ SELECT pulse.create_aggregate('moves_agg',
             sum(nn) AS snn, avg(nn) AS ann, max(nn) AS hinn
        FROM moves GROUP BY a, b', '1 hour');
 -- the log holds deltas: count(*), then one column per delta
-SELECT attname FROM pg_attribute
- WHERE attrelid = (SELECT format('pulse.aggregate_%s_log', d.id)::regclass
-                     FROM pulse.aggregate_defs d WHERE d.relid = 'moves_agg'::regclass)
-   AND attnum > 0 ORDER BY attnum;
+SELECT agg_log_columns('moves_agg');
 -- sum(int) is bigint, sum(bigint) numeric: as in the query, no overflow
 INSERT INTO moves (a, b, v, w, x, nn) VALUES
     (100, 'big', 2147483647, 9223372036854775807, 1.5, 2147483647),
@@ -400,10 +404,7 @@ SELECT mode, rows_changed FROM pulse.aggregate_runs
 -- queries that are incremental but keep recomputing the touched groups
 SELECT pulse.create_aggregate('moves_recompute',
     'SELECT a, count(*) AS n, sum(w) AS sw FROM moves GROUP BY a', '1 hour');
-SELECT count(*) AS delta_columns FROM pg_attribute
- WHERE attrelid = (SELECT format('pulse.aggregate_%s_log', d.id)::regclass
-                     FROM pulse.aggregate_defs d WHERE d.relid = 'moves_recompute'::regclass)
-   AND attname = '__pulse_n';
+SELECT count(*) AS delta_columns FROM agg_log_columns('moves_recompute') c WHERE c = '__pulse_n';
 INSERT INTO moves (a, b, w, nn) VALUES (1, 'a', NULL, 1), (5, 'c', 10, 1);
 SELECT pulse.refresh_aggregate('moves_recompute');
 SELECT agg_diff('moves_recompute');
@@ -423,10 +424,7 @@ CREATE TABLE nf (id int PRIMARY KEY, g int, x numeric NOT NULL, m numeric(12,2))
 SELECT pulse.create_aggregate('nf_agg',
     'SELECT g, count(*) AS n, sum(x) AS sx, count(m) AS nm, sum(m) AS sm FROM nf GROUP BY g', '1 hour');
 -- delta maintenance, with the non-finite counts and (x has no typmod) scales
-SELECT attname FROM pg_attribute
- WHERE attrelid = (SELECT format('pulse.aggregate_%s_log', d.id)::regclass
-                     FROM pulse.aggregate_defs d WHERE d.relid = 'nf_agg'::regclass)
-   AND attnum > 0 AND attname LIKE '\_\_pulse\_%' ORDER BY attnum;
+SELECT c FROM agg_log_columns('nf_agg') c WHERE c LIKE '\_\_pulse\_%';
 INSERT INTO nf VALUES (1, 1, 'NaN', 'NaN'), (2, 1, 2.5, 1.25), (3, 2, 'Infinity', 1),
     (4, 2, 1, 2), (5, 3, 'Infinity', NULL), (6, 3, '-Infinity', NULL), (7, 3, 4, 3);
 SELECT pulse.refresh_aggregate('nf_agg');
@@ -504,10 +502,7 @@ SELECT pulse.refresh_aggregate('eq_keys');
 -- infinities follow
 SELECT pulse.create_aggregate('eq_float',
     'SELECT g, count(*) AS n, sum(f) AS sf, avg(f) AS af, max(f) AS hf FROM eq GROUP BY g', '1 hour');
-SELECT count(*) AS delta_columns FROM pg_attribute
- WHERE attrelid = (SELECT format('pulse.aggregate_%s_log', d.id)::regclass
-                     FROM pulse.aggregate_defs d WHERE d.relid = 'eq_float'::regclass)
-   AND attname = '__pulse_n';
+SELECT count(*) AS delta_columns FROM agg_log_columns('eq_float') c WHERE c = '__pulse_n';
 INSERT INTO eq VALUES (4, 1, 0, 'NaN'), (5, NULL, 0, 'Infinity'), (6, NULL, 0, '-Infinity');
 SELECT pulse.refresh_aggregate('eq_float');
 SELECT agg_diff('eq_float'), * FROM eq_float ORDER BY g;
@@ -595,4 +590,4 @@ SELECT count(*) AS defs FROM pulse.aggregate_defs;
 SELECT tgname FROM pg_trigger WHERE tgrelid = 'sales'::regclass AND NOT tgisinternal;
 DROP SCHEMA "Reports";
 DROP TABLE sales, regions;
-DROP FUNCTION agg_try(text), agg_diff(regclass), agg_state(text);
+DROP FUNCTION agg_try(text), agg_diff(regclass), agg_log_columns(regclass), agg_state(text);

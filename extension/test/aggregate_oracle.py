@@ -123,10 +123,8 @@ def gen_value1(rng, cls, key, small):
     if cls == 'numeric':
         if key:
             return rng.choice(['0', '1', '1.5', '2.25', '-3', 'NaN'])
-        if p < 0.03:
-            return 'NaN'
         if p < 0.06:
-            return rng.choice(['Infinity', '-Infinity'])
+            return nonfinite(rng, p)
         if p < 0.08:
             return str(rng.randint(1, 9)) + '0' * 25
         return trimmed(rng.randint(-100000, 100000), rng.randint(0, 4))
@@ -140,10 +138,8 @@ def gen_value1(rng, cls, key, small):
     if cls in ('float4', 'float8'):
         if key:
             return rng.choice(['0', '0.5', '1', '-2.25', 'NaN', 'Infinity'])
-        if p < 0.03:
-            return 'NaN'
         if p < 0.06:
-            return rng.choice(['Infinity', '-Infinity'])
+            return nonfinite(rng, p)
         v = rng.randint(-4000, 4000)
         if v == 0:
             return '0'
@@ -162,6 +158,11 @@ def gen_value1(rng, cls, key, small):
         return '2024-01-01 %02d:%02d:00+00' % (rng.randint(0, 4 if key else 23),
                                               0 if key else rng.randint(0, 59))
     raise ValueError(cls)
+
+
+def nonfinite(rng, p):
+    """NaN for p < 0.03, else an infinity."""
+    return 'NaN' if p < 0.03 else rng.choice(['Infinity', '-Infinity'])
 
 
 def trimmed(units, scale):
@@ -571,8 +572,33 @@ def copy_case(case, **changes):
     return c
 
 
+def with_batch(case, bi, mode=None, stmts=None, full=None):
+    """case with batch bi changed."""
+    m, st, f = case.batches[bi]
+    batch = (m if mode is None else mode, st if stmts is None else stmts, f if full is None else full)
+    return copy_case(case, batches=case.batches[:bi] + [batch] + case.batches[bi + 1:])
+
+
+def stmt_rows(case, bi, si):
+    """The rows of statement si of batch bi (INSERT or COPY), or []."""
+    if bi >= len(case.batches) or si >= len(case.batches[bi][1]):
+        return []
+    st = case.batches[bi][1][si]
+    return st[1] if isinstance(st, tuple) else []
+
+
+def with_stmt_rows(case, bi, si, rows):
+    st = case.batches[bi][1]
+    return with_batch(case, bi, stmts=st[:si] + [(st[si][0], rows) + tuple(st[si][2:])] + st[si + 1:])
+
+
 def shrink(runner, case, deadline, log):
-    """Makes case smaller while it still fails (greedy, one piece at a time)."""
+    """Makes a failing case smaller while it still fails: greedily, one
+    piece at a time (batches, statements, transaction modes, full
+    refreshes, rows of the initial data and of each INSERT or COPY, the
+    values of the columns the query does not read, aggregates, keys, WHERE,
+    HAVING), until nothing more can go or the deadline passes.  Returns the
+    smaller case and its Mismatch."""
     err = runner.fails(case)
     if err is None:
         return case, None
@@ -591,62 +617,39 @@ def shrink(runner, case, deadline, log):
             return True
         return False
 
+    def drop_each(get, put, keep=1, chunk=1):
+        """Tries the case without each element (or chunk of elements) of
+        the list get(case), put(case, shorter list) making the candidate;
+        keeps at least keep elements.  True when something went."""
+        changed = False
+        i = 0
+        while i < len(get(case)):
+            items = get(case)
+            if len(items) - chunk >= keep and attempt(put(case, items[:i] + items[i + chunk:])):
+                changed = True
+            else:
+                i += chunk
+        return changed
+
     progress = True
     while progress and time.time() < deadline:
-        progress = False
-        # whole batches
-        i = 0
-        while i < len(case.batches):
-            if len(case.batches) > 1 and attempt(copy_case(case, batches=case.batches[:i] + case.batches[i + 1:])):
-                progress = True
-            else:
-                i += 1
-        # statements, modes, full refreshes
+        progress = drop_each(lambda c: c.batches, lambda c, b: copy_case(c, batches=b))
         for bi in range(len(case.batches)):
-            if bi >= len(case.batches):
-                break
-            si = 0
-            while si < len(case.batches[bi][1]):
-                m, s, f = case.batches[bi]
-                if len(s) > 1 and attempt(copy_case(case, batches=case.batches[:bi] + [(m, s[:si] + s[si + 1:], f)] + case.batches[bi + 1:])):
-                    progress = True
-                else:
-                    si += 1
-            if bi < len(case.batches):
-                m, s, f = case.batches[bi]
-                if m != 'auto' and attempt(copy_case(case, batches=case.batches[:bi] + [('auto', s, f)] + case.batches[bi + 1:])):
-                    progress = True
-                if bi < len(case.batches) and case.batches[bi][2]:
-                    m, s, f = case.batches[bi]
-                    if attempt(copy_case(case, batches=case.batches[:bi] + [(m, s, False)] + case.batches[bi + 1:])):
-                        progress = True
-        # initial rows: halves, then one by one
+            def stmts(c, bi=bi):
+                return c.batches[bi][1] if bi < len(c.batches) else []
+            progress |= drop_each(stmts, lambda c, st, bi=bi: with_batch(c, bi, stmts=st))
+            if bi < len(case.batches) and case.batches[bi][0] != 'auto':
+                progress |= attempt(with_batch(case, bi, mode='auto'))
+            if bi < len(case.batches) and case.batches[bi][2]:
+                progress |= attempt(with_batch(case, bi, full=False))
+            for si in range(len(stmts(case))):
+                progress |= drop_each(lambda c, bi=bi, si=si: stmt_rows(c, bi, si),
+                                      lambda c, r, bi=bi, si=si: with_stmt_rows(c, bi, si, r))
         chunk = max(len(case.rows) // 2, 1)
-        while chunk >= 1 and case.rows:
-            i = 0
-            while i < len(case.rows):
-                if attempt(copy_case(case, rows=case.rows[:i] + case.rows[i + chunk:])):
-                    progress = True
-                else:
-                    i += chunk
+        while chunk >= 1:
+            progress |= drop_each(lambda c: c.rows, lambda c, r: copy_case(c, rows=r),
+                                  keep=0, chunk=chunk)
             chunk //= 2
-        # rows of the statements' VALUES / COPY: drop single rows
-        for bi in range(len(case.batches)):
-            for si in range(len(case.batches[bi][1]) if bi < len(case.batches) else 0):
-                if bi >= len(case.batches) or si >= len(case.batches[bi][1]):
-                    break
-                st = case.batches[bi][1][si]
-                if isinstance(st, tuple) and len(st[1]) > 1:
-                    # drop the rows of its VALUES or COPY one at a time
-                    ri = 0
-                    while bi < len(case.batches) and si < len(case.batches[bi][1]) and ri < len(case.batches[bi][1][si][1]):
-                        m, s, f = case.batches[bi]
-                        rows = s[si][1]
-                        ns = s[:si] + [(st[0], rows[:ri] + rows[ri + 1:]) + tuple(st[2:])] + s[si + 1:]
-                        if len(rows) > 1 and attempt(copy_case(case, batches=case.batches[:bi] + [(m, ns, f)] + case.batches[bi + 1:])):
-                            progress = True
-                        else:
-                            ri += 1
         # the values of the columns the query does not read: NULL
         used = set(re.findall(r'\b(%s)\b' % '|'.join(COLTYPE), case.query().split(' FROM ')[0]
                               + ' ' + (case.where or '') + ' ' + (case.having or '')))
@@ -659,24 +662,13 @@ def shrink(runner, case, deadline, log):
             return (st[0], [blank(r) for r in st[1]]) + tuple(st[2:]) if isinstance(st, tuple) else st
         cand = copy_case(case, rows=[blank(r) for r in case.rows],
                          batches=[(m, [blank_st(x) for x in st], f) for m, st, f in case.batches])
-        if (cand.rows != case.rows or cand.batches != case.batches) and attempt(cand):
-            progress = True
-        # the query: one aggregate, one key, WHERE, HAVING at a time
-        i = 0
-        while i < len(case.values):
-            if len(case.values) > 1 and attempt(copy_case(case, values=case.values[:i] + case.values[i + 1:])):
-                progress = True
-            else:
-                i += 1
-        i = 0
-        while i < len(case.keys):
-            if len(case.keys) > 1 and attempt(copy_case(case, keys=case.keys[:i] + case.keys[i + 1:])):
-                progress = True
-            else:
-                i += 1
+        if cand.rows != case.rows or cand.batches != case.batches:
+            progress |= attempt(cand)
+        progress |= drop_each(lambda c: c.values, lambda c, v: copy_case(c, values=v))
+        progress |= drop_each(lambda c: c.keys, lambda c, k: copy_case(c, keys=k))
         for attr in ('where', 'having'):
-            if getattr(case, attr) and attempt(copy_case(case, **{attr: None})):
-                progress = True
+            if getattr(case, attr):
+                progress |= attempt(copy_case(case, **{attr: None}))
     log('# shrunk in %d trials' % trials)
     return case, err
 

@@ -18,18 +18,11 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 . scripts/lib.sh
-
-PORT=${PULSE_TEST_PORT:?PULSE_TEST_PORT is not set}
-TMP=${PULSE_TEST_TMP:?PULSE_TEST_TMP is not set}
-PG="$TMP/pg"
+. scripts/ext_test.sh
 # Debian's python3 has psycopg2 (python3-psycopg2, scripts/deps.sh)
 PY=${PULSE_PYTHON:-/usr/bin/python3}
-mkdir -p "$TMP"
-trap 'scripts/cluster.sh destroy "$PG" >/dev/null 2>&1' EXIT
 
-PULSE_FSYNC=off PULSE_SYNC_COMMIT=off scripts/cluster.sh start "$PG" "$PORT" >/dev/null ||
-	{ echo "not ok 1 - start the cluster"; echo "0 passed, 1 failed"; exit 1; }
-eval "$(scripts/cluster.sh env "$PG")"
+ext_test_cluster PULSE_SYNC_COMMIT=off
 psql -X -q -d postgres -v ON_ERROR_STOP=1 \
 	-c "ALTER SYSTEM SET pulse.worker_naptime = '20ms'" -c "SELECT pg_reload_conf()" \
 	-c "CREATE DATABASE pulse" >/dev/null &&
