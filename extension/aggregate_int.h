@@ -58,7 +58,7 @@ typedef struct AggDeltaValue
 	bool		track_scale;	/* SUM of numeric without typmod: scales kept */
 } AggDeltaValue;
 
-/* Delta maintenance of an incremental aggregate (see the file header). */
+/* Delta maintenance of an incremental aggregate (see aggregate_delta.c). */
 typedef struct AggDelta
 {
 	int			nvalues;
