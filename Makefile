@@ -22,6 +22,13 @@ OBJS = \
 	extension/cursor.o \
 	extension/page.o \
 	extension/worker.o \
+	extension/aggregate_common.o \
+	extension/aggregate_catalog.o \
+	extension/aggregate_analyze.o \
+	extension/aggregate_capture.o \
+	extension/aggregate_apply.o \
+	extension/aggregate_delta.o \
+	extension/aggregate_refresh.o \
 	extension/aggregate.o \
 	extension/jobs.o \
 	extension/tag_pending.o \

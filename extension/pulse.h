@@ -85,7 +85,7 @@ extern List *pulse_keyed_check_columns(Oid relid, const char *tag,
  */
 extern void pulse_worker_init(void);
 
-/* aggregate.c */
+/* aggregate_refresh.c */
 
 /*
  * Refreshes up to max_refreshes due materialized aggregates of the current

@@ -19,17 +19,32 @@ EXCEPTION WHEN OTHERS THEN
 END
 $$;
 
--- Rows in which the aggregate table and its query differ (0 = fresh).
+-- Rows in which the aggregate table and its query differ (0 = fresh): by
+-- value (EXCEPT ALL both ways) plus by the text of every row (so that 1.5
+-- against 1.50 counts as a difference).
 CREATE FUNCTION agg_diff(agg regclass) RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE
     q text;
     n bigint;
+    m bigint;
 BEGIN
     SELECT d.query INTO STRICT q FROM pulse.aggregate_defs d WHERE d.relid = agg;
     EXECUTE format('SELECT count(*) FROM ((TABLE %s EXCEPT ALL (%s)) UNION ALL ((%s) EXCEPT ALL TABLE %s)) d',
                    agg, q, q, agg) INTO n;
-    RETURN n;
+    EXECUTE format('SELECT count(*) FROM ((SELECT agg_row::text FROM %s agg_row EXCEPT ALL
+                                           SELECT q_row::text FROM (%s) q_row)
+                                UNION ALL (SELECT q_row::text FROM (%s) q_row EXCEPT ALL
+                                           SELECT agg_row::text FROM %s agg_row)) d',
+                   agg, q, q, agg) INTO m;
+    RETURN n + m;
 END
+$$;
+
+-- The columns of the change log of an aggregate, in their order.
+CREATE FUNCTION agg_log_columns(agg regclass) RETURNS SETOF name LANGUAGE sql AS $$
+    SELECT a.attname FROM pg_attribute a JOIN pulse.aggregate_defs d
+        ON a.attrelid = format('pulse.aggregate_%s_log', d.id)::regclass
+     WHERE d.relid = agg AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum
 $$;
 
 CREATE FUNCTION agg_state(agg text) RETURNS TABLE (mode text, pending bigint, fresh boolean, last_error text)
@@ -263,10 +278,7 @@ SELECT pulse.create_aggregate('moves_agg',
             sum(nn) AS snn, avg(nn) AS ann, max(nn) AS hinn
        FROM moves GROUP BY a, b', '1 hour');
 -- the log holds deltas: count(*), then one column per delta
-SELECT attname FROM pg_attribute
- WHERE attrelid = (SELECT format('pulse.aggregate_%s_log', d.id)::regclass
-                     FROM pulse.aggregate_defs d WHERE d.relid = 'moves_agg'::regclass)
-   AND attnum > 0 ORDER BY attnum;
+SELECT agg_log_columns('moves_agg');
 -- sum(int) is bigint, sum(bigint) numeric: as in the query, no overflow
 INSERT INTO moves (a, b, v, w, x, nn) VALUES
     (100, 'big', 2147483647, 9223372036854775807, 1.5, 2147483647),
@@ -392,16 +404,130 @@ SELECT mode, rows_changed FROM pulse.aggregate_runs
 -- queries that are incremental but keep recomputing the touched groups
 SELECT pulse.create_aggregate('moves_recompute',
     'SELECT a, count(*) AS n, sum(w) AS sw FROM moves GROUP BY a', '1 hour');
-SELECT count(*) AS delta_columns FROM pg_attribute
- WHERE attrelid = (SELECT format('pulse.aggregate_%s_log', d.id)::regclass
-                     FROM pulse.aggregate_defs d WHERE d.relid = 'moves_recompute'::regclass)
-   AND attname = '__pulse_n';
+SELECT count(*) AS delta_columns FROM agg_log_columns('moves_recompute') c WHERE c = '__pulse_n';
 INSERT INTO moves (a, b, w, nn) VALUES (1, 'a', NULL, 1), (5, 'c', 10, 1);
 SELECT pulse.refresh_aggregate('moves_recompute');
 SELECT agg_diff('moves_recompute');
 SELECT pulse.drop_aggregate('moves_recompute');
 SELECT pulse.drop_aggregate('moves_agg');
 DROP TABLE moves, moves_check;
+
+------------------------------------------------------------------------------
+-- Exactness (issue 17), each case found by extension/test/aggregate_oracle.sh
+-- or by reading the delta path: every refresh must equal the query in the
+-- text of every value.
+------------------------------------------------------------------------------
+-- NaN and +-Infinity in numeric sums: they do not subtract (NaN - NaN is NaN,
+-- Infinity - Infinity is NaN), so a refresh that sees one come or go
+-- recomputes the group.  Oracle: seed 1058737329, case seed 1563546506.
+CREATE TABLE nf (id int PRIMARY KEY, g int, x numeric NOT NULL, m numeric(12,2));
+SELECT pulse.create_aggregate('nf_agg',
+    'SELECT g, count(*) AS n, sum(x) AS sx, count(m) AS nm, sum(m) AS sm FROM nf GROUP BY g', '1 hour');
+-- delta maintenance, with the non-finite counts and (x has no typmod) scales
+SELECT c FROM agg_log_columns('nf_agg') c WHERE c LIKE '\_\_pulse\_%';
+INSERT INTO nf VALUES (1, 1, 'NaN', 'NaN'), (2, 1, 2.5, 1.25), (3, 2, 'Infinity', 1),
+    (4, 2, 1, 2), (5, 3, 'Infinity', NULL), (6, 3, '-Infinity', NULL), (7, 3, 4, 3);
+SELECT pulse.refresh_aggregate('nf_agg');
+SELECT agg_diff('nf_agg'), * FROM nf_agg ORDER BY g;
+-- the NaN, one infinity of each group go: finite again, or the other infinity
+DELETE FROM nf WHERE id IN (1, 3, 6);
+SELECT pulse.refresh_aggregate('nf_agg');
+SELECT agg_diff('nf_agg'), * FROM nf_agg ORDER BY g;
+-- an UPDATE from and to non-finite values; a group emptied and refilled
+UPDATE nf SET x = 'NaN' WHERE id = 2;
+UPDATE nf SET x = 7, m = 'NaN' WHERE id = 5;
+DELETE FROM nf WHERE g = 2;
+INSERT INTO nf VALUES (8, 2, '-Infinity', 0.5);
+SELECT pulse.refresh_aggregate('nf_agg');
+SELECT agg_diff('nf_agg'), * FROM nf_agg ORDER BY g;
+UPDATE nf SET x = 1.5, m = 1.5 WHERE id IN (2, 5, 8);
+SELECT pulse.refresh_aggregate('nf_agg');
+SELECT agg_diff('nf_agg'), * FROM nf_agg ORDER BY g;
+
+-- The scale of a numeric sum is the largest of its terms': the delta path
+-- follows it and recomputes a group that lost a term of that scale (it used
+-- to keep 3.750 after the 0.125 went: equal, but not the query's text).
+TRUNCATE nf;
+INSERT INTO nf VALUES (1, 1, 1.5, 1.5), (2, 1, 2.25, 2.25), (3, 1, 0.125, 0);
+SELECT pulse.refresh_aggregate('nf_agg');
+DELETE FROM nf WHERE id = 3;
+SELECT pulse.refresh_aggregate('nf_agg');
+SELECT agg_diff('nf_agg'), g, sx, sm FROM nf_agg ORDER BY g;
+DELETE FROM nf WHERE id = 2;
+INSERT INTO nf VALUES (4, 1, 1.000, 1);
+SELECT pulse.refresh_aggregate('nf_agg');
+SELECT agg_diff('nf_agg'), g, sx, sm FROM nf_agg ORDER BY g;
+-- a term of a smaller scale goes: no recompute needed, same text
+UPDATE nf SET x = 2 WHERE id = 1;
+SELECT pulse.refresh_aggregate('nf_agg');
+SELECT agg_diff('nf_agg'), g, sx, sm FROM nf_agg ORDER BY g;
+SELECT count(*) AS runs, count(*) FILTER (WHERE mode = 'incremental') AS incremental
+  FROM pulse.aggregate_runs WHERE aggregate = 'nf_agg' AND error IS NULL;
+
+-- A log made before its column lost its typmod has no scale columns: the
+-- refresh recomputes the touched groups instead of applying deltas.
+SELECT pulse.create_aggregate('nf_typmod',
+    'SELECT g, count(*) AS n, count(m) AS nm, sum(m) AS sm FROM nf GROUP BY g', '1 hour');
+ALTER TABLE nf ALTER COLUMN m TYPE numeric;
+INSERT INTO nf VALUES (5, 1, 1, 0.125), (6, 9, 1, 3.5);
+SELECT pulse.refresh_aggregate('nf_typmod');
+SELECT agg_diff('nf_typmod'), * FROM nf_typmod ORDER BY g;
+DELETE FROM nf WHERE id = 5;
+SELECT pulse.refresh_aggregate('nf_typmod');
+SELECT agg_diff('nf_typmod'), * FROM nf_typmod ORDER BY g;
+SELECT pulse.drop_aggregate('nf_typmod');
+
+-- Groups recomputed (here: no count(*), so no delta maintenance) or fully
+-- refreshed are rewritten when a value prints differently although it is
+-- equal (1.0 and 1): the difference compares the bytes of the rows, not
+-- their equality.  Oracle: the keys path kept sum(n) = -361.9 after
+-- UPDATE src SET n = n + 0.00 (the query says -361.90).
+CREATE TABLE eq (id int PRIMARY KEY, g int, x numeric, f float8);
+INSERT INTO eq VALUES (1, 1, 0.5, 1), (2, 1, 0.5, 2), (3, NULL, 2, 0.5);
+SELECT pulse.create_aggregate('eq_keys', 'SELECT g, sum(x) AS sx FROM eq GROUP BY g', '1 hour');
+SELECT pulse.create_aggregate('eq_full', 'SELECT g % 2 AS g2, sum(x) AS sx FROM eq GROUP BY 1', '1 hour');
+SELECT mode FROM pulse.aggregates WHERE name IN ('eq_keys', 'eq_full') ORDER BY name COLLATE "C";
+DELETE FROM eq WHERE id = 2;
+UPDATE eq SET x = 1 WHERE id = 1;
+UPDATE eq SET x = x + 0.00 WHERE id = 3;
+SELECT pulse.refresh_aggregate('eq_keys') AS keys_rows, pulse.refresh_aggregate('eq_full') AS full_rows;
+SELECT agg_diff('eq_keys') AS keys_diff, agg_diff('eq_full') AS full_diff;
+SELECT * FROM eq_keys ORDER BY g;
+-- equal bytes: nothing to write
+UPDATE eq SET x = x WHERE id = 1;
+SELECT pulse.refresh_aggregate('eq_keys');
+
+-- float sums and averages are recomputed from the group's rows (a float sum
+-- depends on the order of its terms: deltas would drift); their NaN and
+-- infinities follow
+SELECT pulse.create_aggregate('eq_float',
+    'SELECT g, count(*) AS n, sum(f) AS sf, avg(f) AS af, max(f) AS hf FROM eq GROUP BY g', '1 hour');
+SELECT count(*) AS delta_columns FROM agg_log_columns('eq_float') c WHERE c = '__pulse_n';
+INSERT INTO eq VALUES (4, 1, 0, 'NaN'), (5, NULL, 0, 'Infinity'), (6, NULL, 0, '-Infinity');
+SELECT pulse.refresh_aggregate('eq_float');
+SELECT agg_diff('eq_float'), * FROM eq_float ORDER BY g;
+DELETE FROM eq WHERE id IN (4, 6);
+SELECT pulse.refresh_aggregate('eq_float');
+SELECT agg_diff('eq_float'), * FROM eq_float ORDER BY g;
+
+-- avg of integers by deltas: the query's type and scale, byte for byte
+CREATE TABLE av (id int PRIMARY KEY, g int, v int NOT NULL, w bigint NOT NULL);
+SELECT pulse.create_aggregate('av_agg',
+    'SELECT g, count(*) AS n, sum(v) AS sv, avg(v) AS av, sum(w) AS sw, avg(w) AS aw FROM av GROUP BY g', '1 hour');
+INSERT INTO av VALUES (1, 1, 1, 9223372036854775807), (2, 1, 2, 9223372036854775807),
+    (3, 1, 2147483647, 1), (4, NULL, -7, -3), (5, NULL, 10, 2);
+SELECT pulse.refresh_aggregate('av_agg');
+DELETE FROM av WHERE id = 3;
+UPDATE av SET g = NULL WHERE id = 1;
+SELECT pulse.refresh_aggregate('av_agg');
+SELECT agg_diff('av_agg'), * FROM av_agg ORDER BY g;
+SELECT pg_typeof(av) AS av_type, pg_typeof(aw) AS aw_type, pg_typeof(sw) AS sw_type FROM av_agg LIMIT 1;
+SELECT pulse.drop_aggregate('av_agg');
+SELECT pulse.drop_aggregate('eq_float');
+SELECT pulse.drop_aggregate('eq_keys');
+SELECT pulse.drop_aggregate('eq_full');
+SELECT pulse.drop_aggregate('nf_agg');
+DROP TABLE nf, eq, av;
 
 ------------------------------------------------------------------------------
 -- The worker refreshes by itself
@@ -464,4 +590,4 @@ SELECT count(*) AS defs FROM pulse.aggregate_defs;
 SELECT tgname FROM pg_trigger WHERE tgrelid = 'sales'::regclass AND NOT tgisinternal;
 DROP SCHEMA "Reports";
 DROP TABLE sales, regions;
-DROP FUNCTION agg_try(text), agg_diff(regclass), agg_state(text);
+DROP FUNCTION agg_try(text), agg_diff(regclass), agg_log_columns(regclass), agg_state(text);

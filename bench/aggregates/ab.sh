@@ -6,12 +6,13 @@
 # Each *_PGBIN is a private PostgreSQL tree with that build installed
 # (scripts/pgroot.sh DIR prints it).  Starts one throwaway cluster per build,
 # loads the same ROWS-row bench_sales into both (the dataset and query of
-# run.sh), then REPEATS rounds; in each round, for each build in turn (the
-# order alternates between rounds): update CHANGED random rows, time the
-# incremental refresh (wall clock and backend CPU time); update CHANGED
-# rows, time the full refresh; time REFRESH MATERIALIZED VIEW.  Interleaving makes both builds see the same
-# load on a shared machine, which sequential run.sh reports do not.  Prints
-# the medians and every run; both clusters are destroyed on exit.
+# run.sh, from common.sh), then REPEATS rounds; in each round, for each build
+# in turn (the order alternates between rounds): update CHANGED random rows,
+# time the incremental refresh (wall clock and backend CPU time); update
+# CHANGED rows, time the full refresh; time REFRESH MATERIALIZED VIEW.
+# Interleaving makes both builds see the same load on a shared machine,
+# which sequential run.sh reports do not.  Prints the medians and every run;
+# both clusters are destroyed on exit.
 #
 # Parameters (environment): A_PGBIN, B_PGBIN (required), ROWS (5000000),
 # NGROUPS (50000), CHANGED (1000), REPEATS (11), PORT (55480),
@@ -19,15 +20,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . scripts/lib.sh
+. bench/aggregates/common.sh
 
 : "${A_PGBIN:?A_PGBIN missing}" "${B_PGBIN:?B_PGBIN missing}"
-ROWS=${ROWS:-5000000}
-NGROUPS=${NGROUPS:-50000}
-CHANGED=${CHANGED:-1000}
 REPEATS=${REPEATS:-11}
 AB_DIR=${AB_DIR:-/tmp/pulse-bench-ab.$$}
-DB=pulse_bench
-Q="SELECT account, count(*) AS n, sum(amount) AS total, min(amount) AS lo, max(amount) AS hi, avg(amount) AS mean FROM bench_sales GROUP BY account"
 declare -A BIN PORTS
 BIN[A]=$A_PGBIN
 BIN[B]=$B_PGBIN
@@ -45,10 +42,7 @@ trap 'exit 130' INT TERM
 
 export PGUSER=postgres
 psqlb() { local b=$1; shift; command psql -X -q -v ON_ERROR_STOP=1 -h "$AB_DIR/$b" -p "${PORTS[$b]}" "$@"; }
-ms() {
-	psqlb "$1" -d "$DB" -c '\timing on' -c "$2" | sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p' | tail -n 1
-}
-median() { sort -n | awk '{ a[NR] = $1 } END { m = int((NR + 1) / 2); if (NR % 2) print a[m]; else printf "%.3f\n", (a[m] + a[m + 1]) / 2 }'; }
+ms() { agg_ms "$2" psqlb "$1" -d "$DB"; }
 # inc B: "wall_ms cpu_ms" of one incremental refresh; cpu_ms is the CPU time
 # of the backend (/proc/self/schedstat, read by the superuser), which the
 # load of a shared machine inflates far less than the wall clock
@@ -61,37 +55,22 @@ SELECT pulse.refresh_aggregate('bench_agg') \g /dev/null
 SELECT round((split_part(pg_read_file('/proc/self/schedstat'), ' ', 1)::bigint - :c0) / 1e6, 3);
 SQL
 }
-change_rows() {
-	psqlb "$1" -d "$DB" -c "UPDATE bench_sales SET amount = amount + 1
-	                        WHERE id IN (SELECT 1 + (random() * ($ROWS - 1))::bigint
-	                                       FROM generate_series(1, $CHANGED))"
-}
+change_rows() { psqlb "$1" -d "$DB" -c "$(agg_change_sql)"; }
 
 for b in A B; do
 	log "build $b: cluster in $AB_DIR/$b on port ${PORTS[$b]}, loading $ROWS rows"
 	PGBIN=${BIN[$b]} PULSE_FSYNC=off PULSE_SHARED_BUFFERS=${PULSE_SHARED_BUFFERS:-1GB} PULSE_CRON_DB=postgres \
 		scripts/cluster.sh start "$AB_DIR/$b" "${PORTS[$b]}" >/dev/null
-	psqlb "$b" -d postgres -c "CREATE DATABASE $DB"
-	psqlb "$b" -d "$DB" -c "CREATE EXTENSION pulse" -c "ALTER DATABASE $DB SET work_mem = '64MB'"
-	psqlb "$b" -d "$DB" >/dev/null <<SQL
-CREATE TABLE bench_sales (
-    id      bigint PRIMARY KEY,
-    account int NOT NULL,
-    kind    int NOT NULL,
-    amount  int NOT NULL,
-    created timestamptz NOT NULL
-);
-INSERT INTO bench_sales
-SELECT i, 1 + (hashint4(i::int) & 2147483647) % $NGROUPS, i % 7, (i::bigint * 7919 % 1000)::int,
-       timestamptz '2026-01-01' + i * interval '1 second'
-  FROM generate_series(1, $ROWS) i;
-CREATE INDEX bench_sales_account ON bench_sales (account);
-VACUUM ANALYZE bench_sales;
+	agg_bench_db psqlb "$b"
+	{
+		agg_dataset_sql
+		cat <<SQL
 SELECT pulse.create_aggregate('bench_agg', '$Q', '1 hour');
 CREATE MATERIALIZED VIEW bench_mv AS $Q;
 ANALYZE bench_agg;
 ANALYZE bench_mv;
 SQL
+	} | psqlb "$b" -d "$DB" >/dev/null
 	: >"$AB_DIR/$b.inc"; : >"$AB_DIR/$b.inccpu"; : >"$AB_DIR/$b.full"; : >"$AB_DIR/$b.mv"
 done
 
@@ -111,7 +90,7 @@ done
 
 for b in A B; do
 	psqlb "$b" -d "$DB" -c "SELECT pulse.refresh_aggregate('bench_agg')" >/dev/null
-	d=$(psqlb "$b" -d "$DB" -Atc "SELECT count(*) FROM ((TABLE bench_agg EXCEPT ALL ($Q)) UNION ALL (($Q) EXCEPT ALL TABLE bench_agg)) d")
+	d=$(psqlb "$b" -d "$DB" -Atc "$(agg_diff_sql)")
 	[ "$d" = 0 ] || { log "build $b: the aggregate differs from its query in $d rows"; exit 1; }
 done
 

@@ -29,10 +29,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . scripts/lib.sh
+. bench/aggregates/common.sh
 
-ROWS=${ROWS:-5000000}
-NGROUPS=${NGROUPS:-50000}
-CHANGED=${CHANGED:-1000}
 REPEATS=${REPEATS:-5}
 DURATION=${DURATION:-10}
 WRITE_RATE=${WRITE_RATE:-200}
@@ -40,9 +38,7 @@ PORT=$(free_port "${PORT:-55470}")
 BENCH_DIR=${BENCH_DIR:-/tmp/pulse-bench-agg.$$}
 OUT=${OUT:-bench/results/$(date -u +%F)-aggregates.md}
 PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
-DB=pulse_bench
 CMD="ROWS=$ROWS NGROUPS=$NGROUPS CHANGED=$CHANGED REPEATS=$REPEATS DURATION=$DURATION WRITE_RATE=$WRITE_RATE bench/aggregates/run.sh"
-Q="SELECT account, count(*) AS n, sum(amount) AS total, min(amount) AS lo, max(amount) AS hi, avg(amount) AS mean FROM bench_sales GROUP BY account"
 
 log() { printf '%s bench-aggregates: %s\n' "$(date -u +%T)" "$*" >&2; }
 cleanup() { scripts/cluster.sh destroy "$BENCH_DIR" >/dev/null 2>&1 || true; }
@@ -56,38 +52,15 @@ PULSE_FSYNC=off PULSE_SHARED_BUFFERS=${PULSE_SHARED_BUFFERS:-1GB} PULSE_CRON_DB=
 	scripts/cluster.sh start "$BENCH_DIR" "$PORT" >/dev/null
 export PGHOST=$BENCH_DIR PGPORT=$PORT PGUSER=postgres
 psql() { command psql -X -q -v ON_ERROR_STOP=1 "$@"; }
-psql -d postgres -c "CREATE DATABASE $DB"
-psql -d "$DB" -c "CREATE EXTENSION pulse" -c "ALTER DATABASE $DB SET work_mem = '64MB'"
+agg_bench_db psql
 
 # ms SQL: server round trip of one statement, in milliseconds (psql \timing)
-ms() {
-	command psql -X -q -v ON_ERROR_STOP=1 -d "$DB" -c '\timing on' -c "$1" |
-		sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p' | tail -n 1
-}
-median() { sort -n | awk '{ a[NR] = $1 } END { m = int((NR + 1) / 2); if (NR % 2) print a[m]; else printf "%.3f\n", (a[m] + a[m + 1]) / 2 }'; }
-change_rows() {
-	psql -d "$DB" -c "UPDATE bench_sales SET amount = amount + 1
-	                  WHERE id IN (SELECT 1 + (random() * ($ROWS - 1))::bigint
-	                                 FROM generate_series(1, $CHANGED))"
-}
+ms() { agg_ms "$1" psql -d "$DB"; }
+change_rows() { psql -d "$DB" -c "$(agg_change_sql)"; }
 
 log "loading $ROWS rows in $NGROUPS groups"
 t0=$(date +%s)
-psql -d "$DB" <<SQL
-CREATE TABLE bench_sales (
-    id      bigint PRIMARY KEY,
-    account int NOT NULL,
-    kind    int NOT NULL,
-    amount  int NOT NULL,
-    created timestamptz NOT NULL
-);
-INSERT INTO bench_sales
-SELECT i, 1 + (hashint4(i::int) & 2147483647) % $NGROUPS, i % 7, (i::bigint * 7919 % 1000)::int,
-       timestamptz '2026-01-01' + i * interval '1 second'
-  FROM generate_series(1, $ROWS) i;
-CREATE INDEX bench_sales_account ON bench_sales (account);
-VACUUM ANALYZE bench_sales;
-SQL
+agg_dataset_sql | psql -d "$DB"
 load_secs=$(($(date +%s) - t0))
 table_size=$(psql -d "$DB" -Atc "SELECT pg_size_pretty(pg_table_size('bench_sales'))")
 log "loaded in ${load_secs}s ($table_size)"
@@ -111,7 +84,7 @@ done
 inc_rows=$(psql -d "$DB" -Atc "SELECT rows_changed FROM pulse.aggregate_runs WHERE mode = 'incremental' ORDER BY id DESC LIMIT 1")
 full_rows=$(psql -d "$DB" -Atc "SELECT rows_changed FROM pulse.aggregate_runs WHERE mode = 'full' ORDER BY id DESC LIMIT 1")
 psql -d "$DB" -c "SELECT pulse.refresh_aggregate('bench_agg')" >/dev/null
-diff_rows=$(psql -d "$DB" -Atc "SELECT count(*) FROM ((TABLE bench_agg EXCEPT ALL ($Q)) UNION ALL (($Q) EXCEPT ALL TABLE bench_agg)) d")
+diff_rows=$(psql -d "$DB" -Atc "$(agg_diff_sql)")
 [ "$diff_rows" = 0 ] || { log "the aggregate differs from its query in $diff_rows rows"; exit 1; }
 
 # --- read latency under writes ------------------------------------------------

@@ -11,16 +11,9 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 . scripts/lib.sh
+. scripts/ext_test.sh
 
-PORT=${PULSE_TEST_PORT:?PULSE_TEST_PORT is not set}
-TMP=${PULSE_TEST_TMP:?PULSE_TEST_TMP is not set}
-PG="$TMP/pg"
-mkdir -p "$TMP"
-trap 'scripts/cluster.sh destroy "$PG" >/dev/null 2>&1' EXIT
-
-PULSE_FSYNC=off PULSE_CRON_DB=pulse scripts/cluster.sh start "$PG" "$PORT" >/dev/null ||
-	{ echo "not ok 1 - start the cluster"; echo "0 passed, 1 failed"; exit 1; }
-eval "$(scripts/cluster.sh env "$PG")"
+ext_test_cluster PULSE_CRON_DB=pulse
 export PGDATABASE=pulse PGOPTIONS="-c client_min_messages=warning"
 q() { psql -X -q -At -v ON_ERROR_STOP=1 -c "$1"; }
 

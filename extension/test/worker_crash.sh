@@ -20,23 +20,12 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 . scripts/lib.sh
+. scripts/ext_test.sh
 
-PORT=${PULSE_TEST_PORT:?PULSE_TEST_PORT is not set}
-TMP=${PULSE_TEST_TMP:?PULSE_TEST_TMP is not set}
-PG="$TMP/pg"
 PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
 SLOW="$PG/data/pulse_test_slow"
 
-mkdir -p "$TMP"
-cleanup() { scripts/cluster.sh destroy "$PG" >/dev/null 2>&1; }
-trap cleanup EXIT
-
-PULSE_FSYNC=off scripts/cluster.sh start "$PG" "$PORT" >/dev/null || {
-	echo "not ok 1 - start the cluster"
-	echo "0 passed, 1 failed"
-	exit 1
-}
-eval "$(scripts/cluster.sh env "$PG")"
+ext_test_cluster
 export PGDATABASE=pulse
 
 as_owner() {
