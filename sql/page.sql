@@ -114,9 +114,11 @@ SELECT pulse.page('SELECT id, $1::jsonb AS doc FROM items WHERE id = 1', 'id', N
 SELECT pulse.page('SELECT id FROM items WHERE at > $1 AND grp = $2 AND id < 40', 'id', NULL, 3,
                   '["2026-01-01 05:30:00+00", 1]')->'items' AS typed_args;
 
--- The same query text, order and arguments in another form reuse the cursor;
--- a literal-only difference keeps the fingerprint.
-SELECT (pulse.page('select id from items', 'ID', pulse.page('SELECT id FROM items', 'id', NULL, 2)->>'next_cursor', 2)->'items') AS same_binding;
+-- The same query text with the order and arguments in another form reuses
+-- the cursor; another text of the query does not (cursor.sql has more).
+SELECT pulse.page('SELECT id FROM items', 'id', NULL, 2)->>'next_cursor' AS items_cursor \gset
+SELECT pulse.page('SELECT id FROM items', ' ID  ASC NULLS LAST', :'items_cursor', 2)->'items' AS same_binding;
+SELECT pulse.page('select id from items', 'id', :'items_cursor', 2)->'items' AS other_text;
 
 -- Row-level security applies: pages only ever hold the tenant's rows, and a
 -- cursor of one tenant is refused under another.
