@@ -194,6 +194,23 @@ pq_find_column(TupleDesc desc, const char *name)
 }
 
 /*
+ * A cursor must be able to read the key's value back: values of an
+ * anonymous record type can be sent but not received.
+ */
+static void
+pq_check_key_type(const char *name, Oid type)
+{
+	Oid			elem = get_element_type(type);
+
+	if (type == RECORDOID || elem == RECORDOID)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("order_by column \"%s\" is of an anonymous record type", name),
+				 errdetail("A cursor could not read its values back."),
+				 errhint("Sort by its fields, or cast it to a named composite type.")));
+}
+
+/*
  * The types a cursor's values depend on, bound into it: for each key its
  * type, typmod and collation, then each parameter's type.  OIDs, not
  * names: a type dropped and created again is another type.
@@ -249,6 +266,7 @@ pulse_page_analyze(const char *query, PageKey *keys, int nkeys, int nargs)
 
 		cols[k] = pq_find_column(desc, keys[k].name);
 		info->keytypes[k] = TupleDescAttr(desc, cols[k])->atttypid;
+		pq_check_key_type(keys[k].name, info->keytypes[k]);
 		info->keynotnull[k] = pulse_page_column_notnull(top, cols[k] + 1);
 
 		/* the table behind the keys, for a suggested index */

@@ -22,7 +22,9 @@
  *		(a, b) >= ($1, $2) AND ((a, b) > ($1, $2) OR ((a, b) = ($1, $2) AND c < $3))
  *
  * Keys that may be NULL get the general form, which spells out where NULLs
- * sort (NULLS FIRST/LAST) so that every row is returned exactly once.  The
+ * sort (NULLS FIRST/LAST) so that every row is returned exactly once.  (A
+ * composite key is tested with IS [NOT] DISTINCT FROM NULL, as IS NULL looks
+ * at its fields.)  The
  * general form is right for any key; the row form only for keys that are
  * never NULL, which is why a key is treated as nullable unless proven not.
  * Backward pages use the same construction on the reversed order and the
@@ -37,6 +39,7 @@
 
 #include "lib/stringinfo.h"
 #include "utils/builtins.h"
+#include "utils/lsyscache.h"
 
 #include "pulse.h"
 
@@ -255,6 +258,22 @@ ps_append_row(StringInfo buf, const PageQueryInfo *info, int from, int to,
 }
 
 /*
+ * The tests "key i is (not) NULL" for the general form.  For a composite
+ * key IS NULL is true when every field is NULL and IS NOT NULL when none
+ * is, while ORDER BY sorts such values among the others: only a NULL value
+ * itself sorts as NULL, which IS [NOT] DISTINCT FROM NULL tests.
+ */
+static void
+ps_null_tests(const PageQueryInfo *info, int i, const char **is_null,
+			  const char **is_not_null)
+{
+	bool		row = type_is_rowtype(info->keytypes[i]);
+
+	*is_null = row ? "IS NOT DISTINCT FROM NULL" : "IS NULL";
+	*is_not_null = row ? "IS DISTINCT FROM NULL" : "IS NOT NULL";
+}
+
+/*
  * Rows strictly after the cursor for keys i..n-1, general form (NULLs
  * allowed).  nullmask[i]: the cursor's value for key i is NULL.
  */
@@ -267,7 +286,11 @@ ps_append_after_general(StringInfo buf, const PageQueryInfo *info,
 	bool		nf = info->keys[i].nulls_first != reverse;
 	bool		last = (i == info->nkeys - 1);
 	bool		notnull = info->keynotnull[i];
+	const char *is_null;
+	const char *is_not_null;
 	StringInfoData strict;
+
+	ps_null_tests(info, i, &is_null, &is_not_null);
 
 	/* strictly after on key i */
 	initStringInfo(&strict);
@@ -275,13 +298,13 @@ ps_append_after_general(StringInfo buf, const PageQueryInfo *info,
 	{
 		/* NULLS FIRST: every non-NULL value is after; NULLS LAST: none */
 		if (nf)
-			appendStringInfo(&strict, "pulse_q.%s IS NOT NULL", col);
+			appendStringInfo(&strict, "pulse_q.%s %s", col, is_not_null);
 	}
 	else
 	{
 		appendStringInfo(&strict, "pulse_q.%s %s $%d", col, desc ? "<" : ">", pb + i + 1);
 		if (!nf && !notnull)
-			appendStringInfo(&strict, " OR pulse_q.%s IS NULL", col);
+			appendStringInfo(&strict, " OR pulse_q.%s %s", col, is_null);
 	}
 
 	if (last)
@@ -294,7 +317,7 @@ ps_append_after_general(StringInfo buf, const PageQueryInfo *info,
 	if (strict.len)
 		appendStringInfo(buf, "%s OR ", strict.data);
 	if (nullmask[i])
-		appendStringInfo(buf, "(pulse_q.%s IS NULL AND ", col);
+		appendStringInfo(buf, "(pulse_q.%s %s AND ", col, is_null);
 	else
 		appendStringInfo(buf, "(pulse_q.%s = $%d AND ", col, pb + i + 1);
 	ps_append_after_general(buf, info, reverse, nullmask, i + 1, pb);

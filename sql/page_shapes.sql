@@ -98,6 +98,21 @@ SELECT (shape_walk('SELECT * FROM parent_t', 'k, id', 2)).*,
        pulse.explain_page('SELECT * FROM ONLY parent_t', 'k, id')->'nullable_keys' AS only_parent;
 DROP TABLE child_t, parent_t;
 
+-- Composite keys: IS NULL is true for a value whose fields are all NULL and
+-- IS NOT NULL false for one with a NULL field, but ORDER BY sorts both
+-- among the values; only a NULL value sorts as NULL.  (A NOT NULL composite
+-- column may hold '(,)'.)
+CREATE TYPE pair AS (a int, b text);
+CREATE TABLE pairs (id int PRIMARY KEY, p pair, q pair NOT NULL);
+INSERT INTO pairs VALUES (1, '(1,x)', '(,)'), (2, '(1,)', '(1,)'), (3, '(,)', '(,x)'),
+                         (4, NULL, '(2,y)'), (5, '(2,y)', '(,)'), (6, '(,x)', '(1,x)');
+SELECT o, (shape_walk('SELECT * FROM pairs', o, 1)).*
+FROM unnest(ARRAY['p, id', 'p DESC, id', 'p NULLS FIRST, id', 'p DESC NULLS LAST, id DESC',
+                  'q, p, id', 'q DESC, p DESC, id']) AS o
+ORDER BY o COLLATE "C";
+DROP TABLE pairs;
+DROP TYPE pair;
+
 -- What stays proven NOT NULL: table columns through inner joins, CTEs,
 -- subqueries and views without outer joins, the preserved side of an outer
 -- join, UNION branches that are all NOT NULL, count(), row_number(),

@@ -83,6 +83,9 @@ TYPES = {
     'inet': ('inet', ['10.0.0.1', '10.0.0.1/8', '::1', '192.168.0.0/16', '0.0.0.0/0'], True),
     'enum': ('o.mood', ['sad', 'ok', 'happy'], True),
     'int4[]': ('int4[]', ['{}', '{1}', '{1,2}', '{NULL}', '{1,NULL}', '{2}', '{0,1}'], True),
+    # IS NULL is true for '(,)' and IS NOT NULL false for '(1,)': neither is NULL
+    'composite': ('o.pair', ['(1,x)', '(1,)', '(,)', '(,x)', '(2,y)', '(0,"")', '(1,"")'], True),
+    'int4range': ('int4range', ['empty', '[1,5)', '(,)', '[1,)', '(,3)', '[2,3)', '[1,2)'], True),
     'jsonb': ('jsonb', ['null', '1', '1.0', '"a"', '[]', '{}', '{"a": 1}', 'true', '[1, 2]'], False),
 }
 TEXTUAL = ('text', 'varchar', 'char')
@@ -252,6 +255,8 @@ def gen_where(rng, tcols, case):
             c = rng.choice(cands)
             if kind < 0.8:
                 conds.append('t.%s IS DISTINCT FROM $%d::%s' % (c.name, n, TYPES[c.tkey][0]))
+            elif c.tkey == 'composite':	# record >= record would infer "record"
+                conds.append('(t.%s IS NULL OR t.%s >= $%d::o.pair)' % (c.name, c.name, n))
             else:
                 conds.append('(t.%s IS NULL OR t.%s >= $%d)' % (c.name, c.name, n))
             akind = c.tkey
@@ -271,6 +276,7 @@ def gen_case(rng, collations):
     """A random case: tables, query, order, args, page size, settings."""
     case = Case()
     case.ddl.append("CREATE TYPE o.mood AS ENUM ('sad', 'ok', 'happy')")
+    case.ddl.append("CREATE TYPE o.pair AS (a int, b text)")
     nt = rng.choice([0, 1, 3, 8, 15, 25, 40])
     tcols = gen_table(rng, case, 't', rng.randint(1, 4), nt, collations, 1, 'c')
     ucols = gen_table(rng, case, 'u', rng.randint(1, 3), rng.choice([0, 2, 6, 15, 30]),
