@@ -166,7 +166,7 @@ cur_too_many_keys(int nkeys)
 void
 pulse_cursor_binding(const char *query, const char *order_by,
 					 const char *args_text, const char *tenant,
-					 const char *types, uint8 out[8])
+					 const char *signature, uint8 out[8])
 {
 	const char *parts[5];
 	pulse_cursor_status_t st;
@@ -175,7 +175,7 @@ pulse_cursor_binding(const char *query, const char *order_by,
 	parts[1] = order_by;
 	parts[2] = args_text;
 	parts[3] = tenant;
-	parts[4] = types;
+	parts[4] = signature;
 	st = pulse_cursor_bind(parts, lengthof(parts), out);
 	if (st != PULSE_CURSOR_OK)
 		elog(ERROR, "could not compute cursor binding: %s",

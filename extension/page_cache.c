@@ -4,9 +4,10 @@
  *		The backend-local cache of prepared pulse.page plans, and
  *		pulse.page_cache_stats().
  *
- * A page's plan depends on the query text, the order, the number of
- * arguments, whether it seeks past a cursor, the direction, which of the
- * cursor's key values are NULL and the page size.  Each such variant is
+ * A page's plan depends on the query text, the search_path it is resolved
+ * in, the order, the number of arguments, whether it seeks past a cursor,
+ * the direction, which of the cursor's key values are NULL and the page
+ * size.  Each such variant is
  * prepared once (SPI_prepare + SPI_keepplan) together with the analysis of
  * the query (page_query.c) and kept in a hash table keyed by a 64-bit hash
  * of all of these; the full key is kept too, to rule out collisions.
@@ -31,6 +32,7 @@
  */
 #include "postgres.h"
 
+#include "catalog/namespace.h"
 #include "common/hashfn.h"
 #include "executor/spi.h"
 #include "funcapi.h"
@@ -132,7 +134,7 @@ pc_copy_info(const PageQueryInfo *info)
 	*c = *info;
 	c->stmt = pstrdup(info->stmt);
 	c->order_canon = pstrdup(info->order_canon);
-	c->types = pstrdup(info->types);
+	c->signature = pstrdup(info->signature);
 	c->paramtypes = palloc(sizeof(Oid) * Max(info->nparams, 1));
 	memcpy(c->paramtypes, info->paramtypes, sizeof(Oid) * info->nparams);
 	c->keys = palloc(sizeof(PageKey) * nkeys);
@@ -233,9 +235,17 @@ pulse_page_cache_get(const char *query, const char *order_by, int nargs,
 	PageCacheEntry *e;
 	PageCacheEntry tmp;
 	bool		found;
+	ListCell   *lc;
 
+	/*
+	 * The same text may name other tables under another search_path: the
+	 * path is part of the key (PostgreSQL's plan cache would only re-analyse
+	 * the plan, not redo this file's analysis of it).
+	 */
 	initStringInfo(&key);
-	appendStringInfo(&key, "%d|%d|%d|%d|", nargs, limit, with_cursor, reverse);
+	foreach(lc, fetch_search_path(true))
+		appendStringInfo(&key, "%u,", lfirst_oid(lc));
+	appendStringInfo(&key, "|%d|%d|%d|%d|", nargs, limit, with_cursor, reverse);
 	if (with_cursor)
 		for (int i = 0; nullmask && i < PULSE_PAGE_MAX_KEYS; i++)
 			appendStringInfoChar(&key, nullmask[i] ? 'N' : 'v');

@@ -211,14 +211,19 @@ pq_check_key_type(const char *name, Oid type)
 }
 
 /*
- * The types a cursor's values depend on, bound into it: for each key its
- * type, typmod and collation, then each parameter's type.  OIDs, not
- * names: a type dropped and created again is another type.
+ * What a cursor's values depend on beyond the query text, bound into it:
+ * for each key its type, typmod and collation, each parameter's type, and
+ * the tables the query reads (the same text may name other ones under
+ * another search_path).  OIDs, not names: a type or table dropped and
+ * created again is another one.
  */
 static char *
-pq_types_signature(const PageQueryInfo *info, TupleDesc desc, const int *cols)
+pq_signature(const PageQueryInfo *info, TupleDesc desc, const int *cols,
+			 List *relids)
 {
 	StringInfoData buf;
+	List	   *sorted = list_copy(relids);
+	ListCell   *lc;
 
 	initStringInfo(&buf);
 	for (int k = 0; k < info->nkeys; k++)
@@ -230,6 +235,9 @@ pq_types_signature(const PageQueryInfo *info, TupleDesc desc, const int *cols)
 	}
 	for (int i = 0; i < info->nparams; i++)
 		appendStringInfo(&buf, "p%u;", info->paramtypes[i]);
+	list_sort(sorted, list_oid_cmp);
+	foreach(lc, sorted)
+		appendStringInfo(&buf, "r%u;", lfirst_oid(lc));
 	return buf.data;
 }
 
@@ -276,7 +284,7 @@ pulse_page_analyze(const char *query, PageKey *keys, int nkeys, int nargs)
 		else if (info->origin_rel != te->resorigtbl)
 			info->origin_rel = InvalidOid;
 	}
-	info->types = pq_types_signature(info, desc, cols);
+	info->signature = pq_signature(info, desc, cols, src->relationOids);
 	if (OidIsValid(info->origin_rel) && inner != NULL)
 		info->eq_columns = pq_eq_columns(inner, info->origin_rel);
 

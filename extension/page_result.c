@@ -6,11 +6,12 @@
  *		{"items": [...], "next_cursor": ..., "prev_cursor": ...}.
  *
  * A cursor is bound (cursor.c) to the exact text of the query, literal
- * values included, the canonical order, the arguments, the tenant and the
- * types of the keys and parameters.  Two queries that differ only in a
- * literal share a fingerprint but not their cursors, and a cursor issued
- * before a key's type changed (ALTER TABLE) is refused before its bytes are
- * read.
+ * values included, the canonical order, the arguments, the tenant, the
+ * types of the keys and parameters and the tables the query reads.  Two
+ * queries that differ only in a literal share a fingerprint but not their
+ * cursors; a cursor issued before a key's type changed (ALTER TABLE) is
+ * refused before its bytes are read, and so is one issued for the same
+ * text under a search_path that named other tables.
  *
  * Key values are stored in the type's binary send form, so that a cursor
  * means the same whatever DateStyle, TimeZone or extra_float_digits the
@@ -41,7 +42,7 @@ pulse_page_binding(const PageQueryInfo *info, Jsonb *args, uint8 binding[8])
 	char	   *args_text = JsonbToCString(NULL, &args->root, VARSIZE(args));
 
 	pulse_cursor_binding(info->stmt, info->order_canon, args_text,
-						 pulse_tenant ? pulse_tenant : "", info->types,
+						 pulse_tenant ? pulse_tenant : "", info->signature,
 						 binding);
 }
 

@@ -81,12 +81,12 @@ typedef struct PulseCursor
 /*
  * The binding a cursor is valid for: the exact text of the query (literal
  * values included), the canonical order, the bound arguments, the tenant
- * and the types of the sort keys and parameters.  Hashed to 8 bytes inside
- * the token.
+ * and what the text resolved to (signature: the types of the sort keys and
+ * parameters, the tables read).  Hashed to 8 bytes inside the token.
  */
 extern void pulse_cursor_binding(const char *query, const char *order_by,
 								 const char *args_text, const char *tenant,
-								 const char *types, uint8 out[8]);
+								 const char *signature, uint8 out[8]);
 extern char *pulse_cursor_encode(const uint8 binding[8], bool backward,
 								 int nkeys, const PulseCursorKey *keys);
 extern void pulse_cursor_decode(const char *token, const uint8 binding[8],
@@ -119,7 +119,8 @@ typedef struct PageQueryInfo
 	PageKey    *keys;
 	Oid		   *keytypes;
 	bool	   *keynotnull;		/* key proven never NULL (page_nullable.c) */
-	char	   *types;			/* key and parameter types, bound into cursors */
+	char	   *signature;		/* key and parameter types, tables read: bound
+								 * into cursors */
 	Oid			origin_rel;		/* table the sort keys come from, or 0 */
 	List	   *eq_columns;		/* names of columns filtered by = */
 	char		fingerprint[PULSE_FINGERPRINT_LEN + 1]; /* shown by explain_page */

@@ -77,6 +77,23 @@ SELECT try(:'big', 'SELECT g AS id, 20000000000 AS k FROM generate_series(1, 6) 
 SELECT try(:'big', 'SELECT g AS id, 10000000000 AS k FROM generate_series(1, 7) g', 'k, id') AS other_bound;
 SELECT try(:'big', 'select g as id, 10000000000 as k from generate_series(1, 6) g', 'k, id') AS other_spelling;
 
+-- Bound to the tables the text names: the same query text under another
+-- search_path reads other tables, and refuses the cursors of the first.
+CREATE SCHEMA c_one;
+CREATE SCHEMA c_two;
+CREATE TABLE c_one.t (id int PRIMARY KEY);
+CREATE TABLE c_two.t (id int PRIMARY KEY);
+INSERT INTO c_one.t SELECT generate_series(1, 9);
+INSERT INTO c_two.t SELECT generate_series(1, 9);
+SET search_path = c_one, public;
+SELECT pulse.page('SELECT id FROM t', 'id', NULL, 3)->>'next_cursor' AS one \gset
+SELECT try(:'one', 'SELECT id FROM t') AS same_path;
+SET search_path = c_two, public;
+SELECT try(:'one', 'SELECT id FROM t') AS other_path;
+RESET search_path;
+DROP SCHEMA c_one CASCADE;
+DROP SCHEMA c_two CASCADE;
+
 -- Bound to the key types: a cursor issued before a key's type changed is
 -- refused before its bytes are read; back to the same type, it is valid.
 CREATE TABLE c_alter (id int PRIMARY KEY, v int NOT NULL);
@@ -117,10 +134,14 @@ LANGUAGE sql AS $$
 $$;
 CREATE TABLE c_kinds (id int PRIMARY KEY, t text NOT NULL, n numeric NOT NULL);
 INSERT INTO c_kinds SELECT i, 't' || i, i FROM generate_series(1, 6) i;
--- the binding of 'SELECT * FROM c_kinds' ordered by one key of type oid
+-- the binding of 'SELECT * FROM c_kinds' ordered by one key of type typ:
+-- query text, order, args, tenant, signature (key type/typmod/collation,
+-- parameter types, tables read)
 CREATE FUNCTION kinds_binding(key text, typ oid) RETURNS bytea LANGUAGE sql AS $$
     SELECT cursor_binding(ARRAY['SELECT * FROM c_kinds', 'pulse_q.' || key || ' ASC NULLS LAST',
-                                '[]', '', format('k%s/-1/%s;', typ, CASE WHEN typ = 'text'::regtype THEN 100 ELSE 0 END)])
+                                '[]', '', format('k%s/-1/%s;r%s;', typ,
+                                                 CASE WHEN typ = 'text'::regtype THEN 100 ELSE 0 END,
+                                                 'c_kinds'::regclass::oid)])
 $$;
 -- A well-formed one is accepted: the forgery matches the real thing.
 SELECT try(signed_cursor(2, kinds_binding('id', 'int4'::regtype), ARRAY[int4send(3)]),

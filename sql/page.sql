@@ -167,6 +167,24 @@ SELECT prepares - :p1 AS new_prepares FROM pulse.page_cache_stats();
 DROP TABLE other;
 DROP TABLE reuse;
 
+-- The same query text under another search_path names other tables: its
+-- plans and its analysis (here: k is NOT NULL in one table, not in the
+-- other) are cached apart.
+CREATE SCHEMA path_one;
+CREATE SCHEMA path_two;
+CREATE TABLE path_one.t (id int PRIMARY KEY, k int NOT NULL);
+CREATE TABLE path_two.t (id int PRIMARY KEY, k int);
+INSERT INTO path_one.t SELECT i, i FROM generate_series(1, 6) i;
+INSERT INTO path_two.t SELECT i, CASE WHEN i % 2 = 0 THEN i END FROM generate_series(1, 6) i;
+SET search_path = path_one, public;
+SELECT (walk('SELECT * FROM t', 'k, id', 2)).*;
+SET search_path = path_two, public;
+SELECT (walk('SELECT * FROM t', 'k, id', 2)).*;
+SELECT pulse.explain_page('SELECT * FROM t', 'k, id')->'nullable_keys' AS nullable_in_path_two;
+RESET search_path;
+DROP SCHEMA path_one CASCADE;
+DROP SCHEMA path_two CASCADE;
+
 -- Cached plans still return the right rows after the table changes.
 SELECT pulse.page('SELECT id FROM items WHERE id <= 4', 'id', NULL, 2)->'items' AS before_insert;
 INSERT INTO items VALUES (0, 0, 0, 'zero', now(), 0);
