@@ -86,9 +86,19 @@ TYPES = {
     # IS NULL is true for '(,)' and IS NOT NULL false for '(1,)': neither is NULL
     'composite': ('o.pair', ['(1,x)', '(1,)', '(,)', '(,x)', '(2,y)', '(0,"")', '(1,"")'], True),
     'int4range': ('int4range', ['empty', '[1,5)', '(,)', '[1,)', '(,3)', '[2,3)', '[1,2)'], True),
+    'text[]': ('text[]', ['{}', '{a}', '{a,b}', '{NULL}', '{B}', '{""}', '{a,NULL}'], True),
+    'name': ('name', ['', 'a', 'B', 'ab', 'z', 'é'], True),
+    'money': ('money', ['0', '1.50', '-1', '1000000.01', '-92233720368547758.08',
+                        '92233720368547758.07'], True),
+    'varbit': ('varbit', ['', '0', '1', '01', '10', '0000', '1111'], True),
+    'macaddr': ('macaddr', ['00:00:00:00:00:00', 'ff:ff:ff:ff:ff:ff', '08:00:2b:01:02:03'], True),
+    'timetz': ('timetz', ['00:00+00', '01:00+01', '12:00-05', '23:59:59.999999+14', '00:00-14'],
+               True),
+    'oid': ('oid', ['0', '1', '4294967295', '12345'], True),
+    'domain': ('o.posint', ['1', '2', '3', '100', '2147483647'], True),
     'jsonb': ('jsonb', ['null', '1', '1.0', '"a"', '[]', '{}', '{"a": 1}', 'true', '[1, 2]'], False),
 }
-TEXTUAL = ('text', 'varchar', 'char')
+TEXTUAL = ('text', 'varchar', 'char', 'text[]')
 
 class Failure(Exception):
     """A wrong answer; .step says at which pulse.page call."""
@@ -108,12 +118,13 @@ class Column:
 
     @property
     def canon(self):
-        return TYPES[self.tkey][2]
+        return TYPES[self.tkey][2] and self.collation != 'o.ci'
 
     def ddl(self):
         s = '%s %s' % (self.name, TYPES[self.tkey][0])
         if self.collation:
-            s += ' COLLATE "%s"' % self.collation
+            s += ' COLLATE %s' % (self.collation if '.' in self.collation and
+                                  self.collation.startswith('o.') else '"%s"' % self.collation)
         if self.notnull:
             s += ' NOT NULL'
         return s
@@ -135,6 +146,7 @@ class Case:
         self.args_variant = None
         self.arg_kinds = []      # per arg: a gen_arg kind
         self.page_size = 1
+        self.sizes = None        # or a page size per call, cycled
         self.tenant = ''
         self.shape = ''
         self.tiebreak = []       # names that make the order unique
@@ -142,6 +154,10 @@ class Case:
     @property
     def query(self):
         return self.template.replace('{L}', self.lit)
+
+    def size_at(self, call):
+        """The page size of call number call (0-based, over the whole case)."""
+        return self.page_size if self.sizes is None else self.sizes[call % len(self.sizes)]
 
     def order_text(self, order=None):
         parts = []
@@ -277,6 +293,11 @@ def gen_case(rng, collations):
     case = Case()
     case.ddl.append("CREATE TYPE o.mood AS ENUM ('sad', 'ok', 'happy')")
     case.ddl.append("CREATE TYPE o.pair AS (a int, b text)")
+    case.ddl.append("CREATE DOMAIN o.posint AS int CHECK (VALUE > 0)")
+    if any(c == 'o.ci' for c in collations):
+        # case-insensitive: 'a' = 'A', so equal keys print differently
+        case.ddl.append("CREATE COLLATION o.ci (provider = icu, locale = 'und-u-ks-level2', "
+                        "deterministic = false)")
     nt = rng.choice([0, 1, 3, 8, 15, 25, 40])
     tcols = gen_table(rng, case, 't', rng.randint(1, 4), nt, collations, 1, 'c')
     ucols = gen_table(rng, case, 'u', rng.randint(1, 3), rng.choice([0, 2, 6, 15, 30]),
@@ -304,6 +325,9 @@ def gen_case(rng, collations):
             case.args_variant = None
     nrows_hint = max(nt, 1)
     case.page_size = rng.choice([1, 1, 2, 2, 3, 4, 5, 7, 10, nrows_hint, nrows_hint + 1, 50])
+    if rng.random() < 0.25:
+        # a cursor is not bound to the page size: each call may use another
+        case.sizes = [rng.randint(1, 8) for _ in range(rng.randint(2, 9))]
     case.tenant = rng.choice(['', '', 'tenant a', 'tenant b'])
     if rng.random() < 0.5:
         # an index on the order, so that the row comparison meets an index
@@ -570,9 +594,9 @@ def call_page(conn, query, order, cursor, page_size, args):
     return json.loads(cur.fetchone()[0], parse_float=Decimal)
 
 
-def page(conn, case, cursor, step):
+def page(conn, case, cursor, step, size):
     try:
-        return call_page(conn, case.query, case.order_text(), cursor, case.page_size, case.args)
+        return call_page(conn, case.query, case.order_text(), cursor, size, case.args)
     except psycopg2.Error as e:
         raise Failure('pulse.page raised %s: %s' % (e.pgcode, (e.pgerror or '').strip()), step)
 
@@ -587,18 +611,24 @@ def first_diff(got, want):
 def walk(conn, case, stats):
     """Forward and backward walks; returns the cursors met; raises Failure."""
     want = expected_rows(conn, case)
-    ps = case.page_size
+    calls = [0]
+
+    def call(cursor, step):
+        size = case.size_at(calls[0])
+        calls[0] += 1
+        return page(conn, case, cursor, step, size), size
+
     got, cursors, pages = [], [], []
     cur = None
     while True:
         step = ('forward', len(pages) + 1)
-        p = page(conn, case, cur, step)
-        pages.append(p)
+        p, ps = call(cur, step)
         items = p['items']
-        if len(pages) == 1 and p['prev_cursor'] is not None:
+        if not pages and p['prev_cursor'] is not None:
             raise Failure('the first page has a prev_cursor', step)
         if p['next_cursor'] is not None and len(items) != ps:
             raise Failure('a page with a next_cursor has %d items, not %d' % (len(items), ps), step)
+        pages.append((p, len(got)))
         got.extend(items)
         i = first_diff(got, want)
         if i is not None and i < len(got):
@@ -621,13 +651,27 @@ def walk(conn, case, stats):
     stats['pages'] += len(pages)
     stats['rows'] += len(want)
 
-    back = list(pages[-1]['items'])
-    cur = pages[-1]['prev_cursor']
+    # one step back from a page in the middle: the rows just before it
+    if len(pages) > 1:
+        k = 1 + calls[0] % (len(pages) - 1)
+        p0, start = pages[k]
+        step = ('back from forward page', k + 1)
+        p, ps = call(p0['prev_cursor'], step)
+        before = want[max(0, start - ps):start]
+        if p['items'] != before:
+            raise Failure('the prev_cursor of forward page %d gives %d rows, not the %d before it'
+                          % (k + 1, len(p['items']), len(before)), step)
+        if (p['prev_cursor'] is None) != (start - len(before) == 0):
+            raise Failure('the page before forward page %d %s a prev_cursor'
+                          % (k + 1, 'lacks' if p['prev_cursor'] is None else 'has'), step)
+
+    back = list(pages[-1][0]['items'])
+    cur = pages[-1][0]['prev_cursor']
     nback = 0
     while cur is not None:
         nback += 1
         step = ('backward', nback)
-        p = page(conn, case, cur, step)
+        p, ps = call(cur, step)
         items = p['items']
         if p['prev_cursor'] is not None and len(items) != ps:
             raise Failure('a backward page with a prev_cursor has %d items, not %d'
@@ -642,6 +686,13 @@ def walk(conn, case, stats):
         if p['next_cursor'] is None:
             raise Failure('a backward page has no next_cursor', step)
         cursors.append(p['next_cursor'])
+        if nback == 1:
+            # and forward again from it: the rows just after it
+            after_start = len(want) - len(back) + len(items)
+            q, qs = call(p['next_cursor'], ('forward from backward page', 1))
+            if q['items'] != want[after_start:after_start + qs]:
+                raise Failure('the next_cursor of backward page 1 gives other rows than the '
+                              '%d after it' % qs, ('forward from backward page', 1))
         cur = p['prev_cursor']
         if nback > len(want) + 2:
             raise Failure('backward walk does not end', step)
@@ -783,7 +834,12 @@ def shrink(conn, case, failure, deadline):
     changed = True
     while changed and time.time() < deadline:
         changed = False
-        # the smallest page size that still fails
+        # the same page size for every call, the smallest that still fails
+        if case.sizes is not None:
+            old_sizes = case.sizes
+            if try_change(lambda: setattr(case, 'sizes', None),
+                          lambda: setattr(case, 'sizes', old_sizes)):
+                changed = True
         for ps in range(1, case.page_size):
             old = case.page_size
             if try_change(lambda: setattr(case, 'page_size', ps),
@@ -830,24 +886,30 @@ def shrink(conn, case, failure, deadline):
 
 WALK_DO = """DO $do$
 DECLARE
-    c    oracle_case;
-    p    jsonb;
-    cur  text;
-    n    int := 0;
+    c      oracle_case;
+    p      jsonb;
+    cur    text;
+    n      int := 0;
+    calls  int := 0;
 BEGIN
     SELECT * INTO c FROM oracle_case;
     LOOP
         n := n + 1;
-        p := pulse.page(c.q, c.o, cur, c.ps, c.args);
+        p := pulse.page(c.q, c.o, cur, coalesce(c.sizes[1 + calls % cardinality(c.sizes)], c.ps), c.args);
+        calls := calls + 1;
         RAISE NOTICE 'forward page %: %', n, p->'items';
         cur := p->>'next_cursor';
         EXIT WHEN cur IS NULL OR n > 200;
     END LOOP;
+    IF n > 1 THEN
+        calls := calls + 1;     -- the oracle steps back once from a middle page
+    END IF;
     cur := p->>'prev_cursor';
     n := 0;
     WHILE cur IS NOT NULL AND n < 200 LOOP
         n := n + 1;
-        p := pulse.page(c.q, c.o, cur, c.ps, c.args);
+        p := pulse.page(c.q, c.o, cur, coalesce(c.sizes[1 + calls % cardinality(c.sizes)], c.ps), c.args);
+        calls := calls + CASE WHEN n = 1 THEN 2 ELSE 1 END;
         RAISE NOTICE 'backward page %: %', n, p->'items';
         cur := p->>'prev_cursor';
     END LOOP;
@@ -880,8 +942,10 @@ def case_script(case, failure, seed, number):
     out += [s + ';' for s in case.settings]
     out.append("SET pulse.tenant = '%s';" % case.tenant.replace("'", "''"))
     out.append('CREATE TEMP TABLE oracle_case AS SELECT %s::text AS q, %s::text AS o, %d AS ps, '
-               "'%s'::jsonb AS args;" % (dollar(case.query), dollar(case.order_text()),
-                                          case.page_size, sql_json(case.args)))
+               "'%s'::jsonb AS args, %s::int[] AS sizes;"
+               % (dollar(case.query), dollar(case.order_text()), case.page_size,
+                  sql_json(case.args),
+                  "'{%s}'" % ','.join(map(str, case.sizes)) if case.sizes else 'NULL'))
     step = failure.step or ('forward', 1)
     if step[0] != 'swap':
         out.append('-- every page of the walk, forward then backward from the last page; '
@@ -943,6 +1007,8 @@ def main():
                 "('C', 'POSIX', 'C.utf8', 'C.UTF-8', 'en-US-x-icu', 'und-x-icu', "
                 "'sv-SE-x-icu', 'de-DE-x-icu', 'en_US.utf8') ORDER BY 1")
     collations = [r[0] for r in cur.fetchall()]
+    if 'und-x-icu' in collations:
+        collations.append('o.ci')	# created by each case: nondeterministic
     print('# collations: %s (and the default)' % ', '.join(collations))
 
     stats = new_stats()
