@@ -655,7 +655,7 @@ def walk(conn, case, stats):
     if len(pages) > 1:
         k = 1 + calls[0] % (len(pages) - 1)
         p0, start = pages[k]
-        step = ('back from forward page', k + 1)
+        step = ('back from forward', k + 1)
         p, ps = call(p0['prev_cursor'], step)
         before = want[max(0, start - ps):start]
         if p['items'] != before:
@@ -689,10 +689,10 @@ def walk(conn, case, stats):
         if nback == 1:
             # and forward again from it: the rows just after it
             after_start = len(want) - len(back) + len(items)
-            q, qs = call(p['next_cursor'], ('forward from backward page', 1))
+            q, qs = call(p['next_cursor'], ('forward from backward', 1))
             if q['items'] != want[after_start:after_start + qs]:
                 raise Failure('the next_cursor of backward page 1 gives other rows than the '
-                              '%d after it' % qs, ('forward from backward page', 1))
+                              '%d after it' % qs, ('forward from backward', 1))
         cur = p['prev_cursor']
         if nback > len(want) + 2:
             raise Failure('backward walk does not end', step)
@@ -888,8 +888,11 @@ WALK_DO = """DO $do$
 DECLARE
     c      oracle_case;
     p      jsonb;
+    q      jsonb;
+    prevs  text[] := '{}';
     cur    text;
     n      int := 0;
+    k      int;
     calls  int := 0;
 BEGIN
     SELECT * INTO c FROM oracle_case;
@@ -898,19 +901,28 @@ BEGIN
         p := pulse.page(c.q, c.o, cur, coalesce(c.sizes[1 + calls % cardinality(c.sizes)], c.ps), c.args);
         calls := calls + 1;
         RAISE NOTICE 'forward page %: %', n, p->'items';
+        prevs := prevs || (p->>'prev_cursor');
         cur := p->>'next_cursor';
         EXIT WHEN cur IS NULL OR n > 200;
     END LOOP;
     IF n > 1 THEN
-        calls := calls + 1;     -- the oracle steps back once from a middle page
+        k := 1 + calls % (n - 1);
+        q := pulse.page(c.q, c.o, prevs[k + 1], coalesce(c.sizes[1 + calls % cardinality(c.sizes)], c.ps), c.args);
+        calls := calls + 1;
+        RAISE NOTICE 'back from forward page %: %', k + 1, q->'items';
     END IF;
     cur := p->>'prev_cursor';
     n := 0;
     WHILE cur IS NOT NULL AND n < 200 LOOP
         n := n + 1;
         p := pulse.page(c.q, c.o, cur, coalesce(c.sizes[1 + calls % cardinality(c.sizes)], c.ps), c.args);
-        calls := calls + CASE WHEN n = 1 THEN 2 ELSE 1 END;
+        calls := calls + 1;
         RAISE NOTICE 'backward page %: %', n, p->'items';
+        IF n = 1 THEN
+            q := pulse.page(c.q, c.o, p->>'next_cursor', coalesce(c.sizes[1 + calls % cardinality(c.sizes)], c.ps), c.args);
+            calls := calls + 1;
+            RAISE NOTICE 'forward from backward page 1: %', q->'items';
+        END IF;
         cur := p->>'prev_cursor';
     END LOOP;
 END
