@@ -46,6 +46,22 @@ pulse_page_binding(const PageQueryInfo *info, Jsonb *args, uint8 binding[8])
 						 binding);
 }
 
+/* The type's binary send (or receive) function; InvalidOid if it has none. */
+static Oid
+pr_binary_io(Oid type, bool receive)
+{
+	HeapTuple	tp = SearchSysCache1(TYPEOID, ObjectIdGetDatum(type));
+	Form_pg_type typ;
+	Oid			fn;
+
+	if (!HeapTupleIsValid(tp))
+		elog(ERROR, "cache lookup failed for type %u", type);
+	typ = (Form_pg_type) GETSTRUCT(tp);
+	fn = receive ? typ->typreceive : typ->typsend;
+	ReleaseSysCache(tp);
+	return fn;
+}
+
 /*
  * A key value's bytes in a cursor: the type's binary send form; the text
  * form for the rare type that has no binary I/O.
@@ -53,13 +69,8 @@ pulse_page_binding(const PageQueryInfo *info, Jsonb *args, uint8 binding[8])
 static void
 pr_key_to_bytes(Oid type, Datum d, PulseCursorKey *key)
 {
-	HeapTuple	tp = SearchSysCache1(TYPEOID, ObjectIdGetDatum(type));
-	Oid			sendfn;
+	Oid			sendfn = pr_binary_io(type, false);
 
-	if (!HeapTupleIsValid(tp))
-		elog(ERROR, "cache lookup failed for type %u", type);
-	sendfn = ((Form_pg_type) GETSTRUCT(tp))->typsend;
-	ReleaseSysCache(tp);
 	if (OidIsValid(sendfn))
 	{
 		bytea	   *b = OidSendFunctionCall(sendfn, d);
@@ -82,16 +93,11 @@ pr_key_to_bytes(Oid type, Datum d, PulseCursorKey *key)
 static Datum
 pr_key_from_bytes(Oid type, const PulseCursorKey *key)
 {
-	HeapTuple	tp = SearchSysCache1(TYPEOID, ObjectIdGetDatum(type));
 	Oid			recvfn;
 	Oid			ioparam;
 	Datum		d;
 
-	if (!HeapTupleIsValid(tp))
-		elog(ERROR, "cache lookup failed for type %u", type);
-	recvfn = ((Form_pg_type) GETSTRUCT(tp))->typreceive;
-	ReleaseSysCache(tp);
-	if (OidIsValid(recvfn))
+	if (OidIsValid(pr_binary_io(type, true)))
 	{
 		StringInfoData buf;
 

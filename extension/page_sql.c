@@ -128,54 +128,44 @@ ps_skip_space(const char **p)
 		(*p)++;
 }
 
-/* Reads a bare word (keyword) if one is next; lower-cased. */
-static char *
-ps_read_word(const char **p)
+/*
+ * Reads the keyword kw (lower case) if it is the next word at *p, after
+ * spaces; leaves *p alone otherwise.
+ */
+static bool
+ps_accept(const char **p, const char *kw)
 {
 	const char *s = *p;
+	char	   *word;
 
+	ps_skip_space(&s);
 	if (*s == '"' || !ps_is_ident_start(*s))
-		return NULL;
-	return ps_read_ident(NULL, p);
+		return false;
+	word = ps_read_ident(NULL, &s);
+	if (strcmp(word, kw) != 0)
+		return false;
+	*p = s;
+	return true;
 }
 
 /* Reads the optional ASC/DESC and NULLS FIRST/LAST after a key's name. */
 static void
 ps_read_modifiers(const char *order_by, const char **p, PageKey *k)
 {
-	const char *save;
-	char	   *word;
-	bool		nulls_given = false;
-
-	ps_skip_space(p);
-	save = *p;
-	word = ps_read_word(p);
-	if (word && strcmp(word, "asc") == 0)
+	if (ps_accept(p, "asc"))
 		k->desc = false;
-	else if (word && strcmp(word, "desc") == 0)
+	else if (ps_accept(p, "desc"))
 		k->desc = true;
-	else
-		*p = save;
-
-	ps_skip_space(p);
-	save = *p;
-	word = ps_read_word(p);
-	if (word && strcmp(word, "nulls") == 0)
+	k->nulls_first = k->desc;	/* PostgreSQL's default */
+	if (ps_accept(p, "nulls"))
 	{
-		ps_skip_space(p);
-		word = ps_read_word(p);
-		if (word && strcmp(word, "first") == 0)
+		if (ps_accept(p, "first"))
 			k->nulls_first = true;
-		else if (word && strcmp(word, "last") == 0)
+		else if (ps_accept(p, "last"))
 			k->nulls_first = false;
 		else
 			ps_order_error(order_by, "NULLS must be followed by FIRST or LAST");
-		nulls_given = true;
 	}
-	else
-		*p = save;
-	if (!nulls_given)
-		k->nulls_first = k->desc;	/* PostgreSQL's default */
 }
 
 PageKey *

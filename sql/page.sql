@@ -32,45 +32,10 @@ FROM pulse.page('SELECT id, grp, label FROM items', 'id', NULL, 3) AS p;
 SELECT jsonb_array_length(p->'items') AS n, p->'next_cursor' AS next
 FROM pulse.page('SELECT id FROM items WHERE id > 95', 'id', NULL, 5) AS p;
 
--- walk(): pages forward to the end, then backward to the start, and compares
--- both with the same query ordered by the database itself.
-CREATE FUNCTION walk(q text, o text, ps int, args jsonb DEFAULT '[]',
-                     OUT forward_ok bool, OUT backward_ok bool, OUT pages int)
-LANGUAGE plpgsql AS $$
-DECLARE
-    expected  int[];
-    got       int[] := '{}';
-    back      int[];
-    p         jsonb;
-    last_page jsonb;
-    cur       text;
-BEGIN
-    EXECUTE format('SELECT coalesce(array_agg(id ORDER BY %s), ''{}'') FROM (%s) s', o, q)
-        INTO expected USING args->>0;
-    pages := 0;
-    cur := NULL;
-    LOOP
-        p := pulse.page(q, o, cur, ps, args);
-        pages := pages + 1;
-        got := got || ARRAY(SELECT (e->>'id')::int FROM jsonb_array_elements(p->'items') e);
-        last_page := p;
-        cur := p->>'next_cursor';
-        EXIT WHEN cur IS NULL OR pages > 1000;
-    END LOOP;
-    forward_ok := got = expected;
-
-    -- backward from the last page: prepend each earlier page
-    back := ARRAY(SELECT (e->>'id')::int FROM jsonb_array_elements(last_page->'items') e);
-    cur := last_page->>'prev_cursor';
-    WHILE cur IS NOT NULL LOOP
-        p := pulse.page(q, o, cur, ps, args);
-        back := ARRAY(SELECT (e->>'id')::int FROM jsonb_array_elements(p->'items') e) || back;
-        cur := p->>'prev_cursor';
-        EXIT WHEN array_length(back, 1) > 10000;
-    END LOOP;
-    backward_ok := back = expected;
-END
-$$;
+-- walk(q, o, ps, args): every page forward and backward against ORDER BY
+\getenv abs_srcdir PG_ABS_SRCDIR
+\set walk_file :abs_srcdir '/sql/page_walk.psql'
+\i :walk_file
 
 -- Single keys, multi-column keys, mixed directions, every page size.
 SELECT o, ps, (walk('SELECT * FROM items', o, ps)).*
@@ -195,3 +160,4 @@ SELECT (walk('SELECT * FROM items', 'maybe, id', 7)).*;
 DROP TABLE tenant_rows;
 DROP OWNED BY regress_page_reader;
 DROP ROLE regress_page_reader;
+DROP FUNCTION walk(text, text, int, jsonb);

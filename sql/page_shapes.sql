@@ -19,44 +19,11 @@ SELECT pulse.page('WITH w AS (SELECT pa.id, pb.x FROM pa LEFT JOIN pb USING (id)
 SELECT pulse.page('WITH w AS (SELECT pa.id, pb.x FROM pa LEFT JOIN pb USING (id) WHERE pa.id <= 3) SELECT * FROM w',
                   'x, id', :'c1', 2)->'items' AS page_2;
 
--- shape_walk(): pages forward to the end and backward from the last page,
--- and compares both, row by row, with the query ordered by the database.
-CREATE FUNCTION shape_walk(q text, o text, ps int,
-                           OUT forward_ok bool, OUT backward_ok bool, OUT nrows int)
-LANGUAGE plpgsql AS $$
-DECLARE
-    expected  jsonb[];
-    got       jsonb[] := '{}';
-    back      jsonb[];
-    p         jsonb;
-    last_page jsonb;
-    cur       text;
-    pages     int := 0;
-BEGIN
-    EXECUTE format('SELECT coalesce(array_agg(to_jsonb(s.*) ORDER BY %s), ''{}'') FROM (%s) s',
-                   regexp_replace(o, '([a-z_]+)', 's.\1', 'g'), q)
-        INTO expected;
-    nrows := coalesce(array_length(expected, 1), 0);
-    LOOP
-        p := pulse.page(q, o, cur, ps);
-        got := got || ARRAY(SELECT e FROM jsonb_array_elements(p->'items') e);
-        last_page := p;
-        cur := p->>'next_cursor';
-        pages := pages + 1;
-        EXIT WHEN cur IS NULL OR pages > 1000;
-    END LOOP;
-    forward_ok := got = expected;
-    back := ARRAY(SELECT e FROM jsonb_array_elements(last_page->'items') e);
-    cur := last_page->>'prev_cursor';
-    WHILE cur IS NOT NULL LOOP
-        p := pulse.page(q, o, cur, ps);
-        back := ARRAY(SELECT e FROM jsonb_array_elements(p->'items') e) || back;
-        cur := p->>'prev_cursor';
-        EXIT WHEN array_length(back, 1) > 10000;
-    END LOOP;
-    backward_ok := back = expected;
-END
-$$;
+-- walk(q, o, ps): every page forward and backward, row by row, against
+-- the query ordered by the database
+\getenv abs_srcdir PG_ABS_SRCDIR
+\set walk_file :abs_srcdir '/sql/page_walk.psql'
+\i :walk_file
 
 CREATE VIEW pab AS SELECT pa.id, pa.g, pb.x FROM pa LEFT JOIN pb ON pb.id = pa.id;
 CREATE TABLE shapes (shape text, q text, o text);
@@ -81,10 +48,10 @@ INSERT INTO shapes VALUES
   ('scalar subquery', 'SELECT id, (SELECT x FROM pb WHERE pb.id = pa.id) AS x FROM pa', 'x, id'),
   ('values', 'SELECT * FROM (VALUES (1, 5), (2, NULL), (3, 5)) v(id, x)', 'x, id');
 
-SELECT shape, (shape_walk(q, o, 2)).*,
+SELECT shape, (walk(q, o, 2)).*,
        pulse.explain_page(q, o)->'nullable_keys' AS nullable_keys
 FROM shapes ORDER BY shape COLLATE "C";
-SELECT shape, (shape_walk(q, o, 3)).* FROM shapes ORDER BY shape COLLATE "C";
+SELECT shape, (walk(q, o, 3)).* FROM shapes ORDER BY shape COLLATE "C";
 
 -- A child of plain inheritance may drop the NOT NULL of its parent: a scan
 -- of the parent returns NULL keys.  (A partition may not.)
@@ -93,7 +60,7 @@ CREATE TABLE child_t () INHERITS (parent_t);
 ALTER TABLE child_t ALTER COLUMN k DROP NOT NULL;
 INSERT INTO parent_t SELECT i, i FROM generate_series(1, 4) i;
 INSERT INTO child_t SELECT i, CASE WHEN i % 2 = 0 THEN i END FROM generate_series(5, 8) i;
-SELECT (shape_walk('SELECT * FROM parent_t', 'k, id', 2)).*,
+SELECT (walk('SELECT * FROM parent_t', 'k, id', 2)).*,
        pulse.explain_page('SELECT * FROM parent_t', 'k, id')->'nullable_keys' AS nullable_keys,
        pulse.explain_page('SELECT * FROM ONLY parent_t', 'k, id')->'nullable_keys' AS only_parent;
 DROP TABLE child_t, parent_t;
@@ -106,7 +73,7 @@ CREATE TYPE pair AS (a int, b text);
 CREATE TABLE pairs (id int PRIMARY KEY, p pair, q pair NOT NULL);
 INSERT INTO pairs VALUES (1, '(1,x)', '(,)'), (2, '(1,)', '(1,)'), (3, '(,)', '(,x)'),
                          (4, NULL, '(2,y)'), (5, '(2,y)', '(,)'), (6, '(,x)', '(1,x)');
-SELECT o, (shape_walk('SELECT * FROM pairs', o, 1)).*
+SELECT o, (walk('SELECT * FROM pairs', o, 1)).*
 FROM unnest(ARRAY['p, id', 'p DESC, id', 'p NULLS FIRST, id', 'p DESC NULLS LAST, id DESC',
                   'q, p, id', 'q DESC, p DESC, id']) AS o
 ORDER BY o COLLATE "C";
@@ -135,5 +102,5 @@ SELECT pulse.explain_page('SELECT pa.id, pb.x FROM pa JOIN pb USING (id)', 'x, i
 
 DROP TABLE shapes;
 DROP VIEW pab;
-DROP FUNCTION shape_walk(text, text, int);
+DROP FUNCTION walk(text, text, int, jsonb);
 DROP TABLE pa, pb, pc;
