@@ -13,10 +13,12 @@
  * The column is traced through the analysed and rewritten Query tree (views
  * are subqueries by then) down to where its values come from:
  *
- * - a table column declared NOT NULL (a plain or partitioned table; not a
- *   foreign table, whose constraint is not enforced, nor a table with
- *   inheritance children, which may have dropped the constraint), unless
- *   the table is on the nullable side of an outer join on the way up;
+ * - a table column declared NOT NULL (of a plain, partitioned or foreign
+ *   table, but not of one with inheritance children, which may have dropped
+ *   the constraint), unless the table is on the nullable side of an outer
+ *   join on the way up.  A foreign table's NOT NULL is not enforced on the
+ *   remote data, but the planner trusts it as well (it folds "k IS NULL"
+ *   to false), as the documentation of CREATE FOREIGN TABLE says it may;
  * - the same column of a subquery, view or (non-recursive) CTE, proven
  *   there the same way; for UNION/INTERSECT/EXCEPT, in every branch;
  * - a join's merged (USING) column through the expression that defines it;
@@ -163,9 +165,9 @@ pn_table_column_notnull(Oid relid, AttrNumber attno, bool inh)
 	HeapTuple	tp;
 	bool		notnull = false;
 
-	if (relkind != RELKIND_RELATION && relkind != RELKIND_PARTITIONED_TABLE)
-		return false;			/* views are subqueries by now; foreign tables
-								 * do not enforce NOT NULL */
+	if (relkind != RELKIND_RELATION && relkind != RELKIND_PARTITIONED_TABLE &&
+		relkind != RELKIND_FOREIGN_TABLE)
+		return false;			/* views are subqueries by now */
 
 	/*
 	 * A child of plain inheritance may drop an inherited NOT NULL in
@@ -174,6 +176,7 @@ pn_table_column_notnull(Oid relid, AttrNumber attno, bool inh)
 	 */
 	if (inh && relkind == RELKIND_RELATION && has_subclass(relid))
 		return false;
+
 	if (attno < 0)
 		return true;			/* system columns are never NULL */
 	if (attno == 0)
@@ -219,7 +222,7 @@ pn_var_notnull(PnLevel *lvl, Var *var)
 	Query	   *q = lvl->query;
 	RangeTblEntry *rte;
 
-	if (lvl->grouping != NIL)
+	if (q->groupingSets != NIL)
 		return false;			/* grouping sets null out grouping columns */
 	if (var->varno < 1 || var->varno > list_length(q->rtable))
 		return false;
