@@ -659,8 +659,8 @@ def walk(conn, case, stats):
         p, ps = call(p0['prev_cursor'], step)
         before = want[max(0, start - ps):start]
         if p['items'] != before:
-            raise Failure('the prev_cursor of forward page %d gives %d rows, not the %d before it'
-                          % (k + 1, len(p['items']), len(before)), step)
+            raise Failure('the prev_cursor of forward page %d gives %d rows that are not the '
+                          '%d before it' % (k + 1, len(p['items']), len(before)), step)
         if (p['prev_cursor'] is None) != (start - len(before) == 0):
             raise Failure('the page before forward page %d %s a prev_cursor'
                           % (k + 1, 'lacks' if p['prev_cursor'] is None else 'has'), step)
