@@ -21,6 +21,13 @@ OBJS = \
 	extension/cursor_codec.o \
 	extension/cursor.o \
 	extension/page.o \
+	extension/page_query.o \
+	extension/page_nullable.o \
+	extension/page_sql.o \
+	extension/page_cache.o \
+	extension/page_args.o \
+	extension/page_result.o \
+	extension/explain_page.o \
 	extension/worker.o \
 	extension/aggregate_common.o \
 	extension/aggregate_catalog.o \
@@ -40,7 +47,7 @@ PG_CPPFLAGS = -I$(srcdir)/extension
 SHLIB_LINK = -lcrypto
 
 # pg_regress: sql/<feature>.sql <-> expected/<feature>.out
-REGRESS = upgrade fingerprint normalize cursor page explain_page errors tags keyed_tags endpoints jobs aggregates
+REGRESS = upgrade fingerprint normalize cursor page page_shapes page_writes explain_page errors tags keyed_tags endpoints jobs aggregates
 override CONTRIB_TESTDB = pulse_regress
 REGRESS_OPTS = --inputdir=. --load-extension=pulse
 

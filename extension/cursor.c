@@ -164,16 +164,18 @@ cur_too_many_keys(int nkeys)
  * ones: a cursor never crosses two contexts that differ in any way.
  */
 void
-pulse_cursor_binding(const char *fingerprint, const char *order_by,
-					 const char *args_text, const char *tenant, uint8 out[8])
+pulse_cursor_binding(const char *query, const char *order_by,
+					 const char *args_text, const char *tenant,
+					 const char *signature, uint8 out[8])
 {
-	const char *parts[4];
+	const char *parts[5];
 	pulse_cursor_status_t st;
 
-	parts[0] = fingerprint;
+	parts[0] = query;
 	parts[1] = order_by;
 	parts[2] = args_text;
 	parts[3] = tenant;
+	parts[4] = signature;
 	st = pulse_cursor_bind(parts, lengthof(parts), out);
 	if (st != PULSE_CURSOR_OK)
 		elog(ERROR, "could not compute cursor binding: %s",
@@ -276,6 +278,13 @@ pulse_cursor_decode(const char *token, const uint8 binding[8],
 		case PULSE_CURSOR_E_TOO_MANY_KEYS:
 			elog(ERROR, "could not decode cursor: %s",
 				 pulse_cursor_strerror(st));
+			break;
+		case PULSE_CURSOR_E_VERSION:
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid cursor: %s", pulse_cursor_strerror(st)),
+					 errdetail("The cursor was issued by an earlier version of pulse, in a format this version no longer reads."),
+					 errhint("Start the walk again from the first page (cursor => NULL).")));
 			break;
 		default:
 			ereport(ERROR,

@@ -5,12 +5,12 @@
  *		keyset-pagination cursors.  Pure C11 plus OpenSSL 3; see
  *		cursor_codec.h for the API and cursor.c for the backend wrapper.
  *
- * Token format (version 1)
+ * Token format (version 2)
  * ------------------------
  * token   = base64url(payload || mac), RFC 4648 section 5, no '=' padding,
  *           at most PULSE_CURSOR_MAX_TOKEN (8192) characters
  * mac     = HMAC-SHA256(secret, payload), all 32 bytes; secret >= 32 bytes
- * payload = version   1 byte, always 1
+ * payload = version   1 byte, always 2
  *           flags     1 byte, bit 0 = backward, every other bit must be 0
  *           binding   8 bytes, from pulse_cursor_bind()
  *           nkeys     1 byte, 0..32
@@ -20,6 +20,14 @@
  *                     (a payload never exceeds 6112 bytes < 2^14)
  *             bytes   value only: len opaque bytes (pulse stores the
  *                     type's binary send form, so NUL bytes are allowed)
+ *
+ * Version 2 (pulse 1.2) has the layout of version 1 and differs in what
+ * the binding stands for (cursor.c): version 1 bound the query's
+ * fingerprint, which ignores literal values, so a cursor was accepted by a
+ * query that differed only in a literal and its keys read with that query's
+ * types.  A version 1 token is refused (PULSE_CURSOR_E_VERSION, checked
+ * after the MAC like every other field); the walk starts again from the
+ * first page.
  *
  * Every valid token has exactly one encoding: the base64url text must be
  * canonical (no padding, no whitespace, only A-Z a-z 0-9 '-' '_', unused

@@ -22,7 +22,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define PULSE_CURSOR_VERSION		1
+#define PULSE_CURSOR_VERSION		2	/* 1: pulse 1.0 and 1.1, refused */
 #define PULSE_CURSOR_FLAG_BACKWARD	0x01	/* the only defined flag */
 #define PULSE_CURSOR_BINDING_LEN	8
 #define PULSE_CURSOR_MAC_LEN		32		/* full HMAC-SHA256 */

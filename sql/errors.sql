@@ -83,5 +83,9 @@ SELECT * FROM err($q$SELECT pulse.explain_page('SELECT id FROM err_items', 'id',
 -- sort keys without an ordering: the database's own error
 SELECT * FROM err($q$SELECT pulse.page('SELECT id, ''{}''::json AS j FROM err_items', 'j, id')$q$);
 
+-- sort keys a cursor could not read back: anonymous records (22023)
+SELECT * FROM err($q$SELECT pulse.page('SELECT id, row(id, v) AS r FROM err_items', 'r, id')$q$);
+SELECT * FROM err($q$SELECT pulse.page('SELECT id, ARRAY[row(id, v)] AS r FROM err_items', 'r, id')$q$);
+
 -- the backend survived all of the above
 SELECT jsonb_array_length(pulse.page('SELECT id FROM err_items', 'id')->'items') AS still_alive;

@@ -32,45 +32,10 @@ FROM pulse.page('SELECT id, grp, label FROM items', 'id', NULL, 3) AS p;
 SELECT jsonb_array_length(p->'items') AS n, p->'next_cursor' AS next
 FROM pulse.page('SELECT id FROM items WHERE id > 95', 'id', NULL, 5) AS p;
 
--- walk(): pages forward to the end, then backward to the start, and compares
--- both with the same query ordered by the database itself.
-CREATE FUNCTION walk(q text, o text, ps int, args jsonb DEFAULT '[]',
-                     OUT forward_ok bool, OUT backward_ok bool, OUT pages int)
-LANGUAGE plpgsql AS $$
-DECLARE
-    expected  int[];
-    got       int[] := '{}';
-    back      int[];
-    p         jsonb;
-    last_page jsonb;
-    cur       text;
-BEGIN
-    EXECUTE format('SELECT coalesce(array_agg(id ORDER BY %s), ''{}'') FROM (%s) s', o, q)
-        INTO expected USING args->>0;
-    pages := 0;
-    cur := NULL;
-    LOOP
-        p := pulse.page(q, o, cur, ps, args);
-        pages := pages + 1;
-        got := got || ARRAY(SELECT (e->>'id')::int FROM jsonb_array_elements(p->'items') e);
-        last_page := p;
-        cur := p->>'next_cursor';
-        EXIT WHEN cur IS NULL OR pages > 1000;
-    END LOOP;
-    forward_ok := got = expected;
-
-    -- backward from the last page: prepend each earlier page
-    back := ARRAY(SELECT (e->>'id')::int FROM jsonb_array_elements(last_page->'items') e);
-    cur := last_page->>'prev_cursor';
-    WHILE cur IS NOT NULL LOOP
-        p := pulse.page(q, o, cur, ps, args);
-        back := ARRAY(SELECT (e->>'id')::int FROM jsonb_array_elements(p->'items') e) || back;
-        cur := p->>'prev_cursor';
-        EXIT WHEN array_length(back, 1) > 10000;
-    END LOOP;
-    backward_ok := back = expected;
-END
-$$;
+-- walk(q, o, ps, args): every page forward and backward against ORDER BY
+\getenv abs_srcdir PG_ABS_SRCDIR
+\set walk_file :abs_srcdir '/sql/page_walk.psql'
+\i :walk_file
 
 -- Single keys, multi-column keys, mixed directions, every page size.
 SELECT o, ps, (walk('SELECT * FROM items', o, ps)).*
@@ -114,9 +79,11 @@ SELECT pulse.page('SELECT id, $1::jsonb AS doc FROM items WHERE id = 1', 'id', N
 SELECT pulse.page('SELECT id FROM items WHERE at > $1 AND grp = $2 AND id < 40', 'id', NULL, 3,
                   '["2026-01-01 05:30:00+00", 1]')->'items' AS typed_args;
 
--- The same query text, order and arguments in another form reuse the cursor;
--- a literal-only difference keeps the fingerprint.
-SELECT (pulse.page('select id from items', 'ID', pulse.page('SELECT id FROM items', 'id', NULL, 2)->>'next_cursor', 2)->'items') AS same_binding;
+-- The same query text with the order and arguments in another form reuses
+-- the cursor; another text of the query does not (cursor.sql has more).
+SELECT pulse.page('SELECT id FROM items', 'id', NULL, 2)->>'next_cursor' AS items_cursor \gset
+SELECT pulse.page('SELECT id FROM items', ' ID  ASC NULLS LAST', :'items_cursor', 2)->'items' AS same_binding;
+SELECT pulse.page('select id from items', 'id', :'items_cursor', 2)->'items' AS other_text;
 
 -- Row-level security applies: pages only ever hold the tenant's rows, and a
 -- cursor of one tenant is refused under another.
@@ -165,6 +132,24 @@ SELECT prepares - :p1 AS new_prepares FROM pulse.page_cache_stats();
 DROP TABLE other;
 DROP TABLE reuse;
 
+-- The same query text under another search_path names other tables: its
+-- plans and its analysis (here: k is NOT NULL in one table, not in the
+-- other) are cached apart.
+CREATE SCHEMA path_one;
+CREATE SCHEMA path_two;
+CREATE TABLE path_one.t (id int PRIMARY KEY, k int NOT NULL);
+CREATE TABLE path_two.t (id int PRIMARY KEY, k int);
+INSERT INTO path_one.t SELECT i, i FROM generate_series(1, 6) i;
+INSERT INTO path_two.t SELECT i, CASE WHEN i % 2 = 0 THEN i END FROM generate_series(1, 6) i;
+SET search_path = path_one, public;
+SELECT (walk('SELECT * FROM t', 'k, id', 2)).*;
+SET search_path = path_two, public;
+SELECT (walk('SELECT * FROM t', 'k, id', 2)).*;
+SELECT pulse.explain_page('SELECT * FROM t', 'k, id')->'nullable_keys' AS nullable_in_path_two;
+RESET search_path;
+DROP SCHEMA path_one CASCADE;
+DROP SCHEMA path_two CASCADE;
+
 -- Cached plans still return the right rows after the table changes.
 SELECT pulse.page('SELECT id FROM items WHERE id <= 4', 'id', NULL, 2)->'items' AS before_insert;
 INSERT INTO items VALUES (0, 0, 0, 'zero', now(), 0);
@@ -175,3 +160,4 @@ SELECT (walk('SELECT * FROM items', 'maybe, id', 7)).*;
 DROP TABLE tenant_rows;
 DROP OWNED BY regress_page_reader;
 DROP ROLE regress_page_reader;
+DROP FUNCTION walk(text, text, int, jsonb);

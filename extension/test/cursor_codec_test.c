@@ -144,7 +144,7 @@ static void
 test_known_answer(void)
 {
 	pulse_cursor_fields_t f;
-	const char *expect = "AQEBAgMEBQYHCAMAAQABA2FiY7fUQ0U0m28UdsoahXjOyiCc5LhGG2U7BUxKWhEn5C9w";
+	const char *expect = "AgEBAgMEBQYHCAMAAQABA2FiY1Sf18vMhrcCymw7_PZErr59vNzSm9TmcTP7oadkoq48";
 	const char *parts[4] = {"fp", "ob", NULL, ""};
 	const uint8_t bexpect[8] = {0xc0, 0x68, 0x2a, 0x7a, 0x16, 0x34, 0x35, 0x10};
 	uint8_t		b[8];
@@ -517,7 +517,7 @@ test_parser(void)
 	{
 		char		what[64];
 
-		header(payload, 1, 0, 0);
+		header(payload, PULSE_CURSOR_VERSION, 0, 0);
 		snprintf(what, sizeof(what), "header cut at %zu", i);
 		CHECK_ST(sign_and_decode(payload, i, 0), PULSE_CURSOR_E_TRUNCATED, what);
 		CHECK_ST(pulse_cursor_payload_parse(payload, i, binding, 0,
@@ -525,38 +525,41 @@ test_parser(void)
 				 PULSE_CURSOR_E_TRUNCATED, what);
 	}
 
-	n = header(payload, 2, 0, 0);
-	CHECK_ST(sign_and_decode(payload, n, 0), PULSE_CURSOR_E_VERSION, "version 2");
+	/* version 1 (pulse 1.0 and 1.1) is refused, signature and all */
+	n = header(payload, 1, 0, 0);
+	CHECK_ST(sign_and_decode(payload, n, 0), PULSE_CURSOR_E_VERSION, "version 1");
+	n = header(payload, 3, 0, 0);
+	CHECK_ST(sign_and_decode(payload, n, 0), PULSE_CURSOR_E_VERSION, "version 3");
 	n = header(payload, 0, 0, 0);
 	CHECK_ST(sign_and_decode(payload, n, 0), PULSE_CURSOR_E_VERSION, "version 0");
 	for (i = 1; i < 8; i++)
 	{
-		n = header(payload, 1, (uint8_t) (1u << i), 0);
+		n = header(payload, PULSE_CURSOR_VERSION, (uint8_t) (1u << i), 0);
 		CHECK_ST(sign_and_decode(payload, n, 0), PULSE_CURSOR_E_FLAGS, "flag bit");
 	}
-	n = header(payload, 1, 1, 0);
+	n = header(payload, PULSE_CURSOR_VERSION, 1, 0);
 	CHECK_ST(sign_and_decode(payload, n, 0), PULSE_CURSOR_OK, "backward flag");
-	n = header(payload, 1, 0, 0);
+	n = header(payload, PULSE_CURSOR_VERSION, 0, 0);
 	payload[n++] = 0;
 	CHECK_ST(sign_and_decode(payload, n, 0), PULSE_CURSOR_E_TRAILING,
 			 "trailing byte");
-	n = header(payload, 1, 0, 1);
+	n = header(payload, PULSE_CURSOR_VERSION, 0, 1);
 	CHECK_ST(sign_and_decode(payload, n, 1), PULSE_CURSOR_E_TRUNCATED,
 			 "missing key");
-	n = header(payload, 1, 0, 33);
+	n = header(payload, PULSE_CURSOR_VERSION, 0, 33);
 	CHECK_ST(sign_and_decode(payload, n, 32), PULSE_CURSOR_E_NKEYS, "33 keys");
-	n = header(payload, 1, 0, 255);
+	n = header(payload, PULSE_CURSOR_VERSION, 0, 255);
 	CHECK_ST(sign_and_decode(payload, n, 1), PULSE_CURSOR_E_NKEYS, "255 keys");
 
 	for (i = 2; i < 256; i++)
 	{
-		n = header(payload, 1, 0, 1);
+		n = header(payload, PULSE_CURSOR_VERSION, 0, 1);
 		payload[n++] = (uint8_t) i;
 		payload[n++] = 0;
 		CHECK_ST(sign_and_decode(payload, n, 1), PULSE_CURSOR_E_TAG, "bad tag");
 	}
 
-	n = header(payload, 1, 0, 1);
+	n = header(payload, PULSE_CURSOR_VERSION, 0, 1);
 	payload[n++] = 1;
 	CHECK_ST(sign_and_decode(payload, n, 1), PULSE_CURSOR_E_TRUNCATED,
 			 "missing length");
@@ -566,14 +569,14 @@ test_parser(void)
 	payload[n++] = 0x00;
 	CHECK_ST(sign_and_decode(payload, n, 1), PULSE_CURSOR_E_LENGTH,
 			 "non-minimal varint");
-	n = header(payload, 1, 0, 1);
+	n = header(payload, PULSE_CURSOR_VERSION, 0, 1);
 	payload[n++] = 1;
 	payload[n++] = 0x80;
 	payload[n++] = 0x80;
 	payload[n++] = 0x01;
 	CHECK_ST(sign_and_decode(payload, n, 1), PULSE_CURSOR_E_LENGTH,
 			 "three-byte varint");
-	n = header(payload, 1, 0, 1);
+	n = header(payload, PULSE_CURSOR_VERSION, 0, 1);
 	payload[n++] = 1;
 	payload[n++] = 5;
 	memcpy(payload + n, "abcd", 4);
@@ -588,7 +591,7 @@ test_parser(void)
 			 "one byte after the value");
 
 	/* two-byte varint of 128 is 0x80 0x01 */
-	n = header(payload, 1, 0, 1);
+	n = header(payload, PULSE_CURSOR_VERSION, 0, 1);
 	payload[n++] = 1;
 	payload[n++] = 0x80;
 	payload[n++] = 0x01;
