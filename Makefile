@@ -18,6 +18,8 @@ OBJS = \
 	extension/fp_walk.o \
 	extension/fp_utility.o \
 	extension/normalize.o \
+	extension/fp_build.o \
+	extension/fp_tokens.o \
 	extension/cursor_codec.o \
 	extension/cursor.o \
 	extension/page.o \

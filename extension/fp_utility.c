@@ -32,7 +32,7 @@
 
 #include "nodes/parsenodes.h"
 
-#include "fingerprint.h"
+#include "fp_int.h"
 
 const FpNodeDesc fp_utility_descs[] = {
 	FP_DESC(RoleSpec,

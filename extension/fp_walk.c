@@ -27,7 +27,7 @@
 #include "nodes/parsenodes.h"
 #include "nodes/pg_list.h"
 
-#include "fingerprint.h"
+#include "fp_int.h"
 
 /* Node tags are below this in PostgreSQL 15 (checked when the index is built) */
 #define FP_MAX_TAG 1024

@@ -1,19 +1,22 @@
 /*-------------------------------------------------------------------------
  *
- * fingerprint.h
+ * fp_int.h
  *		Private declarations of the query fingerprint module, shared by
- *		fingerprint.c (SQL functions, parsing, hashing), fp_walk.c (the raw
- *		tree walker for queries and expressions), fp_utility.c (the walker's
- *		utility statements) and normalize.c (scanner tokens, the token form of
- *		statements the walker does not know, and pulse.normalize()).
+ *		fingerprint.c (SQL functions, hashing), fp_build.c (parsing, the
+ *		canonical text), fp_walk.c (the raw tree walker for queries and
+ *		expressions), fp_utility.c (the walker's utility statements),
+ *		fp_tokens.c (scanner tokens, the token form of statements the walker
+ *		does not know, the edits of normalize) and normalize.c
+ *		(pulse.normalize()).  Calls go one way: fingerprint.c and normalize.c
+ *		call fp_build.c, which calls fp_walk.c and fp_tokens.c.
  *
  * The public entry points are in pulse.h.  Everything here lives in the
  * private memory context of one fingerprint or normalize call.
  *
  *-------------------------------------------------------------------------
  */
-#ifndef PULSE_FINGERPRINT_H
-#define PULSE_FINGERPRINT_H
+#ifndef PULSE_FP_INT_H
+#define PULSE_FP_INT_H
 
 #include "postgres.h"
 
@@ -127,7 +130,7 @@ typedef struct FpNodeDesc
 #define FX(type, f)		FP_FIELD(FPF_NOPARAM, type, f)
 #define FV(type, f)		FP_FIELD(FPF_VERBATIM, type, f)
 
-/* fingerprint.c */
+/* fp_build.c */
 extern List *fp_parse(const char *query);
 extern void fp_build(const char *query, FpQuery *q, StringInfo canon);
 
@@ -138,7 +141,7 @@ extern void fp_node(FpOut *o, const Node *node);
 extern const FpNodeDesc fp_utility_descs[];
 extern const int fp_utility_ndescs;
 
-/* normalize.c */
+/* fp_tokens.c */
 extern void fp_scan(FpQuery *q);
 extern int	fp_token_at(const FpQuery *q, int location);
 extern int	fp_literal_last(const FpQuery *q, int i, bool bytree);
@@ -148,6 +151,8 @@ extern void fp_add_edit(FpQuery *q, int start, int end, bool param,
 extern void fp_typed_edit(FpQuery *q, FpEdit *lit, const TypeName *tn);
 extern void fp_squash_edits(FpQuery *q, int location, char open, int nelems,
 							const bool *keep);
+
+/* normalize.c */
 extern char *fp_normalize(const char *query);
 
-#endif							/* PULSE_FINGERPRINT_H */
+#endif							/* PULSE_FP_INT_H */
