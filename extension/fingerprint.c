@@ -16,7 +16,7 @@
  *    parser's own error (SQLSTATE 42601), its cursor position moved onto the
  *    query text (internalerrquery) rather than onto the calling statement.
  *    A query without any statement raises 22023.  The core scanner is run
- *    over the text too (normalize.c), for the tokens the tree points at.
+ *    over the text too (fp_tokens.c), for the tokens the tree points at.
  *
  * 2. Each statement is written into a canonical text by the raw tree walker
  *    (fp_walk.c for queries and expressions, fp_utility.c for the utility
@@ -42,7 +42,7 @@
  *      squashes too.  The number of rows of a VALUES list does count.
  *    A statement with a node the walker does not know (a utility statement
  *    of a kind fp_utility.c does not list) is written as its token stream
- *    instead (normalize.c): keywords in their canonical lower case,
+ *    instead (fp_tokens.c): keywords in their canonical lower case,
  *    identifiers as the scanner returns them (down-cased unless quoted),
  *    operators and punctuation, and each literal token or parameter as "?".
  *    There IN lists are not squashed and TRUE, FALSE and NULL stay keywords.
