@@ -40,6 +40,7 @@ OBJS = \
 	extension/aggregate_refresh.o \
 	extension/aggregate.o \
 	extension/jobs.o \
+	extension/jobs_run.o \
 	extension/tag_pending.o \
 	extension/tags.o \
 	extension/keyed_tags.o

@@ -176,41 +176,6 @@ agg_refresh(AggRun *run, bool force_full, AggLock lock)
 	return true;
 }
 
-/*
- * Runs work(arg) in a transaction of its own, with a snapshot and connected
- * to SPI, and commits.  Returns NULL, or the error it threw (copied into the
- * caller's memory context, the transaction aborted) for the caller to report
- * and free.  Called outside any transaction; leaves the caller's memory
- * context current.
- */
-static ErrorData *
-agg_in_own_xact(void (*work) (void *arg), void *arg)
-{
-	MemoryContext cxt = CurrentMemoryContext;
-	ErrorData  *edata = NULL;
-
-	PG_TRY();
-	{
-		StartTransactionCommand();
-		PushActiveSnapshot(GetTransactionSnapshot());
-		if (SPI_connect() != SPI_OK_CONNECT)
-			elog(ERROR, "SPI_connect failed");
-		work(arg);
-		SPI_finish();
-		PopActiveSnapshot();
-		CommitTransactionCommand();
-	}
-	PG_CATCH();
-	{
-		edata = pulse_catch_and_abort(cxt);
-	}
-	PG_END_TRY();
-
-	/* commit and abort leave us in TopMemoryContext */
-	MemoryContextSwitchTo(cxt);
-	return edata;
-}
-
 /* What agg_list_due_work is asked for and finds. */
 typedef struct AggDueList
 {
@@ -272,7 +237,7 @@ agg_list_due(int max_refreshes)
 	dl.cxt = CurrentMemoryContext;
 	dl.max_refreshes = max_refreshes;
 	dl.due = NIL;
-	edata = agg_in_own_xact(agg_list_due_work, &dl);
+	edata = pulse_run_in_xact(agg_list_due_work, &dl);
 	if (edata != NULL)
 	{
 		ereport(LOG,
@@ -326,7 +291,7 @@ agg_refresh_unit(int32 id)
 	run.id = id;
 	run.started = GetCurrentTimestamp();
 
-	edata = agg_in_own_xact(agg_refresh_work, &run);
+	edata = pulse_run_in_xact(agg_refresh_work, &run);
 	if (edata != NULL)
 	{
 		ErrorData  *edata2;
@@ -336,7 +301,7 @@ agg_refresh_unit(int32 id)
 						id, edata->message)));
 		failure.run = &run;
 		failure.message = edata->message;
-		edata2 = agg_in_own_xact(agg_record_failure_work, &failure);
+		edata2 = pulse_run_in_xact(agg_record_failure_work, &failure);
 		if (edata2 != NULL)
 		{
 			ereport(LOG,

@@ -14,11 +14,13 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "executor/spi.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
 #include "miscadmin.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
+#include "utils/snapmgr.h"
 #include "utils/syscache.h"
 
 #include "support.h"
@@ -99,6 +101,44 @@ pulse_catch_and_abort(MemoryContext cxt)
 	edata = CopyErrorData();
 	FlushErrorState();
 	AbortCurrentTransaction();
+	MemoryContextSwitchTo(cxt);
+	return edata;
+}
+
+/*
+ * pulse_run_in_xact
+ *		Runs work(arg) in a transaction of its own, with a snapshot and
+ *		connected to SPI, and commits.  Returns NULL, or the error it threw
+ *		(copied into the caller's memory context, the transaction aborted)
+ *		for the caller to report and free.  Called outside any transaction
+ *		(a background worker's loop); leaves the caller's memory context
+ *		current.
+ */
+ErrorData *
+pulse_run_in_xact(void (*work) (void *arg), void *arg)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ErrorData  *edata = NULL;
+
+	PG_TRY();
+	{
+		SetCurrentStatementStartTimestamp();
+		StartTransactionCommand();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		work(arg);
+		SPI_finish();
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+	}
+	PG_CATCH();
+	{
+		edata = pulse_catch_and_abort(cxt);
+	}
+	PG_END_TRY();
+
+	/* commit and abort leave us in TopMemoryContext */
 	MemoryContextSwitchTo(cxt);
 	return edata;
 }

@@ -38,4 +38,11 @@ extern void pulse_restore_user(PulseAsUser *st);
  */
 extern ErrorData *pulse_catch_and_abort(MemoryContext cxt);
 
+/*
+ * Runs work(arg) in a transaction of its own (snapshot, SPI connected) and
+ * commits; returns NULL or the error it threw, the transaction aborted, for
+ * the caller to report and free.  Called outside any transaction.
+ */
+extern ErrorData *pulse_run_in_xact(void (*work) (void *arg), void *arg);
+
 #endif							/* PULSE_SUPPORT_H */
