@@ -5,24 +5,48 @@
  * reconnect and on request (SIGHUP), and tells /ready whether PostgreSQL
  * answers.  The same connection LISTENs on pulse_invalidate and keeps the
  * cache tag generations (generations.h) up to date: each notification
- * raises one tag, and after every (re)connect and catalog load the
- * generations of all the routes' tags are read with pulse.tag_generations.
+ * raises one tag, and after every (re)connect, before every catalog load is
+ * published and whenever the channel lost its heartbeat, the generations of
+ * all the routes' tags are read with pulse.tag_generations.  It also
+ * LISTENs to this process's heartbeat (channel.h) and vouches for the
+ * generations map as the beats come back.
  */
 #ifndef PULSE_CATALOG_H
 #define PULSE_CATALOG_H
 
+#include <stdint.h>
 #include "config.h"
 #include "generations.h"
 
-/**
- * Starts the catalog thread on `conninfo`, feeding `gens` (NULL: no cache, pulse_invalidate is ignored). The first load is
- * attempted before returning (so a proxy that can reach its database starts with its routes); failures are logged and
- * retried every half second. Returns 0, or -1 when the thread cannot be created.
- */
-int pulse_catalog_start(const char *conninfo, pulse_generations_t *gens) PULSE_WUR;
+typedef enum {
+    PULSE_CATALOG_CHANNEL_OFF,        /* no cache: the channel is not listened to */
+    PULSE_CATALOG_CHANNEL_DOWN,       /* the listening connection is down or being opened */
+    PULSE_CATALOG_CHANNEL_UNVERIFIED, /* connected, but the map is not vouched for: no cache hits */
+    PULSE_CATALOG_CHANNEL_VERIFIED,   /* the map is vouched for: hits are served */
+    PULSE_CATALOG_CHANNEL_UNCHECKED,  /* connected, no heartbeat configured: hits are served without a bound */
+    PULSE_CATALOG_CHANNEL_STATES
+} pulse_catalog_channel_state_t;
+
+typedef struct pulse_catalog_channel_stats_t {
+    pulse_catalog_channel_state_t state;
+    double lag_seconds;        /* since the instant the map was last vouched for (0 without a heartbeat) */
+    double unverified_seconds; /* total time the map was not trusted */
+    uint64_t beats_sent, beats_failed, beats_received, beats_missed;
+    uint64_t resyncs;    /* successful reads of pulse.tag_generations by the catalog thread */
+    uint64_t reconnects; /* listening connections opened after the first */
+} pulse_catalog_channel_stats_t;
 
 /**
- * Stops the catalog thread and closes its connection.
+ * Starts the catalog thread on `conf->pg_control_url`, feeding `gens` (NULL: no cache, pulse_invalidate is ignored and
+ * no heartbeat runs). With a cache and `conf->invalidation_heartbeat_ms` > 0 it also starts the heartbeat (channel.h)
+ * and sets the map's max lag to invalidation_heartbeat_ms + invalidation_delivery_ms. The first load is attempted
+ * before returning (so a proxy that can reach its database starts with its routes); failures are logged and retried
+ * every half second. Returns 0, or -1 when a thread cannot be created.
+ */
+int pulse_catalog_start(const pulse_config_t *conf, pulse_generations_t *gens) PULSE_WUR;
+
+/**
+ * Stops the catalog thread and the heartbeat, and closes their connections.
  */
 void pulse_catalog_stop(void);
 
@@ -32,8 +56,24 @@ void pulse_catalog_stop(void);
 void pulse_catalog_request_reload(void);
 
 /**
- * Tells whether the catalog connection is up and the routes are loaded.
+ * Tells whether the routes have been loaded from the database. Losing the listening connection afterwards does not
+ * change it (the proxy still answers, from the database: see pulse_catalog_channel_state).
  */
 int pulse_catalog_ready(void);
+
+/**
+ * Returns the state of the invalidation channel now. Safe from any thread.
+ */
+pulse_catalog_channel_state_t pulse_catalog_channel_state(void);
+
+/**
+ * Returns the name of a channel state: "off", "down", "unverified", "verified", "unchecked".
+ */
+const char *pulse_catalog_channel_state_name(pulse_catalog_channel_state_t s);
+
+/**
+ * Fills `out` with the channel's state and counters (for /metrics). Safe from any thread.
+ */
+void pulse_catalog_channel_stats(pulse_catalog_channel_stats_t *out);
 
 #endif

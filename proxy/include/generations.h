@@ -10,6 +10,17 @@
  *
  * One map serves every event loop: all functions are thread-safe (a
  * read-write lock; readers never wait for each other).
+ *
+ * Trust.  A NOTIFY reaches the proxy some time after its commit, and not at
+ * all while the listening connection is down or frozen, so the map alone
+ * cannot tell whether it is complete.  The catalog thread vouches for it
+ * (pulse_generations_vouch): "every bump committed before T is in the map",
+ * T being the send time of the latest heartbeat received (channel.h; the
+ * heartbeat is a NOTIFY queued after every earlier commit's) or the time a
+ * resync was sent.  A reader asks pulse_generations_vouched(now) BEFORE it
+ * reads generations: when now - T < max_lag every write that committed
+ * before now - max_lag is in what it then reads.  That is the proxy's
+ * staleness bound (proxy/README.md, Cache).
  */
 #ifndef PULSE_GENERATIONS_H
 #define PULSE_GENERATIONS_H
@@ -78,5 +89,42 @@ char *pulse_generations_text_array(const char *const *tags, size_t ntags) PULSE_
  * Returns the number of tags known.
  */
 size_t pulse_generations_count(pulse_generations_t *g);
+
+/* --- trust ---------------------------------------------------------------------------------------------------------- */
+
+/**
+ * Returns CLOCK_MONOTONIC in microseconds, the clock of every time below (and of the heartbeats' send times).
+ */
+uint64_t pulse_generations_now_us(void);
+
+/**
+ * Sets the longest time after the instant the map was last vouched for during which it is still trusted, in
+ * microseconds; 0 (the default) means always trusted (no heartbeat, no bound). Call it before the event loops start.
+ */
+void pulse_generations_set_max_lag(pulse_generations_t *g, uint64_t max_lag_us);
+
+/**
+ * Records that the map holds every bump committed before `as_of_us` for the tags of the published routes. It only moves
+ * forward (an older `as_of_us` changes nothing). Called by the catalog thread only, after it applied the notifications
+ * that arrived before a heartbeat sent at `as_of_us`, or after a resync whose query was sent at `as_of_us`.
+ */
+void pulse_generations_vouch(pulse_generations_t *g, uint64_t as_of_us);
+
+/**
+ * Tells whether the map is trusted at `now_us` (pulse_generations_now_us() read after the request arrived): `now_us` is
+ * less than max_lag after the instant last vouched for, or no max lag is set. Call it before reading the generations of a
+ * key: the generations read after a 1 then hold every bump committed before now_us - max_lag.
+ */
+int pulse_generations_vouched(pulse_generations_t *g, uint64_t now_us);
+
+/**
+ * Returns the instant last vouched for (0: never), in microseconds of pulse_generations_now_us.
+ */
+uint64_t pulse_generations_vouched_as_of(pulse_generations_t *g);
+
+/**
+ * Returns how long, in microseconds, the map was not trusted between its creation and `now_us` (0 without a max lag).
+ */
+uint64_t pulse_generations_unverified_us(pulse_generations_t *g, uint64_t now_us);
 
 #endif

@@ -76,6 +76,12 @@ void pulse_metrics_observe_request(pulse_metrics_shard_t *s, const char *endpoin
 void pulse_metrics_observe_cache(pulse_metrics_shard_t *s, const char *endpoint, pulse_class_t cls, pulse_metrics_cache_t result);
 
 /**
+ * Counts one cacheable call that could not be answered from the cache because the invalidation channel could not vouch
+ * for the generations map (generations.h).
+ */
+void pulse_metrics_observe_unverified(pulse_metrics_shard_t *s);
+
+/**
  * Counts one error raised by PostgreSQL, by the class (first two characters) of its SQLSTATE (NULL or malformed: "XX").
  */
 void pulse_metrics_observe_pg_error(pulse_metrics_shard_t *s, const char *sqlstate);

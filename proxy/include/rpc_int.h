@@ -75,6 +75,7 @@ struct rpc_req_t {
     int locked;                   /* holds the flight lock of key in Redis: released when the flight ends */
     uint64_t poll_until_ms;       /* polling for another leader's entry until then */
     h2o_timeout_entry_t poll;     /* linked while waiting for the next poll */
+    int unverified;               /* the channel could not vouch for the generations: no hit, no flight (rpc_cache.c) */
     int has_stale;                /* `stale` is a stale-if-error entry (in req->pool) */
     pulse_cache_entry_t stale;
     int is_get;

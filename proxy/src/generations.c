@@ -6,8 +6,16 @@
  * doubles when it holds more than two tags per bucket; it owns copies of the
  * tag names and frees them in pulse_generations_destroy.  Nothing is ever
  * removed: the set of tags is the set of tables and aggregates tracked.
+ *
+ * Trust (generations.h): the instant vouched for is an atomic that readers
+ * load with acquire ordering before they take the lock, and the catalog
+ * thread stores with release ordering after it applied the notifications it
+ * vouches for; `_trust_lock` only guards the bookkeeping of the time spent
+ * untrusted (metrics).
  */
 #include <pthread.h>
+#include <stdatomic.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 #include "generations.h"
@@ -27,6 +35,10 @@ struct pulse_generations_t {
     gen_entry_t **_buckets;
     size_t _nbuckets; /* a power of two */
     size_t _count;
+    _Atomic uint64_t _vouched_us; /* 0: never */
+    uint64_t _max_lag_us;         /* 0: always trusted */
+    pthread_mutex_t _trust_lock;
+    uint64_t _created_us, _unverified_us, _accounted_us; /* untrusted time counted up to _accounted_us */
 };
 
 static uint64_t gen_hash(const char *s, size_t len)
@@ -104,6 +116,8 @@ pulse_generations_t *pulse_generations_create(void)
         free(g);
         return NULL;
     }
+    pthread_mutex_init(&g->_trust_lock, NULL);
+    g->_created_us = g->_accounted_us = pulse_generations_now_us();
     return g;
 }
 
@@ -120,6 +134,7 @@ void pulse_generations_destroy(pulse_generations_t *g)
     }
     free(g->_buckets);
     pthread_rwlock_destroy(&g->_lock);
+    pthread_mutex_destroy(&g->_trust_lock);
     free(g);
 }
 
@@ -279,4 +294,71 @@ char *pulse_generations_text_array(const char *const *tags, size_t ntags)
     *p++ = '}';
     *p = '\0';
     return buf;
+}
+
+uint64_t pulse_generations_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+void pulse_generations_set_max_lag(pulse_generations_t *g, uint64_t max_lag_us)
+{
+    g->_max_lag_us = max_lag_us;
+}
+
+/* the instant trust ends (or ended) with the current vouch; caller holds _trust_lock or is the only writer */
+static uint64_t gen_trust_end(pulse_generations_t *g, uint64_t vouched)
+{
+    return vouched == 0 ? g->_created_us : vouched + g->_max_lag_us;
+}
+
+void pulse_generations_vouch(pulse_generations_t *g, uint64_t as_of_us)
+{
+    uint64_t now = pulse_generations_now_us();
+    pthread_mutex_lock(&g->_trust_lock);
+    uint64_t cur = atomic_load_explicit(&g->_vouched_us, memory_order_relaxed);
+    if (as_of_us > cur) {
+        if (g->_max_lag_us != 0) {
+            /* an untrusted stretch ends (or goes on) now: count it up to now */
+            uint64_t from = gen_trust_end(g, cur);
+            if (from < g->_accounted_us)
+                from = g->_accounted_us;
+            if (now > from) {
+                g->_unverified_us += now - from;
+                g->_accounted_us = now;
+            }
+        }
+        atomic_store_explicit(&g->_vouched_us, as_of_us, memory_order_release);
+    }
+    pthread_mutex_unlock(&g->_trust_lock);
+}
+
+int pulse_generations_vouched(pulse_generations_t *g, uint64_t now_us)
+{
+    if (g->_max_lag_us == 0)
+        return 1;
+    uint64_t v = atomic_load_explicit(&g->_vouched_us, memory_order_acquire);
+    return v != 0 && now_us < v + g->_max_lag_us;
+}
+
+uint64_t pulse_generations_vouched_as_of(pulse_generations_t *g)
+{
+    return atomic_load_explicit(&g->_vouched_us, memory_order_acquire);
+}
+
+uint64_t pulse_generations_unverified_us(pulse_generations_t *g, uint64_t now_us)
+{
+    if (g->_max_lag_us == 0)
+        return 0;
+    pthread_mutex_lock(&g->_trust_lock);
+    uint64_t total = g->_unverified_us;
+    uint64_t from = gen_trust_end(g, atomic_load_explicit(&g->_vouched_us, memory_order_relaxed));
+    if (from < g->_accounted_us)
+        from = g->_accounted_us;
+    if (now_us > from)
+        total += now_us - from;
+    pthread_mutex_unlock(&g->_trust_lock);
+    return total;
 }

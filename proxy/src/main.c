@@ -354,7 +354,7 @@ int main(int argc, char **argv)
         if ((workers[i].listen_fd = open_listener(conf->listen)) < 0)
             return 1;
     }
-    if (pulse_catalog_start(conf->pg_control_url, gens) != 0) {
+    if (pulse_catalog_start(conf, gens) != 0) {
         fprintf(stderr, "pulse-proxy: cannot start the catalog thread\n");
         return 1;
     }

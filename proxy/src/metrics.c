@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "catalog.h"
 #include "log.h"
 #include "metrics.h"
 
@@ -55,6 +56,7 @@ struct pulse_metrics_shard_t {
     ctr_t cls_errors[PULSE_CLASS_COUNT];      /* 5xx */
     ctr_t pg_errors[NSQLSTATE_CLASS];
     ctr_t pg_unavailable;
+    ctr_t cache_unverified;
     /* copied by pulse_metrics_sync */
     atomic_int lcache_present;
     ctr_t lcache_hits, lcache_evictions, lcache_entries, lcache_bytes;
@@ -254,6 +256,11 @@ void pulse_metrics_observe_pg_unavailable(pulse_metrics_shard_t *s)
     ctr_add(&s->pg_unavailable, 1);
 }
 
+void pulse_metrics_observe_unverified(pulse_metrics_shard_t *s)
+{
+    ctr_add(&s->cache_unverified, 1);
+}
+
 void pulse_metrics_sync(pulse_metrics_shard_t *s, const pulse_pgpool_t *pool, pulse_redis_t *redis, const pulse_lcache_t *lcache)
 {
     if (lcache != NULL) {
@@ -368,6 +375,46 @@ static const char *esc(buf_t *scratch, const char *s)
 static void family(buf_t *b, const char *name, const char *type, const char *help)
 {
     bprintf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+/* the invalidation channel (catalog.h), when a cache is configured */
+static void render_channel(buf_t *b)
+{
+    pulse_catalog_channel_stats_t st;
+    pulse_catalog_channel_stats(&st);
+    if (st.state == PULSE_CATALOG_CHANNEL_OFF)
+        return;
+    uint64_t refused = 0;
+    for (int i = 0; i < nshards; i++)
+        refused += ctr_get(&shards[i].cache_unverified);
+    family(b, "pulse_invalidation_channel_state", "gauge",
+           "State of the invalidation channel (1 for the current one): down (listening connection not up), unverified (no "
+           "cache hits), verified, unchecked (no heartbeat configured).");
+    for (int k = PULSE_CATALOG_CHANNEL_DOWN; k < PULSE_CATALOG_CHANNEL_STATES; k++)
+        bprintf(b, "pulse_invalidation_channel_state{state=\"%s\"} %d\n",
+                pulse_catalog_channel_state_name((pulse_catalog_channel_state_t)k), st.state == (pulse_catalog_channel_state_t)k);
+    family(b, "pulse_invalidation_lag_seconds", "gauge",
+           "Time since the instant up to which the generations map is vouched for (the send time of the last heartbeat "
+           "received, or of the last resync).");
+    bprintf(b, "pulse_invalidation_lag_seconds %.6f\n", st.lag_seconds);
+    family(b, "pulse_invalidation_unverified_seconds_total", "counter",
+           "Time the generations map was not vouched for (cache hits refused).");
+    bprintf(b, "pulse_invalidation_unverified_seconds_total %.6f\n", st.unverified_seconds);
+    family(b, "pulse_invalidation_heartbeats_total", "counter",
+           "Heartbeats through the invalidation channel: sent (committed), failed, received, missed (not received within "
+           "invalidation_delivery_ms).");
+    bprintf(b, "pulse_invalidation_heartbeats_total{result=\"sent\"} %llu\n", (unsigned long long)st.beats_sent);
+    bprintf(b, "pulse_invalidation_heartbeats_total{result=\"failed\"} %llu\n", (unsigned long long)st.beats_failed);
+    bprintf(b, "pulse_invalidation_heartbeats_total{result=\"received\"} %llu\n", (unsigned long long)st.beats_received);
+    bprintf(b, "pulse_invalidation_heartbeats_total{result=\"missed\"} %llu\n", (unsigned long long)st.beats_missed);
+    family(b, "pulse_invalidation_resyncs_total", "counter", "Reads of every route tag's generation by the catalog thread.");
+    bprintf(b, "pulse_invalidation_resyncs_total %llu\n", (unsigned long long)st.resyncs);
+    family(b, "pulse_invalidation_reconnects_total", "counter", "Listening connections opened again after the first.");
+    bprintf(b, "pulse_invalidation_reconnects_total %llu\n", (unsigned long long)st.reconnects);
+    family(b, "pulse_cache_unverified_total", "counter",
+           "Cacheable calls not answered from the cache because the invalidation channel was unverified (answered by the "
+           "database, or stale-if-error).");
+    bprintf(b, "pulse_cache_unverified_total %llu\n", (unsigned long long)refused);
 }
 
 static int ep_cmp(const void *a, const void *b)
@@ -595,6 +642,7 @@ char *pulse_metrics_render(size_t *len)
         family(&b, "pulse_cache_local_bytes", "gauge", "Bytes held by the local caches (cache_local_bytes per loop at most).");
         bprintf(&b, "pulse_cache_local_bytes %llu\n", (unsigned long long)lc[3]);
     }
+    render_channel(&b);
     if (src_ratelimit != NULL) {
         pulse_ratelimit_stats_t st;
         pulse_ratelimit_stats(src_ratelimit, &st);

@@ -4,6 +4,15 @@
  * cache, then Redis), the single flight of misses within a loop and, through
  * a lock in Redis, across loops and proxies, stale-while-revalidate
  * refreshes in the background, and stale-if-error answers.
+ *
+ * The invalidation channel's health (generations.h, channel.h): a call
+ * whose lookup finds the generations map not vouched for is `unverified`:
+ * the key is computed all the same (what the database answers is stored
+ * under it: an entry is never older than the generations of its key), but
+ * no entry is served as a hit or stale-while-revalidate, and it joins no
+ * flight (a flight under an unvouched key may have started before a write
+ * the map has not heard of); it calls the database, and only stale-if-error
+ * may answer with the entry Redis had.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -146,6 +155,10 @@ static void on_flight_lock(void *data, int taken)
 
 void rpc_miss(rpc_req_t *r)
 {
+    if (r->unverified) {
+        rpc_call_database(r);
+        return;
+    }
     if (r->worker->flights != NULL) {
         int rc = pulse_cache_flight_join(r->worker->flights, r->key, on_flight_done, r, &r->waiter);
         if (rc == 0)
@@ -276,6 +289,15 @@ static void on_cache_fetch(void *data, pulse_cache_lookup_t status, const pulse_
         return;
     r->fetch = NULL;
     r->trace.cache_end_ns = pulse_trace_now_ns();
+    if (status == PULSE_CACHE_LOOKUP_HIT && r->unverified) {
+        /* the entry cannot be vouched for: only stale-if-error may serve it */
+        if (pulse_cache_classify(entry->created_at_ms, entry->ttl_ms, r->swr_ms, r->sie_ms, rpc_now_ms()) != PULSE_CACHE_EXPIRED) {
+            rpc_entry_copy(&r->req->pool, &r->stale, entry);
+            r->has_stale = 1;
+        }
+        rpc_call_database(r);
+        return;
+    }
     if (status == PULSE_CACHE_LOOKUP_HIT) {
         pulse_cache_entry_t e;
         switch (pulse_cache_classify(entry->created_at_ms, entry->ttl_ms, r->swr_ms, r->sie_ms, rpc_now_ms())) {
@@ -316,6 +338,8 @@ int rpc_cache_lookup(rpc_req_t *r)
         const char *v = r->call.values[i];
         args[nargs++] = (pulse_cache_arg_t){rt->arg_names[i], v, v != NULL ? strlen(v) : 0};
     }
+    /* trust first, then the generations: vouched for now, they hold every bump committed before now - max lag */
+    r->unverified = !pulse_generations_vouched(w->gens, pulse_generations_now_us());
     pulse_generations_get_many(w->gens, (const char *const *)rt->tags, rt->ntags, gens);
     /* the function's identity too: an endpoint moved to another function does not serve the old one's entries */
     size_t eplen = strlen(rt->name) + strlen(rt->schema) + strlen(rt->function) + 3;
@@ -328,7 +352,11 @@ int rpc_cache_lookup(rpc_req_t *r)
     r->ttl_ms = (uint64_t)rt->ttl_ms;
     r->swr_ms = (uint64_t)r->conf->swr_ms[rt->cls];
     r->sie_ms = (uint64_t)r->conf->sie_ms[rt->cls];
-    const pulse_cache_entry_t *local = pulse_lcache_get(w->lcache, r->key, rpc_now_ms());
+    const pulse_cache_entry_t *local = NULL;
+    if (r->unverified)
+        pulse_metrics_observe_unverified(w->metrics);
+    else
+        local = pulse_lcache_get(w->lcache, r->key, rpc_now_ms());
     if (local != NULL) {
         pulse_cache_entry_t e;
         rpc_entry_copy(pool, &e, local);

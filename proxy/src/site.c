@@ -51,14 +51,18 @@ static int on_health(h2o_req_t *req, int ready)
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT("application/json"));
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL, H2O_STRLIT("no-store"));
     h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-request-id"), 0, NULL, rid, strlen(rid));
-    char body[96];
+    char body[160];
     int n;
     if (ready) {
-        /* Redis down is degraded (slower, answered by the database), not unready */
+        /* Redis down, or an invalidation channel that cannot vouch for the cache, is degraded (slower, answered by the
+           database), not unready */
         pulse_redis_t *redis = pulse_worker_of(req)->redis;
-        int up = redis == NULL || pulse_redis_is_up(redis);
-        n = snprintf(body, sizeof(body), "{\"status\":\"%s\",\"postgresql\":\"up\",\"redis\":\"%s\"}", up ? "ok" : "degraded",
-                     redis == NULL ? "off" : pulse_redis_state_name(pulse_redis_state(redis)));
+        pulse_catalog_channel_state_t ch = pulse_catalog_channel_state();
+        int up = (redis == NULL || pulse_redis_is_up(redis)) &&
+                 (ch == PULSE_CATALOG_CHANNEL_OFF || ch == PULSE_CATALOG_CHANNEL_VERIFIED || ch == PULSE_CATALOG_CHANNEL_UNCHECKED);
+        n = snprintf(body, sizeof(body), "{\"status\":\"%s\",\"postgresql\":\"up\",\"redis\":\"%s\",\"invalidation\":\"%s\"}",
+                     up ? "ok" : "degraded", redis == NULL ? "off" : pulse_redis_state_name(pulse_redis_state(redis)),
+                     pulse_catalog_channel_state_name(ch));
     } else {
         n = snprintf(body, sizeof(body), "{\"status\":\"ok\"}");
     }
