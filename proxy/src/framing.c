@@ -314,7 +314,7 @@ static int scan_head(pulse_framing_t *f, const pulse_framing_limits_t *lim, cons
             f->head_len = f->_scan = len - hs;
             if (!f->_have_line && partial > PULSE_FRAMING_MAX_REQUEST_LINE)
                 return fail(f, 414, "the request line is too long");
-            if (f->_have_line && f->_hbytes + partial > max_hbytes)
+            if (f->_have_line && buf[ls] != '\r' && f->_hbytes + partial > max_hbytes) /* '\r': the empty line */
                 return fail(f, 431, "the request headers are too large");
             if (f->_have_line && f->_nheaders == PULSE_FRAMING_MAX_HEADERS && partial != 0 && buf[ls] != '\r')
                 return fail(f, 431, "the request has more than 100 header fields");
