@@ -33,6 +33,7 @@
  *   - a Content-Length over body_limit, or a chunked body passing it, is a
  *     413.
  */
+#include <ctype.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
@@ -72,13 +73,9 @@ static int is_value_char(unsigned char c)
 
 static int hex_value(unsigned char c)
 {
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
+    if (!isxdigit(c))
+        return -1;
+    return isdigit(c) ? c - '0' : (c | 0x20) - 'a' + 10;
 }
 
 static int fail(pulse_framing_t *f, int status, const char *detail)
@@ -457,22 +454,19 @@ int pulse_framing_feed(pulse_framing_t *f, const pulse_framing_limits_t *lim, co
                 return rc; /* 0: the head is held from hs (== *deliver); or a violation in it */
             *deliver = pos;
             break;
-        case F_BODY: {
-            uint64_t n = len - pos < f->_left ? len - pos : f->_left;
-            pos += (size_t)n;
-            f->_left -= n;
-            if (f->_left == 0)
-                message_reset(f);
-            *deliver = pos;
-            break;
-        }
+        case F_BODY: /* the bytes of a Content-Length body or of a chunk pass as they are */
         case F_CHUNK_DATA: {
             uint64_t n = len - pos < f->_left ? len - pos : f->_left;
             pos += (size_t)n;
             f->_left -= n;
-            f->_decoded += n;
-            if (f->_left == 0)
-                f->_state = F_CHUNK_DATA_CR;
+            if (f->_state == F_CHUNK_DATA)
+                f->_decoded += n;
+            if (f->_left == 0) {
+                if (f->_state == F_BODY)
+                    message_reset(f);
+                else
+                    f->_state = F_CHUNK_DATA_CR;
+            }
             *deliver = pos;
             break;
         }

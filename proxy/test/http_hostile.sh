@@ -19,21 +19,9 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 . scripts/lib.sh
+. proxy/test/lib.sh
 
-BIN=${PULSE_PROXY_BIN:-build/pulse-proxy}
-export LSAN_OPTIONS="suppressions=$PWD/proxy/test/lsan.supp:print_suppressions=0${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
-OWN_TMP=
-if [ -z "${PULSE_TEST_TMP:-}" ]; then
-	PULSE_TEST_TMP=$(mktemp -d /tmp/pulse-proxy-hostile.XXXXXX)
-	OWN_TMP=1
-fi
-TMP=$PULSE_TEST_TMP
-mkdir -p "$TMP"
-chmod 755 "$TMP"
-PGPORT=${PULSE_TEST_PORT:-$(free_port 25700)}
-HTTP_PORT=$(free_port $((PGPORT + 1)))
-REDIS_PORT=$(free_port $((HTTP_PORT + 1)))
-PG="$TMP/pg"
+proxy_test_setup hostile 25700
 SECRET=hostile-secret-$$
 PROXY_PID=
 REDIS_PID=
@@ -50,19 +38,12 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-setup_failed() { echo "not ok 1 - $1"; echo "0 passed, 1 failed"; exit 1; }
 
-[ -x "$BIN" ] || setup_failed "no proxy binary at $BIN (make proxy)"
-PULSE_FSYNC=off PULSE_SYNC_COMMIT=off PULSE_CRON_DB=pulse_hostile scripts/cluster.sh start "$PG" "$PGPORT" >/dev/null ||
-	setup_failed "cannot start PostgreSQL"
-psql_su() { command psql -X -q -v ON_ERROR_STOP=1 -h "$PG" -p "$PGPORT" -U postgres "$@"; }
-psql_su -d postgres -c "CREATE DATABASE pulse_hostile" >/dev/null &&
-	psql_su -d pulse_hostile -c "CREATE EXTENSION pulse" >/dev/null &&
-	psql_su -d pulse_hostile -f proxy/test/fixture.sql >/dev/null ||
-	setup_failed "cannot install the extension and the fixture"
+[ -x "$BIN" ] || proxy_test_abort "no proxy binary at $BIN (make proxy)"
+proxy_test_db pulse_hostile
 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no >"$TMP/redis.log" 2>&1 &
 REDIS_PID=$!
-wait_for 10 redis-cli -p "$REDIS_PORT" ping || setup_failed "cannot start redis-server on port $REDIS_PORT"
+wait_for 10 redis-cli -p "$REDIS_PORT" ping || proxy_test_abort "cannot start redis-server on port $REDIS_PORT"
 
 cat >"$TMP/proxy.yaml" <<CONF
 # pulse-proxy configuration of the hostile-request test
@@ -78,7 +59,7 @@ redis_url: redis://127.0.0.1:$REDIS_PORT
 CONF
 PULSE_JWT_SECRET=$SECRET "$BIN" --config "$TMP/proxy.yaml" 2>"$TMP/proxy.err" &
 PROXY_PID=$!
-wait_for 20 curl -sf "http://127.0.0.1:$HTTP_PORT/ready" || setup_failed "the proxy did not become ready: $(tail -n 5 "$TMP/proxy.err")"
+wait_for 20 curl -sf "http://127.0.0.1:$HTTP_PORT/ready" || proxy_test_abort "the proxy did not become ready: $(tail -n 5 "$TMP/proxy.err")"
 
 python3 proxy/test/hostile.py --port "$HTTP_PORT" --secret "$SECRET" --corpus proxy/test/hostile.corpus \
 	--fuzz-seconds "${FUZZ_SECONDS:-10}" ${FUZZ_SEED:+--seed "$FUZZ_SEED"} ${HOSTILE_ONLY:+--only "$HOSTILE_ONLY"} \
