@@ -12,7 +12,7 @@
 #   PULSE_TEST_PORT  PostgreSQL port (default: a free one from 25700)
 #   PULSE_TEST_TMP   scratch directory (default: a fresh one, removed at exit)
 #   HOSTILE_ONLY     a regular expression: only the corpus cases it matches
-#                    (then no h2c and ETag checks)
+#                    (and the h2c and ETag checks if it matches "h2c", "ETag")
 #
 # Starts its own cluster, redis-server and proxy (like e2e.sh), prints
 # "ok N - ..." / "not ok N - ..." and ends with "N passed, M failed".
