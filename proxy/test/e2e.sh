@@ -36,11 +36,7 @@ stop_redis() {
 }
 
 cleanup() {
-	if [ -n "$PROXY_PID" ] && kill -0 "$PROXY_PID" 2>/dev/null; then
-		kill -TERM "$PROXY_PID" 2>/dev/null
-		for _ in $(seq 50); do kill -0 "$PROXY_PID" 2>/dev/null || break; sleep 0.1; done
-		kill -KILL "$PROXY_PID" 2>/dev/null
-	fi
+	proxy_test_kill "$PROXY_PID"
 	[ -z "$SF_PID" ] || kill -KILL "$SF_PID" 2>/dev/null
 	for p in "${EXTRA_PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
 	[ -z "$MX_PID" ] || kill -KILL "$MX_PID" 2>/dev/null

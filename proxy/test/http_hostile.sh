@@ -27,11 +27,7 @@ PROXY_PID=
 REDIS_PID=
 
 cleanup() {
-	if [ -n "$PROXY_PID" ] && kill -0 "$PROXY_PID" 2>/dev/null; then
-		kill -TERM "$PROXY_PID" 2>/dev/null
-		for _ in $(seq 50); do kill -0 "$PROXY_PID" 2>/dev/null || break; sleep 0.1; done
-		kill -KILL "$PROXY_PID" 2>/dev/null
-	fi
+	proxy_test_kill "$PROXY_PID"
 	[ -z "$REDIS_PID" ] || { kill -KILL "$REDIS_PID" 2>/dev/null; wait "$REDIS_PID" 2>/dev/null; }
 	scripts/cluster.sh destroy "$PG" >/dev/null 2>&1
 	[ -z "$OWN_TMP" ] || rm -rf "$TMP"

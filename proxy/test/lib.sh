@@ -27,6 +27,14 @@ proxy_test_setup() {
 	PG="$TMP/pg"
 }
 
+# proxy_test_kill PID: SIGTERM, and SIGKILL if it still runs after 5 s
+proxy_test_kill() {
+	[ -n "$1" ] && kill -0 "$1" 2>/dev/null || return 0
+	kill -TERM "$1" 2>/dev/null
+	for _ in $(seq 50); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
+	kill -KILL "$1" 2>/dev/null
+}
+
 # proxy_test_abort REASON: the script's only TAP line, and exit 1
 proxy_test_abort() {
 	echo "not ok 1 - $1"
