@@ -18,7 +18,7 @@
 /* what a connection's requests may be */
 typedef struct pulse_framing_limits_t {
     size_t max_header_bytes; /* bytes of the header lines (each "name: value" CRLF), the request line excluded */
-    uint64_t body_limit;     /* bytes of a body: a larger Content-Length, or a chunked body passing it, is a 413 */
+    uint64_t body_limit;     /* bytes of a body: a larger Content-Length, or a chunked body reaching it, is a 413 */
 } pulse_framing_limits_t;
 
 /* The parser of one connection's request stream (zero it to start). */

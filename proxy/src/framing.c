@@ -30,8 +30,8 @@
  *   - chunked bodies: 1-16 hex digits, optional extensions after ';',
  *     CRLF, the data, CRLF; the last chunk is followed by CRLF: trailer
  *     fields are refused;
- *   - a Content-Length over body_limit, or a chunked body passing it, is a
- *     413.
+ *   - a Content-Length over body_limit, or a chunked body reaching it (as h2o
+ *     counts), is a 413.
  */
 #include <ctype.h>
 #include <stddef.h>
@@ -396,7 +396,7 @@ static int chunk_byte(pulse_framing_t *f, const pulse_framing_limits_t *lim, uns
         if (f->_left == 0) {
             f->_state = F_LAST_CR;
         } else {
-            if (f->_left > lim->body_limit - f->_decoded)
+            if (f->_left >= lim->body_limit - f->_decoded) /* h2o 2.2.5 refuses a chunked body that reaches the limit */
                 return too_large(f, lim);
             f->_state = F_CHUNK_DATA;
         }
