@@ -12,6 +12,7 @@
 #   proxy-e2e-asan  the same against build/asan/pulse-proxy
 #   proxy-<name>    other proxy/test/<name>.sh suites (real PostgreSQL, Redis
 #                   and proxies; each says in its header what it needs)
+#   proxy-http-hostile-asan  proxy/test/http_hostile.sh against build/asan/pulse-proxy
 #   bench-smoke     bench/smoke.sh: every scenario of bench/run.sh against the
 #                   proxy, Express and Flask on a tiny dataset
 #
@@ -118,6 +119,8 @@ for t in proxy/test/*.sh; do
 	[ "$n" != e2e ] || continue
 	add "proxy-${n//_/-}" "proxy: $n.sh" "proxy_e2e build/pulse-proxy \"\$PORT\" \"\$DIR\" $t"
 done
+add proxy-http-hostile-asan "proxy: http_hostile.sh (build/asan/pulse-proxy)" \
+	'proxy_e2e build/asan/pulse-proxy "$PORT" "$DIR" proxy/test/http_hostile.sh'
 add bench-smoke "load-test harness (bench/smoke.sh: every scenario, 3 servers, tiny dataset)" \
 	'bash bench/smoke.sh "$DIR" "$(free_port "$PORT")"'
 
@@ -131,7 +134,7 @@ need_proxy= need_asan= need_units=
 for id in "${RUN[@]}"; do
 	case $id in
 	proxy-unit) need_units=1 ;;
-	proxy-e2e-asan) need_asan=1 ;;
+	proxy-e2e-asan | proxy-*-asan) need_asan=1 ;;
 	proxy-* | bench-smoke) need_proxy=1 ;;
 	esac
 done

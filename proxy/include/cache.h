@@ -10,9 +10,9 @@
  *      pulse_cache_key() over (tenant, endpoint, given arguments, tags and
  *      their generations);
  *   2. pulse_cache_fetch() the key (-1: Redis is down, go to step 3) and
- *      pulse_cache_classify() a HIT: FRESH → answer (304 when
- *      pulse_cache_etag_list_match() on If-None-Match says so, the gzip
- *      variant when pulse_cache_accepts_gzip()); STALE → answer, and refresh
+ *      pulse_cache_classify() a HIT: FRESH → answer with the representation
+ *      pulse_cache_select() picks (gzip or identity, each with its own ETag;
+ *      304 when If-None-Match matches it); STALE → answer, and refresh
  *      in the background (as a flight leader, step 3); STALE_IF_ERROR → keep
  *      it, call the database, answer with it when the call fails; EXPIRED,
  *      MISS or UNAVAILABLE → call the database;
@@ -99,6 +99,24 @@ bool pulse_cache_etag_equal(const char *a, size_t alen, const char *b, size_t bl
  * `strong`). For If-None-Match, true means answer 304. A malformed field value matches nothing.
  */
 bool pulse_cache_etag_list_match(const char *hdr, size_t len, const char *etag, size_t etag_len, bool strong);
+
+/* The representation of a cached entry a client gets (pulse_cache_select). */
+typedef struct pulse_cache_repr_t {
+    h2o_iovec_t body;  /* the identity body or its gzip variant */
+    h2o_iovec_t etag;  /* the representation's strong ETag */
+    bool gzip;         /* send Content-Encoding: gzip */
+    bool not_modified; /* If-None-Match matches the representation: answer 304 */
+} pulse_cache_repr_t;
+
+/**
+ * Picks the representation of `e` for a request with the given Accept-Encoding and If-None-Match field values (NULL when
+ * absent): the gzip variant when the entry has one and Accept-Encoding allows gzip, else the identity body. The two have
+ * different strong ETags (RFC 9110 8.8.3): the entry's ETag for the identity body, and for the gzip variant the same with
+ * "-gzip" before the closing quote (in `pool`), so entries stored by any version of the proxy are served with the right
+ * tag. not_modified is set when If-None-Match matches the picked representation's ETag (weak comparison).
+ */
+void pulse_cache_select(h2o_mem_pool_t *pool, const pulse_cache_entry_t *e, const char *accept_encoding, size_t ae_len,
+                        const char *if_none_match, size_t inm_len, pulse_cache_repr_t *out);
 
 /**
  * Tells whether an Accept-Encoding field value (`len` bytes; NULL: the header is absent) allows gzip (RFC 9110 12.5.3):

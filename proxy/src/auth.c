@@ -13,6 +13,8 @@
  * proxy's CPU samples under the load suite's 1,000 tenants.  A new jwt_secret
  * misses every entry; an expired token fails as before.
  */
+#include <ctype.h>
+#include <errno.h>
 #include <jansson.h>
 #include <jwt.h>
 #include <math.h>
@@ -98,6 +100,78 @@ static int jwt_header_is_hs256(const char *token, size_t len)
     return ok;
 }
 
+/* [+-]? then D+ [. D*] | . D+, then [eE [+-]? D+]; or [+-]? 0x|0o|0b and hex digits: what PostgreSQL's numeric types
+   (and 16's integer literals, with '_' between digits) read as a number */
+static int auth_numeric_like(const char *s, size_t n)
+{
+    size_t i = 0, d = 0;
+    if (i < n && (s[i] == '+' || s[i] == '-'))
+        i++;
+    if (n - i > 2 && s[i] == '0' && strchr("xXoObB", s[i + 1]) != NULL) {
+        for (i += 2; i < n && (isxdigit((unsigned char)s[i]) || s[i] == '_'); i++)
+            ;
+        return i == n;
+    }
+    for (; i < n && (isdigit((unsigned char)s[i]) || s[i] == '_'); i++)
+        d += s[i] != '_';
+    if (i < n && s[i] == '.')
+        for (i++; i < n && isdigit((unsigned char)s[i]); i++)
+            d++;
+    if (d == 0)
+        return 0;
+    if (i < n && (s[i] == 'e' || s[i] == 'E')) {
+        size_t e = 0;
+        if (++i < n && (s[i] == '+' || s[i] == '-'))
+            i++;
+        for (; i < n && isdigit((unsigned char)s[i]); i++)
+            e++;
+        if (e == 0)
+            return 0;
+    }
+    return i == n;
+}
+
+/*
+ * The tenant claim as the one text that names its tenant (PULSE_AUTH_MAX_TENANT + 1 bytes into `out`), or a reason to
+ * refuse the token. A tenant is the key of the cache, the rate limits and, through RLS, of the rows, so one tenant must
+ * have one spelling: PostgreSQL reads "07", " 8" and "+8" as the integers 7 and 8, which would get cache entries and
+ * buckets of their own. So: a JSON integer is its decimal form; a JSON number with a fraction or an exponent is refused;
+ * a string must have no whitespace or control character, and a string that reads as a number must be the canonical
+ * decimal form of a 64-bit integer (no sign but '-', no leading zero, no "-0", no fraction, exponent, base prefix or
+ * '_'). Any other string (a name, a UUID) is taken as it is.
+ */
+static const char *auth_tenant(json_t *t, char *out)
+{
+    if (t == NULL)
+        return "token has no tenant claim";
+    if (json_is_integer(t)) {
+        snprintf(out, PULSE_AUTH_MAX_TENANT + 1, "%" JSON_INTEGER_FORMAT, json_integer_value(t));
+        return NULL;
+    }
+    if (json_is_real(t))
+        return "the tenant claim must be an integer, not a number with a fraction or an exponent";
+    if (!json_is_string(t))
+        return "the tenant claim must be a string or an integer";
+    const char *s = json_string_value(t);
+    size_t n = json_string_length(t);
+    if (n == 0 || n > PULSE_AUTH_MAX_TENANT)
+        return "the tenant claim must be 1 to 64 bytes";
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] <= 0x20 || s[i] == 0x7f)
+            return "the tenant claim must not contain whitespace or control characters";
+    if (auth_numeric_like(s, n)) {
+        char canon[32];
+        errno = 0;
+        long long v = strtoll(s, NULL, 10);
+        if (errno != 0 || snprintf(canon, sizeof(canon), "%lld", v) != (int)n || memcmp(canon, s, n) != 0)
+            return "the tenant claim is a number in a non-canonical form (a sign, leading zeros, a fraction, an exponent, a "
+                   "base prefix, or out of the 64-bit range): send the integer in its shortest decimal form";
+    }
+    memcpy(out, s, n);
+    out[n] = '\0';
+    return NULL;
+}
+
 int pulse_auth_verify(const char *token, size_t len, const char *secret, time_t now, char *tenant, const char **reason)
 {
     char buf[PULSE_AUTH_MAX_TOKEN + 1];
@@ -167,21 +241,8 @@ int pulse_auth_verify(const char *token, size_t len, const char *secret, time_t 
         *reason = "token is not valid yet";
         goto out;
     }
-    json_t *t = json_object_get(claims, "tenant");
-    if (json_is_string(t)) {
-        size_t tl = json_string_length(t);
-        if (tl == 0 || tl > PULSE_AUTH_MAX_TENANT || memchr(json_string_value(t), '\0', tl) != NULL) {
-            *reason = "invalid tenant claim";
-            goto out;
-        }
-        memcpy(tenant, json_string_value(t), tl);
-        tenant[tl] = '\0';
-    } else if (json_is_integer(t)) {
-        snprintf(tenant, PULSE_AUTH_MAX_TENANT + 1, "%" JSON_INTEGER_FORMAT, json_integer_value(t));
-    } else {
-        *reason = "token has no tenant claim";
+    if ((*reason = auth_tenant(json_object_get(claims, "tenant"), tenant)) != NULL)
         goto out;
-    }
     rc = 0;
     if (ce != NULL) {
         memcpy(ce->digest, digest, sizeof(digest));

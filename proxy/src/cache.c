@@ -339,6 +339,23 @@ bool pulse_cache_accepts_gzip(const char *hdr, size_t len)
     return star_q > 0;
 }
 
+void pulse_cache_select(h2o_mem_pool_t *pool, const pulse_cache_entry_t *e, const char *accept_encoding, size_t ae_len,
+                        const char *if_none_match, size_t inm_len, pulse_cache_repr_t *out)
+{
+    out->gzip = e->gzip.len != 0 && pulse_cache_accepts_gzip(accept_encoding, ae_len);
+    out->body = out->gzip ? e->gzip : e->body;
+    out->etag = e->etag;
+    if (out->gzip && e->etag.len >= 2 && e->etag.base[e->etag.len - 1] == '"') {
+        static const char suffix[] = "-gzip\"";
+        char *t = h2o_mem_alloc_pool(pool, e->etag.len - 1 + sizeof(suffix) - 1);
+        memcpy(t, e->etag.base, e->etag.len - 1);
+        memcpy(t + e->etag.len - 1, suffix, sizeof(suffix) - 1);
+        out->etag = h2o_iovec_init(t, e->etag.len - 1 + sizeof(suffix) - 1);
+    }
+    out->not_modified =
+        if_none_match != NULL && pulse_cache_etag_list_match(if_none_match, inm_len, out->etag.base, out->etag.len, false);
+}
+
 /* --- values ------------------------------------------------------------------------------------------------------ */
 
 /* Each thread keeps one deflate stream and resets it per body: deflateInit2 allocates about 270 kB of window and hash

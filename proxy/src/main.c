@@ -23,6 +23,7 @@
 #include "catalog.h"
 #include "config.h"
 #include "generations.h"
+#include "guard.h"
 #include "log.h"
 #include "metrics.h"
 #include "pgpool.h"
@@ -101,9 +102,12 @@ static void on_accept(h2o_socket_t *listener, const char *err)
     h2o_socket_t *sock;
     if (err != NULL)
         return;
-    /* accept a batch, then let the other loops have their turn */
-    for (int i = 0; i < 16 && (sock = h2o_evloop_socket_accept(listener)) != NULL; i++)
+    /* accept a batch, then let the other loops have their turn; every connection's bytes pass the guard before h2o's
+       HTTP/1 parser (guard.c) */
+    for (int i = 0; i < 16 && (sock = h2o_evloop_socket_accept(listener)) != NULL; i++) {
         h2o_accept(&w->accept_ctx, sock);
+        pulse_guard_attach(w, sock);
+    }
 }
 
 /* whether h2o_context_dispose can run: no connection and no timer left in the context */

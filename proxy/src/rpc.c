@@ -96,8 +96,8 @@ void rpc_entry_copy(h2o_mem_pool_t *pool, pulse_cache_entry_t *dst, const pulse_
     dst->gzip = src->gzip.len != 0 ? h2o_strdup(pool, src->gzip.base, src->gzip.len) : h2o_iovec_init(NULL, 0);
 }
 
-/* step 7 of a cached call: `e` (in req->pool) with ETag, Cache-Control, X-Cache, Vary; 304 on a matching If-None-Match; the
-   gzip variant when the client accepts it */
+/* step 7 of a cached call: `e` (in req->pool) with ETag, Cache-Control, X-Cache, Vary; the representation (gzip variant
+   or identity, each with its own ETag) pulse_cache_select picks, or 304 when If-None-Match matches it */
 void rpc_send_entry(rpc_req_t *r, const pulse_cache_entry_t *e, const char *xcache, const char *source)
 {
     h2o_req_t *req = r->req;
@@ -108,8 +108,14 @@ void rpc_send_entry(rpc_req_t *r, const pulse_cache_entry_t *e, const char *xcac
                                 : xcache[0] == 's' ? PULSE_METRICS_CACHE_STALE
                                                    : PULSE_METRICS_CACHE_MISS);
     int ccn = pulse_cache_control(cc, sizeof(cc), e, r->swr_ms, r->sie_ms, rpc_now_ms());
+    ssize_t ae = h2o_find_header(&req->headers, H2O_TOKEN_ACCEPT_ENCODING, -1),
+            inm = h2o_find_header(&req->headers, H2O_TOKEN_IF_NONE_MATCH, -1);
+    pulse_cache_repr_t rep;
+    pulse_cache_select(&req->pool, e, ae >= 0 ? req->headers.entries[ae].value.base : NULL,
+                       ae >= 0 ? req->headers.entries[ae].value.len : 0, inm >= 0 ? req->headers.entries[inm].value.base : NULL,
+                       inm >= 0 ? req->headers.entries[inm].value.len : 0, &rep);
     h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-request-id"), 0, NULL, r->request_id, strlen(r->request_id));
-    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ETAG, NULL, e->etag.base, e->etag.len);
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ETAG, NULL, rep.etag.base, rep.etag.len);
     if (ccn > 0) {
         h2o_iovec_t v = h2o_strdup(&req->pool, cc, (size_t)ccn);
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL, v.base, v.len);
@@ -118,9 +124,7 @@ void rpc_send_entry(rpc_req_t *r, const pulse_cache_entry_t *e, const char *xcac
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_VARY, NULL, H2O_STRLIT("Accept-Encoding"));
     if (e->link.len != 0)
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_LINK, NULL, e->link.base, e->link.len);
-    ssize_t i = h2o_find_header(&req->headers, H2O_TOKEN_IF_NONE_MATCH, -1);
-    if (i >= 0 && pulse_cache_etag_list_match(req->headers.entries[i].value.base, req->headers.entries[i].value.len, e->etag.base,
-                                              e->etag.len, false)) {
+    if (rep.not_modified) {
         req->res.status = 304;
         req->res.reason = "Not Modified";
         r->trace.send_ns = pulse_trace_now_ns();
@@ -128,13 +132,9 @@ void rpc_send_entry(rpc_req_t *r, const pulse_cache_entry_t *e, const char *xcac
         rpc_log(r, 0, source);
         return;
     }
-    h2o_iovec_t body = e->body;
-    i = h2o_find_header(&req->headers, H2O_TOKEN_ACCEPT_ENCODING, -1);
-    if (e->gzip.len != 0 && i >= 0 &&
-        pulse_cache_accepts_gzip(req->headers.entries[i].value.base, req->headers.entries[i].value.len)) {
-        body = e->gzip;
+    h2o_iovec_t body = rep.body;
+    if (rep.gzip)
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_ENCODING, NULL, H2O_STRLIT("gzip"));
-    }
     req->res.status = e->status;
     req->res.reason = "OK";
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, e->content_type.base, e->content_type.len);

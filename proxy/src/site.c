@@ -9,16 +9,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include "catalog.h"
+#include "framing.h"
+#include "guard.h"
 #include "problem.h"
 #include "respond.h"
 #include "rpc.h"
 #include "site.h"
 #include "worker.h"
-
-typedef struct {
-    h2o_handler_t super;
-    int kind; /* HANDLER_* */
-} site_handler_t;
 
 enum { HANDLER_RPC, HANDLER_HEALTH, HANDLER_READY, HANDLER_METRICS, HANDLER_NOT_FOUND };
 
@@ -103,30 +100,88 @@ static int on_metrics(h2o_req_t *req)
     return 0;
 }
 
+/* bytes of the header lines as HTTP/1 sends them ("name: value" CRLF), so that max_header_bytes means the same over HTTP/2 */
 static size_t header_bytes(h2o_req_t *req)
 {
     size_t n = 0;
     for (size_t i = 0; i != req->headers.size; i++)
-        n += req->headers.entries[i].name->len + req->headers.entries[i].value.len;
+        n += req->headers.entries[i].name->len + req->headers.entries[i].value.len + 4;
     return n;
 }
 
+/* a header the request carries more than once that it may carry once: h2o_find_header would take the first, a front
+   proxy may have looked at another */
+static const char *repeated_header(h2o_req_t *req)
+{
+    static const char *const once[] = {"authorization", "content-type", "x-request-id"};
+    for (size_t k = 0; k < sizeof(once) / sizeof(once[0]); k++) {
+        ssize_t i = h2o_find_header_by_str(&req->headers, once[k], strlen(once[k]), -1);
+        if (i >= 0 && h2o_find_header_by_str(&req->headers, once[k], strlen(once[k]), i) >= 0)
+            return once[k];
+    }
+    return NULL;
+}
+
+/* answers a request refused before routing */
+static int site_refuse(h2o_req_t *req, int status, const char *detail, const char *allow)
+{
+    struct timeval t0;
+    char rid[65];
+    gettimeofday(&t0, NULL);
+    pulse_respond_request_id_of(req, rid);
+    size_t n = pulse_respond_problem(req, rid, status, detail, 0, allow);
+    site_log(req, rid, &t0, 1, n);
+    return 0;
+}
+
+/* the handler for a path (without its query) exactly as received */
+static int site_route(const char *path, size_t len)
+{
+    if (len > 5 && memcmp(path, "/rpc/", 5) == 0)
+        return HANDLER_RPC;
+    if (h2o_memis(path, len, H2O_STRLIT("/health")))
+        return HANDLER_HEALTH;
+    if (h2o_memis(path, len, H2O_STRLIT("/ready")))
+        return HANDLER_READY;
+    if (h2o_memis(path, len, H2O_STRLIT("/metrics")))
+        return HANDLER_METRICS;
+    return HANDLER_NOT_FOUND;
+}
+
+/*
+ * Every request comes here (the one handler, on "/"), HTTP/1 and HTTP/2 alike. It is routed by its path exactly as
+ * received: h2o routes by req->path_normalized, in which "/rpc/..%2fmetrics" is "/metrics", so a path that a front
+ * proxy and the proxy could read differently is refused before routing (pulse_framing_check_target). So are headers
+ * repeated that must appear once, and header blocks over the limits (for HTTP/1 the guard checked them before h2o
+ * parsed the request; HTTP/2 is checked here).
+ */
 static int on_req(h2o_handler_t *self, h2o_req_t *req)
 {
-    site_handler_t *h = (site_handler_t *)self;
+    (void)self;
+    const char *detail;
+    if (pulse_framing_check_target(req->path.base, req->path.len, &detail) != 0)
+        return site_refuse(req, 400, detail, NULL);
+    size_t path_len = req->query_at != SIZE_MAX ? req->query_at : req->path.len;
+    if (!h2o_memis(req->path_normalized.base, req->path_normalized.len, req->path.base, path_len))
+        return site_refuse(req, 400, "the path is not in normal form", NULL); /* cannot happen after the check above */
     pulse_config_t *conf = pulse_config_acquire();
     size_t limit = (size_t)conf->max_header_bytes;
     pulse_config_release(conf);
-    if (header_bytes(req) > limit) {
-        struct timeval t0;
-        char rid[65];
-        gettimeofday(&t0, NULL);
-        pulse_respond_request_id(NULL, 0, rid);
-        size_t n = pulse_respond_problem(req, rid, 431, "the request headers are too large", 0, NULL);
-        site_log(req, rid, &t0, 1, n);
-        return 0;
+    if (req->headers.size > PULSE_FRAMING_MAX_HEADERS)
+        return site_refuse(req, 431, "the request has more than 100 header fields", NULL);
+    if (header_bytes(req) > limit)
+        return site_refuse(req, 431, "the request headers are too large", NULL);
+    const char *rep = repeated_header(req);
+    if (rep != NULL) {
+        char msg[96];
+        snprintf(msg, sizeof(msg), "the %s header must not be repeated", rep);
+        return site_refuse(req, 400, msg, NULL);
     }
-    switch (h->kind) {
+    int kind = site_route(req->path.base, path_len);
+    if (kind != HANDLER_RPC && kind != HANDLER_NOT_FOUND && !h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET")) &&
+        !h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD")))
+        return site_refuse(req, 405, "use GET or HEAD", "GET, HEAD");
+    switch (kind) {
     case HANDLER_RPC:
         return pulse_rpc_handle(req);
     case HANDLER_HEALTH:
@@ -135,27 +190,9 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         return on_health(req, 1);
     case HANDLER_METRICS:
         return on_metrics(req);
-    default: {
-        struct timeval t0;
-        char rid[65];
-        gettimeofday(&t0, NULL);
-        pulse_respond_request_id_of(req, rid);
-        size_t n = pulse_respond_problem(req, rid, 404, "no such resource", 0, NULL);
-        site_log(req, rid, &t0, 1, n);
-        return 0;
+    default:
+        return site_refuse(req, 404, "no such resource", NULL);
     }
-    }
-}
-
-static int register_one(h2o_hostconf_t *hostconf, const char *path, int kind)
-{
-    h2o_pathconf_t *pathconf = h2o_config_register_path(hostconf, path, 0);
-    site_handler_t *h = (site_handler_t *)h2o_create_handler(pathconf, sizeof(*h));
-    if (h == NULL)
-        return -1;
-    h->super.on_req = on_req;
-    h->kind = kind;
-    return 0;
 }
 
 /*
@@ -225,13 +262,14 @@ static void problem_on_setup_ostream(h2o_filter_t *self, h2o_req_t *req, h2o_ost
 
 int pulse_site_register(h2o_hostconf_t *hostconf)
 {
+    h2o_pathconf_t *root = h2o_config_register_path(hostconf, "/", 0);
+    if (pulse_guard_register_filter(root) != 0 || pulse_guard_register_filter(&hostconf->fallback_path) != 0)
+        return -1;
     h2o_filter_t *f = h2o_create_filter(&hostconf->fallback_path, sizeof(*f));
-    if (f == NULL)
+    h2o_handler_t *h = h2o_create_handler(root, sizeof(*h));
+    if (f == NULL || h == NULL)
         return -1;
     f->on_setup_ostream = problem_on_setup_ostream;
-    if (register_one(hostconf, "/rpc/", HANDLER_RPC) != 0 || register_one(hostconf, "/health", HANDLER_HEALTH) != 0 ||
-        register_one(hostconf, "/ready", HANDLER_READY) != 0 || register_one(hostconf, "/metrics", HANDLER_METRICS) != 0 ||
-        register_one(hostconf, "/", HANDLER_NOT_FOUND) != 0)
-        return -1;
+    h->on_req = on_req;
     return 0;
 }

@@ -94,6 +94,67 @@ int main(void)
     snprintf(claims, sizeof(claims), "{\"tenant\":\"%0100d\",\"exp\":%ld}", 7, later);
     CHECK(verify(make_token(hs, claims, "sekrit"), tenant, &reason) != 0, "over-long tenant is refused");
 
+    /* one tenant, one spelling (auth_tenant) */
+    static const struct {
+        const char *json; /* the claim's JSON */
+        const char *want; /* the tenant, or NULL: refused */
+    } tenants[] = {
+        {"7", "7"},
+        {"\"7\"", "7"},
+        {"-7", "-7"},
+        {"\"-7\"", "-7"},
+        {"0", "0"},
+        {"-0", "0"},
+        {"\"0\"", "0"},
+        {"9223372036854775807", "9223372036854775807"},
+        {"\"9223372036854775807\"", "9223372036854775807"},
+        {"\"-9223372036854775808\"", "-9223372036854775808"},
+        {"\"acme\"", "acme"},
+        {"\"550e8400-e29b-41d4-a716-446655440000\"", "550e8400-e29b-41d4-a716-446655440000"},
+        {"\"12abc\"", "12abc"},
+        {"\"-\"", "-"},
+        {"\"x y\"", NULL},
+        {"\"07\"", NULL},
+        {"\"007\"", NULL},
+        {"\" 8\"", NULL},
+        {"\"8 \"", NULL},
+        {"\"\\t8\"", NULL},
+        {"\"\\n8\"", NULL},
+        {"\"+8\"", NULL},
+        {"\"-0\"", NULL},
+        {"\"+0\"", NULL},
+        {"\"7.0\"", NULL},
+        {"\"7.\"", NULL},
+        {"\".7\"", NULL},
+        {"\"7e0\"", NULL},
+        {"\"7E+1\"", NULL},
+        {"\"0x7\"", NULL},
+        {"\"0b101\"", NULL},
+        {"\"1_000\"", NULL},
+        {"\"9223372036854775808\"", NULL},
+        {"\"123456789012345678901234567890\"", NULL},
+        {"7.0", NULL},
+        {"7e0", NULL},
+        {"1e30", NULL},
+        {"true", NULL},
+        {"null", NULL},
+        {"{}", NULL},
+        {"[]", NULL},
+        {"\"\"", NULL},
+    };
+    for (size_t i = 0; i < sizeof(tenants) / sizeof(tenants[0]); i++) {
+        char name[160];
+        snprintf(claims, sizeof(claims), "{\"tenant\":%s,\"exp\":%ld}", tenants[i].json, later);
+        int rc = verify(make_token(hs, claims, "sekrit"), tenant, &reason);
+        if (tenants[i].want != NULL) {
+            snprintf(name, sizeof(name), "tenant claim %s is tenant \"%s\"", tenants[i].json, tenants[i].want);
+            CHECK(rc == 0 && strcmp(tenant, tenants[i].want) == 0, name);
+        } else {
+            snprintf(name, sizeof(name), "tenant claim %s is refused", tenants[i].json);
+            CHECK(rc != 0 && strstr(reason, "tenant") != NULL, name);
+        }
+    }
+
     CHECK(verify("", tenant, &reason) != 0, "empty token is refused");
     CHECK(verify("abc", tenant, &reason) != 0, "token without dots is refused");
     CHECK(verify("a.b.c", tenant, &reason) != 0, "garbage token is refused");

@@ -112,6 +112,56 @@ static void test_etags(void)
     CHECK(!pulse_cache_etag_list_match(NULL, 0, e1, l, false), "inm: NULL");
 }
 
+/* each representation has its own ETag, and If-None-Match is compared with the one the client gets */
+static void test_select(void)
+{
+    h2o_mem_pool_t pool;
+    h2o_mem_init_pool(&pool);
+    char body[2000];
+    memset(body, 'x', sizeof(body));
+    pulse_cache_entry_t e;
+    CHECK(pulse_cache_entry_init(&pool, &e, 200, h2o_iovec_init(H2O_STRLIT("application/json")), h2o_iovec_init(body, sizeof(body)),
+                                 h2o_iovec_init(NULL, 0), 1000, 1000) == 0 &&
+              e.gzip.len != 0,
+          "select: an entry with a gzip variant");
+    char gz[64];
+    snprintf(gz, sizeof(gz), "%.*s-gzip\"", (int)e.etag.len - 1, e.etag.base);
+    pulse_cache_repr_t r;
+    pulse_cache_select(&pool, &e, NULL, 0, NULL, 0, &r);
+    CHECK(!r.gzip && r.body.base == e.body.base && h2o_memis(r.etag.base, r.etag.len, e.etag.base, e.etag.len) && !r.not_modified,
+          "select: no Accept-Encoding: identity, the entry's ETag");
+    pulse_cache_select(&pool, &e, H2O_STRLIT("gzip, br"), NULL, 0, &r);
+    CHECK(r.gzip && r.body.base == e.gzip.base && h2o_memis(r.etag.base, r.etag.len, gz, strlen(gz)),
+          "select: gzip accepted: the gzip variant, ETag with -gzip inside the quotes");
+    pulse_cache_select(&pool, &e, H2O_STRLIT("gzip"), gz, strlen(gz), &r);
+    CHECK(r.gzip && r.not_modified, "select: gzip and If-None-Match of the gzip ETag: 304");
+    pulse_cache_select(&pool, &e, H2O_STRLIT("gzip"), e.etag.base, e.etag.len, &r);
+    CHECK(r.gzip && !r.not_modified, "select: gzip and If-None-Match of the identity ETag: 200 with the gzip variant");
+    pulse_cache_select(&pool, &e, H2O_STRLIT("identity"), gz, strlen(gz), &r);
+    CHECK(!r.gzip && !r.not_modified, "select: no gzip and If-None-Match of the gzip ETag: 200 with the identity body");
+    pulse_cache_select(&pool, &e, H2O_STRLIT("gzip;q=0"), e.etag.base, e.etag.len, &r);
+    CHECK(!r.gzip && r.not_modified, "select: gzip;q=0 and If-None-Match of the identity ETag: 304");
+
+    /* an entry of the format an older proxy stored (version 1, the identity ETag): both tags come out right */
+    h2o_iovec_t enc;
+    pulse_cache_entry_t d;
+    CHECK(pulse_cache_entry_encode(&pool, &e, &enc) == 0 && enc.base[3] == 1 &&
+              pulse_cache_entry_decode(enc.base, enc.len, &d) == 0,
+          "select: entry format version 1, unchanged");
+    pulse_cache_select(&pool, &d, H2O_STRLIT("gzip"), NULL, 0, &r);
+    CHECK(h2o_memis(r.etag.base, r.etag.len, gz, strlen(gz)), "select: a stored entry's gzip variant gets the gzip ETag");
+
+    pulse_cache_entry_t small;
+    CHECK(pulse_cache_entry_init(&pool, &small, 200, h2o_iovec_init(H2O_STRLIT("application/json")),
+                                 h2o_iovec_init(H2O_STRLIT("{}")), h2o_iovec_init(NULL, 0), 1000, 1000) == 0 &&
+              small.gzip.len == 0,
+          "select: a small entry has no gzip variant");
+    pulse_cache_select(&pool, &small, H2O_STRLIT("gzip"), small.etag.base, small.etag.len, &r);
+    CHECK(!r.gzip && r.not_modified && h2o_memis(r.etag.base, r.etag.len, small.etag.base, small.etag.len),
+          "select: no gzip variant: the identity body and ETag even when gzip is accepted");
+    h2o_mem_clear_pool(&pool);
+}
+
 static void test_accept_encoding(void)
 {
 #define AE(s) pulse_cache_accepts_gzip((s), strlen(s))
@@ -479,6 +529,7 @@ int main(void)
 {
     test_keys();
     test_etags();
+    test_select();
     test_freshness();
     test_accept_encoding();
     test_values();

@@ -12,24 +12,9 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 . scripts/lib.sh
+. proxy/test/lib.sh
 
-BIN=${PULSE_PROXY_BIN:-build/pulse-proxy}
-# under ASan: h2o keeps per-thread caches of freed memory that LeakSanitizer
-# cannot see at exit; everything else must be freed
-export LSAN_OPTIONS="suppressions=$PWD/proxy/test/lsan.supp:print_suppressions=0${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
-OWN_TMP=
-if [ -z "${PULSE_TEST_TMP:-}" ]; then
-	PULSE_TEST_TMP=$(mktemp -d /tmp/pulse-proxy-e2e.XXXXXX)
-	OWN_TMP=1
-fi
-TMP=$PULSE_TEST_TMP
-mkdir -p "$TMP"
-chmod 755 "$TMP"
-PGPORT=${PULSE_TEST_PORT:-$(free_port 25600)}
-HTTP_PORT=$(free_port $((PGPORT + 1)))
-[ "$HTTP_PORT" != "$PGPORT" ] || HTTP_PORT=$(free_port $((PGPORT + 2)))
-REDIS_PORT=$(free_port $((HTTP_PORT + 1)))
-PG="$TMP/pg"
+proxy_test_setup e2e 25600
 BASE="http://127.0.0.1:$HTTP_PORT"
 SECRET=e2e-secret-$$
 PROXY_PID=
@@ -51,11 +36,7 @@ stop_redis() {
 }
 
 cleanup() {
-	if [ -n "$PROXY_PID" ] && kill -0 "$PROXY_PID" 2>/dev/null; then
-		kill -TERM "$PROXY_PID" 2>/dev/null
-		for _ in $(seq 50); do kill -0 "$PROXY_PID" 2>/dev/null || break; sleep 0.1; done
-		kill -KILL "$PROXY_PID" 2>/dev/null
-	fi
+	proxy_test_kill "$PROXY_PID"
 	[ -z "$SF_PID" ] || kill -KILL "$SF_PID" 2>/dev/null
 	for p in "${EXTRA_PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
 	[ -z "$MX_PID" ] || kill -KILL "$MX_PID" 2>/dev/null
@@ -78,16 +59,9 @@ check() { # check DESCRIPTION COMMAND...
 	if "$@"; then ok "$d"; else notok "$d" "last response: $(head -c 300 "$TMP/body" 2>/dev/null)"; fi
 }
 
-psql_su() { command psql -X -q -v ON_ERROR_STOP=1 -h "$PG" -p "$PGPORT" -U postgres "$@"; }
-
 # --- setup ------------------------------------------------------------------
 [ -x "$BIN" ] || { echo "not ok 1 - no proxy binary at $BIN (make proxy)"; echo "0 passed, 1 failed"; exit 1; }
-PULSE_FSYNC=off PULSE_SYNC_COMMIT=off PULSE_CRON_DB=pulse_e2e scripts/cluster.sh start "$PG" "$PGPORT" >/dev/null ||
-	{ echo "not ok 1 - cannot start PostgreSQL"; echo "0 passed, 1 failed"; exit 1; }
-psql_su -d postgres -c "CREATE DATABASE pulse_e2e" >/dev/null &&
-	psql_su -d pulse_e2e -c "CREATE EXTENSION pulse" >/dev/null &&
-	psql_su -d pulse_e2e -f proxy/test/fixture.sql >/dev/null ||
-	{ echo "not ok 1 - cannot install the extension and the fixture"; echo "0 passed, 1 failed"; exit 1; }
+proxy_test_db pulse_e2e
 start_redis || { echo "not ok 1 - cannot start redis-server on port $REDIS_PORT"; echo "0 passed, 1 failed"; exit 1; }
 
 cat >"$TMP/proxy.yaml" <<CONF
