@@ -59,7 +59,8 @@ typedef struct pulse_cache_entry_t {
     h2o_iovec_t etag; /* strong, quoted: "<hex>" */
     h2o_iovec_t link; /* Link header value, or empty */
     h2o_iovec_t body;
-    h2o_iovec_t gzip; /* gzip (RFC 1952) of body, or empty when not worth it */
+    h2o_iovec_t gzip;  /* gzip (RFC 1952) of body, or empty when not worth it */
+    h2o_iovec_t keyed; /* the keyed state of the call that made it (keyed.h), or empty: it depends on no keyed tag */
 } pulse_cache_entry_t;
 
 typedef enum {

@@ -21,6 +21,7 @@ typedef struct pulse_config_t {
     int threads;                            /* event loops; 0: one per core */
     int pool_size;                          /* PostgreSQL connections per event loop */
     int cache_local_bytes;                  /* local cache per event loop in front of Redis; 0: none */
+    int cache_keyed_tags;                   /* keyed cache tags the proxy remembers (keyed.h) */
     int invalidation_heartbeat_ms;          /* heartbeat through the invalidation channel; 0: none (hits without a bound) */
     int invalidation_delivery_ms;           /* longest delivery of a heartbeat before the channel is unverified */
     int invalidation_reconnect_ms;          /* a committed heartbeat not received for this long: reconnect the listener */

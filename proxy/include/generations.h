@@ -28,6 +28,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "config.h"
+#include "keyed.h"
 
 typedef struct pulse_generations_t pulse_generations_t;
 
@@ -56,15 +57,38 @@ int pulse_generations_parse(const char *payload, size_t len, const char **tag, s
 int pulse_generations_set(pulse_generations_t *g, const char *tag, size_t len, uint64_t gen) PULSE_WUR;
 
 /**
- * Applies one pulse_invalidate payload: pulse_generations_parse then pulse_generations_set. Returns what the latter
- * returns, or -1 for a malformed payload (the map is then unchanged).
+ * Applies a bump of `tag` (`len` bytes) to generation `gen`: raises it in the map (a keyed value tag only when the map
+ * watches it: a route's key names it) and, when `k` is not NULL and the tag may be keyed (it has a ':' and is not an
+ * epoch "...=*"), tells `k` (pulse_keyed_notify when `notify`: a pulse_invalidate notification; pulse_keyed_raise
+ * otherwise: a write of this proxy). Returns 1 when the map moved, 0 when not, -1 when out of memory.
  */
-int pulse_generations_apply_notify(pulse_generations_t *g, const char *payload, size_t len) PULSE_WUR;
+int pulse_generations_apply_tag(pulse_generations_t *g, pulse_keyed_t *k, const char *tag, size_t len, uint64_t gen,
+                                int notify) PULSE_WUR;
+
+/**
+ * Applies one pulse_invalidate payload: pulse_generations_parse then pulse_generations_apply_tag. Returns what the
+ * latter returns, or -1 for a malformed payload (nothing changed).
+ */
+int pulse_generations_apply_notify(pulse_generations_t *g, pulse_keyed_t *k, const char *payload, size_t len) PULSE_WUR;
+
+/**
+ * Applies the text of pulse.last_bumps() (`len` bytes): "tag:generation" lines, the bumps of a write this proxy just
+ * made (pulse_generations_apply_tag, not a notification). Returns the number of tags of the map that moved, or -1 for a
+ * malformed line (the lines before it are applied) or out of memory.
+ */
+int pulse_generations_apply_bumps(pulse_generations_t *g, pulse_keyed_t *k, const char *text, size_t len) PULSE_WUR;
+
+/**
+ * Adds `ntags` tags to the map at generation 0 unless known: the tags of routes about to be published, watched before
+ * their generations are read (a keyed value tag is only raised when watched: a bump notified while the read runs must
+ * not be lost).
+ */
+void pulse_generations_watch(pulse_generations_t *g, const char *const *tags, size_t ntags);
 
 /**
  * Applies the result of `SELECT pulse.tag_generations($1)` for `ntags` tags: `text` (`len` bytes) is the text form of
  * the bigint[] it returns, "{g1,g2,...}" with one non-negative generation per tag in the same order. Each tag is raised
- * as pulse_generations_set does (0 means never bumped and changes nothing). The whole text is checked first: returns -1
+ * as pulse_generations_set does (0 means never bumped: the tag is then watched at 0). The whole text is checked first: returns -1
  * and changes nothing when it is malformed or has another number of elements, otherwise the number of tags that moved.
  */
 int pulse_generations_resync(pulse_generations_t *g, const char *const *tags, size_t ntags, const char *text, size_t len) PULSE_WUR;

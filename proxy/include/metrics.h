@@ -82,6 +82,11 @@ void pulse_metrics_observe_cache(pulse_metrics_shard_t *s, const char *endpoint,
 void pulse_metrics_observe_unverified(pulse_metrics_shard_t *s);
 
 /**
+ * Counts a cached entry not served because a keyed tag it read was bumped since (keyed.h).
+ */
+void pulse_metrics_observe_keyed_stale(pulse_metrics_shard_t *s);
+
+/**
  * Counts one error raised by PostgreSQL, by the class (first two characters) of its SQLSTATE (NULL or malformed: "XX").
  */
 void pulse_metrics_observe_pg_error(pulse_metrics_shard_t *s, const char *sqlstate);

@@ -27,6 +27,9 @@ typedef struct pulse_pgresult_t {
     const char *message;  /* the server's primary message, or why the call did not run */
     const char *body;     /* PULSE_PG_OK: the first column of the one row; valid during the callback only */
     size_t body_len;
+    const char *state; /* PULSE_PG_OK: the second column, when the call has one and it is not NULL (a keyed call's
+                          pulse.keyed_state); valid during the callback only */
+    size_t state_len;
     const char *after; /* the text of pulse_pgquery_t.after_sql's first column (NULL when none, or it failed); valid during the
                           callback only */
     size_t after_len;

@@ -16,7 +16,8 @@
 #define PULSE_ROUTER_CATALOG_SQL                                                                                                   \
     "SELECT coalesce(json_agg(json_build_object('name', name, 'schema', schema, 'function', function, "                            \
     "'arg_names', arg_names, 'arg_types', arg_types, 'arg_defaults', arg_defaults, 'result', result, "                             \
-    "'class', class, 'ttl_ms', (extract(epoch FROM ttl) * 1000)::bigint, 'tags', tags) ORDER BY name), '[]')::text "               \
+    "'class', class, 'ttl_ms', (extract(epoch FROM ttl) * 1000)::bigint, 'tags', key_tags, 'keyed_sql', keyed_sql) "               \
+    "ORDER BY name), '[]')::text "                                                                                                 \
     "FROM pulse.endpoints"
 
 typedef struct pulse_route_t {
@@ -31,8 +32,9 @@ typedef struct pulse_route_t {
     size_t nrequired; /* the first nrequired arguments have no default */
     long long ttl_ms; /* cache lifetime; -1: the proxy's default */
     size_t ntags;
-    char **tags;    /* cache tags (for cache.c) */
-    int cursor_arg; /* index of the argument named "cursor", or -1 */
+    char **tags;     /* the tags of its cache key (pulse.endpoints.key_tags: plain tags and the epochs of its templates) */
+    char *keyed_sql; /* NULL, or the text[] expression filling its tag templates from $1..$nrequired (keyed.h) */
+    int cursor_arg;  /* index of the argument named "cursor", or -1 */
 } pulse_route_t;
 
 typedef struct pulse_routes_t {
@@ -48,7 +50,7 @@ typedef struct pulse_call_t {
     unsigned char *given; /* per argument: 1 when the request passed it */
     size_t ngiven;
     /* filled by pulse_router_prepare */
-    char *sql;          /* SELECT "schema"."fn"("a" => $1::type, ...) */
+    char *sql;          /* SELECT "schema"."fn"("a" => $1::type, ...)[, pulse.keyed_state(<keyed_sql>)] */
     char stmt_name[24]; /* prepared statement name, a hash of sql */
     int nparams;
     const char **params; /* values of the given arguments, in $n order */

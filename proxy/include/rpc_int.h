@@ -1,8 +1,10 @@
 /*
- * rpc_int.h: what the three files of the /rpc/<name> handler share: rpc.c
- * (the pipeline: route, token, rate limit, arguments, database call,
- * answer), rpc_cache.c (the cache's lookups, single flight and background
- * refreshes) and rpc_trace.c (a request's spans).  Private to them.
+ * rpc_int.h: what the files of the /rpc/<name> handler share: rpc.c (the
+ * pipeline: route, token, rate limit, arguments), rpc_cache.c (the cache's
+ * lookups, single flight and background refreshes), rpc_db.c (the database
+ * call, what its answer becomes), rpc_answer.c (answers and the access
+ * log) and rpc_trace.c (a request's spans).  Private to them; calls go one
+ * way: rpc.c -> rpc_cache.c -> rpc_db.c -> rpc_answer.c -> rpc_trace.c.
  *
  * A /rpc request lives in an rpc_req_t allocated from req->pool with a
  * dispose callback: h2o runs it when the request ends, also when the client
@@ -86,7 +88,7 @@ struct rpc_req_t {
     rpc_trace_t trace;
 };
 
-/* rpc.c */
+/* rpc_answer.c */
 
 /* milliseconds since the epoch */
 uint64_t rpc_now_ms(void);
@@ -103,8 +105,25 @@ void rpc_send_entry(rpc_req_t *r, const pulse_cache_entry_t *e, const char *xcac
 /* the Link header for a body carrying next_cursor, or NULL */
 const char *rpc_next_link(h2o_mem_pool_t *pool, const pulse_call_t *call, h2o_iovec_t body);
 
+/* step 7 of a call that is not cached: the body as the database produced it */
+void rpc_send_body(rpc_req_t *r, h2o_iovec_t body, const char *link, const char *source);
+
+/* rpc_db.c */
+
 /* step 5: the call through this loop's pool; its result answers the request */
 void rpc_call_database(rpc_req_t *r);
+
+/* the leader hands `result` (an entry, or NULL: the waiters call the database themselves) to the flight's waiters */
+void rpc_flight_done(rpc_req_t *r, const pulse_cache_entry_t *result);
+
+/* answers with the stale-if-error entry when there is one; returns whether it did */
+int rpc_serve_stale(rpc_req_t *r);
+
+/* step 6: builds the entry of a database answer of `route` (in `pool`; with the call's keyed state when the route has tag
+   templates) and stores it under `key` in Redis (PX px_ms) and the loop's local cache; returns 0, or -1 when it must not
+   be cached (a keyed answer without a usable state: serve it, do not store it) */
+int rpc_store(pulse_worker_t *w, h2o_mem_pool_t *pool, const pulse_route_t *route, const char *key, h2o_iovec_t body,
+              const char *link, const pulse_pgresult_t *res, uint64_t ttl_ms, uint64_t px_ms, pulse_cache_entry_t *e);
 
 /* rpc_cache.c */
 
@@ -114,12 +133,6 @@ int rpc_cache_lookup(rpc_req_t *r);
 
 /* a miss: the flight's leader calls the database, the others wait for it */
 void rpc_miss(rpc_req_t *r);
-
-/* the leader hands `result` (an entry, or NULL: the waiters call the database themselves) to the flight's waiters */
-void rpc_flight_done(rpc_req_t *r, const pulse_cache_entry_t *result);
-
-/* answers with the stale-if-error entry when there is one; returns whether it did */
-int rpc_serve_stale(rpc_req_t *r);
 
 /* rpc_trace.c */
 

@@ -10,6 +10,7 @@
 #include <h2o.h>
 #include "cache.h"
 #include "generations.h"
+#include "keyed.h"
 #include "localcache.h"
 #include "metrics.h"
 #include "pgpool.h"
@@ -30,6 +31,7 @@ typedef struct pulse_worker_t {
     h2o_timeout_t flight_poll;      /* a miss whose flight another loop or proxy leads polls Redis on this timer */
     pulse_lcache_t *lcache;         /* fresh entries kept in this loop, in front of Redis; NULL: none */
     pulse_generations_t *gens;      /* the process's map (main.c), shared by every worker */
+    pulse_keyed_t *keyed;           /* the keyed tags known (main.c, keyed.h), shared by every worker */
     pulse_metrics_shard_t *metrics; /* this loop's metrics (written only by its thread) */
     pulse_ratelimit_t *ratelimit;   /* the process's limiter (main.c), shared by every worker */
     pulse_tracer_t *tracer;         /* the process's span exporter; NULL: no tracing */

@@ -18,6 +18,7 @@
 #define CACHE_MAGIC "PLC"
 #define CACHE_VERSION 1
 #define CACHE_FLAG_GZIP 0x01
+#define CACHE_FLAG_KEYED 0x02 /* a keyed state follows (proxies without keyed tags refuse the entry: a miss) */
 #define CACHE_MAX_ITEMS 1024
 #define CACHE_TENANT_MAX 48
 
@@ -471,16 +472,18 @@ static char *cache_put_bytes(char *p, h2o_iovec_t v)
 int pulse_cache_entry_encode(h2o_mem_pool_t *pool, const pulse_cache_entry_t *e, h2o_iovec_t *out)
 {
     if (e->content_type.len > 0xffff || e->etag.len > 0xffff || e->link.len > 0xffff || e->body.len > UINT32_MAX ||
-        e->gzip.len > UINT32_MAX || e->status < 100 || e->status > 599)
+        e->gzip.len > UINT32_MAX || e->keyed.len > UINT32_MAX || e->status < 100 || e->status > 599)
         return -1;
     size_t len = 3 + 1 + 1 + 2 + 8 + 8 + 2 + e->content_type.len + 2 + e->etag.len + 2 + e->link.len + 4 + e->body.len;
     if (e->gzip.len != 0)
         len += 4 + e->gzip.len;
+    if (e->keyed.len != 0)
+        len += 4 + e->keyed.len;
     char *buf = h2o_mem_alloc_pool(pool, len), *p = buf;
     memcpy(p, CACHE_MAGIC, 3);
     p += 3;
     *p++ = CACHE_VERSION;
-    *p++ = e->gzip.len != 0 ? CACHE_FLAG_GZIP : 0;
+    *p++ = (e->gzip.len != 0 ? CACHE_FLAG_GZIP : 0) | (e->keyed.len != 0 ? CACHE_FLAG_KEYED : 0);
     p = cache_put_u16(p, (uint16_t)e->status);
     p = cache_put_u64(p, e->created_at_ms);
     p = cache_put_u64(p, e->ttl_ms);
@@ -490,6 +493,8 @@ int pulse_cache_entry_encode(h2o_mem_pool_t *pool, const pulse_cache_entry_t *e,
     p = cache_put_bytes(cache_put_u32(p, (uint32_t)e->body.len), e->body);
     if (e->gzip.len != 0)
         p = cache_put_bytes(cache_put_u32(p, (uint32_t)e->gzip.len), e->gzip);
+    if (e->keyed.len != 0)
+        p = cache_put_bytes(cache_put_u32(p, (uint32_t)e->keyed.len), e->keyed);
     *out = h2o_iovec_init(buf, (size_t)(p - buf));
     return 0;
 }
@@ -527,12 +532,14 @@ int pulse_cache_entry_decode(const void *buf, size_t len, pulse_cache_entry_t *e
         return -1;
     r.p += 3;
     if (cache_get_uint(&r, 1, &version) != 0 || version != CACHE_VERSION || cache_get_uint(&r, 1, &flags) != 0 ||
-        (flags & ~(uint64_t)CACHE_FLAG_GZIP) != 0 || cache_get_uint(&r, 2, &status) != 0 || status < 100 || status > 599 ||
-        cache_get_uint(&r, 8, &e->created_at_ms) != 0 || cache_get_uint(&r, 8, &e->ttl_ms) != 0 ||
+        (flags & ~(uint64_t)(CACHE_FLAG_GZIP | CACHE_FLAG_KEYED)) != 0 || cache_get_uint(&r, 2, &status) != 0 || status < 100 ||
+        status > 599 || cache_get_uint(&r, 8, &e->created_at_ms) != 0 || cache_get_uint(&r, 8, &e->ttl_ms) != 0 ||
         cache_get_field(&r, 2, &e->content_type) != 0 || cache_get_field(&r, 2, &e->etag) != 0 ||
         cache_get_field(&r, 2, &e->link) != 0 || cache_get_field(&r, 4, &e->body) != 0)
         goto Fail;
     if ((flags & CACHE_FLAG_GZIP) != 0 && (cache_get_field(&r, 4, &e->gzip) != 0 || e->gzip.len == 0))
+        goto Fail;
+    if ((flags & CACHE_FLAG_KEYED) != 0 && (cache_get_field(&r, 4, &e->keyed) != 0 || e->keyed.len == 0))
         goto Fail;
     if (r.p != r.end)
         goto Fail;

@@ -36,6 +36,7 @@
 #include "catalog.h"
 #include "channel.h"
 #include "generations.h"
+#include "keyed.h"
 #include "log.h"
 #include "router.h"
 
@@ -48,6 +49,7 @@ static atomic_int stop_requested, reload_requested, started, connected;
 static atomic_int ready; /* the routes were loaded from the database once: /ready (the connection may be down since) */
 static _Atomic uint64_t resyncs, connects;
 static pulse_generations_t *gens; /* shared with the event loops; NULL: no cache */
+static pulse_keyed_t *keyed;      /* the keyed tags known (keyed.h), shared with the event loops; NULL: no cache */
 static pulse_channel_t *chan;     /* the heartbeat; NULL: none (no cache, or invalidation_heartbeat_ms 0) */
 static uint64_t query_timeout_us, beat_timeout_us, max_lag_us;
 static int poll_ms = 250;
@@ -86,7 +88,7 @@ static void cat_drain(PGconn *pg, void *arg)
     (void)arg;
     while ((note = PQnotifies(pg)) != NULL) {
         if (strcmp(note->relname, "pulse_invalidate") == 0) {
-            if (gens != NULL && pulse_generations_apply_notify(gens, note->extra, strlen(note->extra)) < 0)
+            if (gens != NULL && pulse_generations_apply_notify(gens, keyed, note->extra, strlen(note->extra)) < 0)
                 pulse_log_msg("warning", NULL, "catalog: ignoring the pulse_invalidate payload \"%.80s\"", note->extra);
         } else if (chan != NULL && strcmp(note->relname, pulse_channel_name(chan)) == 0) {
             cat_beat(note->extra);
@@ -136,6 +138,7 @@ static int cat_resync(PGconn *pg, const pulse_routes_t *routes, uint64_t *sent_u
             tags[ntags++] = routes->v[i].tags[j];
     if ((lit = pulse_generations_text_array(tags, ntags)) == NULL)
         goto out;
+    pulse_generations_watch(gens, tags, ntags); /* a bump notified while the query runs is applied */
     const char *params[1] = {lit};
     PGresult *res = cat_query(pg, "SELECT pulse.tag_generations($1::text[])::text", 1, params);
     if (res != NULL && PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
@@ -165,6 +168,29 @@ out:
     free(lit);
     if (held != NULL)
         pulse_router_release(held);
+    return rc;
+}
+
+/*
+ * Takes the coverage snapshot of the keyed tags (keyed.h) when it is pending: after the listening connection (re)opened
+ * (pulse_keyed_reset) or a keyed tag was evicted. Returns 0, or -1 when the connection must be reset.
+ */
+static int cat_cover(PGconn *pg)
+{
+    if (keyed == NULL || !pulse_keyed_coverage_pending(keyed))
+        return 0;
+    uint64_t epoch = pulse_keyed_coverage_epoch(keyed);
+    PGresult *res = cat_query(pg, "SELECT pg_current_snapshot()::text", 0, NULL);
+    int rc = res == NULL ? -1 : 0;
+    if (res != NULL && PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
+        if (pulse_keyed_set_coverage(keyed, PQgetvalue(res, 0, 0), (size_t)PQgetlength(res, 0, 0), epoch) != 0)
+            pulse_log_msg("error", NULL, "catalog: unexpected pg_current_snapshot() \"%.80s\"", PQgetvalue(res, 0, 0));
+    } else if (res != NULL) {
+        pulse_log_msg("error", NULL, "catalog: cannot read pg_current_snapshot(): %s", PQresultErrorMessage(res));
+        if (PQstatus(pg) == CONNECTION_BAD)
+            rc = -1;
+    }
+    PQclear(res);
     return rc;
 }
 
@@ -245,7 +271,10 @@ static PGconn *cat_connect(void)
     int ok = res != NULL && PQresultStatus(res) == PGRES_COMMAND_OK;
     PQclear(res);
     listen_us = pulse_generations_now_us();
-    if (!ok || cat_load(pg) != 0) {
+    /* the keyed tags bumped while no connection listened are unknown: forget what is known, cover from here on */
+    if (ok && keyed != NULL)
+        pulse_keyed_reset(keyed);
+    if (!ok || cat_load(pg) != 0 || cat_cover(pg) != 0) {
         PQfinish(pg);
         return NULL;
     }
@@ -330,6 +359,8 @@ static void *cat_main(void *arg)
             pulse_generations_vouch(gens, sent);
             rc = 0;
         }
+        if (rc >= 0)
+            rc = cat_cover(pg);
         if (rc >= 0 && chan != NULL)
             rc = cat_watch(1);
         if (rc < 0) {
@@ -343,9 +374,10 @@ static void *cat_main(void *arg)
     return NULL;
 }
 
-int pulse_catalog_start(const pulse_config_t *conf, pulse_generations_t *g)
+int pulse_catalog_start(const pulse_config_t *conf, pulse_generations_t *g, pulse_keyed_t *k)
 {
     gens = g;
+    keyed = k;
     if ((conninfo = strdup(conf->pg_control_url)) == NULL)
         return -1;
     beat_timeout_us = (uint64_t)conf->invalidation_reconnect_ms * 1000;
@@ -435,6 +467,8 @@ void pulse_catalog_channel_stats(pulse_catalog_channel_stats_t *out)
         out->lag_seconds = v != 0 && now > v ? (double)(now - v) / 1e6 : 0;
     }
     out->unverified_seconds = (double)pulse_generations_unverified_us(gens, now) / 1e6;
+    if (keyed != NULL)
+        pulse_keyed_stats(keyed, &out->keyed);
     out->resyncs = atomic_load(&resyncs);
     uint64_t c = atomic_load(&connects);
     out->reconnects = c > 0 ? c - 1 : 0;

@@ -70,6 +70,7 @@ static const opt_t options[] = {
     {"redis_command_timeout_ms", OPT_INT, OFF(redis_command_timeout_ms), "50",            1,   60000,   0},
     {"redis_backoff_max_ms", OPT_INT, OFF(redis_backoff_max_ms),        "5000",           100, 600000,  0},
     {"cache_local_bytes", OPT_INT, OFF(cache_local_bytes),              "8388608",        0,   INT_MAX, 0},
+    {"cache_keyed_tags",  OPT_INT, OFF(cache_keyed_tags),               "262144",         16,  INT_MAX, 0},
     {"invalidation_heartbeat_ms", OPT_INT, OFF(invalidation_heartbeat_ms), "100",        0,   60000,   0},
     {"invalidation_delivery_ms", OPT_INT, OFF(invalidation_delivery_ms), "150",          1,   600000,  0},
     {"invalidation_reconnect_ms", OPT_INT, OFF(invalidation_reconnect_ms), "1000",       100, 600000,  0},

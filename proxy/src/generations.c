@@ -5,7 +5,9 @@
  * shared, updates exclusive.  The map is a chained hash table (FNV-1a) that
  * doubles when it holds more than two tags per bucket; it owns copies of the
  * tag names and frees them in pulse_generations_destroy.  Nothing is ever
- * removed: the set of tags is the set of tables and aggregates tracked.
+ * removed: the set of tags is the set of tables, aggregates and key columns
+ * tracked, and the tags routes name; keyed value tags, which are as many as
+ * rows, enter only when a route's key names one (keyed.c keeps the others).
  *
  * Trust (generations.h): the instant vouched for is an atomic that readers
  * load with acquire ordering before they take the lock, and the catalog
@@ -19,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "generations.h"
+#include "keyed.h"
 
 #define GEN_MAX ((uint64_t)INT64_MAX)
 
@@ -91,6 +94,7 @@ static int gen_set_locked(pulse_generations_t *g, const char *tag, size_t len, u
         e->gen = gen;
         return 1;
     }
+    /* a new tag: watched from now on (a generation of 0 is not a move) */
     if ((e = malloc(sizeof(*e) + len + 1)) == NULL)
         return -1;
     e->hash = h;
@@ -102,7 +106,15 @@ static int gen_set_locked(pulse_generations_t *g, const char *tag, size_t len, u
     g->_buckets[h & (g->_nbuckets - 1)] = e;
     if (++g->_count > g->_nbuckets * 2)
         gen_grow(g);
-    return 1;
+    return gen != 0;
+}
+
+void pulse_generations_watch(pulse_generations_t *g, const char *const *tags, size_t ntags)
+{
+    pthread_rwlock_wrlock(&g->_lock);
+    for (size_t i = 0; i != ntags; ++i)
+        (void)gen_set_locked(g, tags[i], strlen(tags[i]), 0);
+    pthread_rwlock_unlock(&g->_lock);
 }
 
 pulse_generations_t *pulse_generations_create(void)
@@ -185,14 +197,62 @@ int pulse_generations_set(pulse_generations_t *g, const char *tag, size_t len, u
     return ret;
 }
 
-int pulse_generations_apply_notify(pulse_generations_t *g, const char *payload, size_t len)
+/* a keyed value tag reaches the map only when a route's key names it (the resync added it): they are too many */
+static int gen_apply(pulse_generations_t *g, const char *tag, size_t len, uint64_t gen)
+{
+    if (pulse_keyed_is_value_tag(tag, len)) {
+        int ret = 0;
+        pthread_rwlock_wrlock(&g->_lock);
+        gen_entry_t *e = gen_find(g, tag, len, gen_hash(tag, len));
+        if (e != NULL && gen > e->gen) {
+            e->gen = gen;
+            ret = 1;
+        }
+        pthread_rwlock_unlock(&g->_lock);
+        return ret;
+    }
+    return pulse_generations_set(g, tag, len, gen);
+}
+
+int pulse_generations_apply_tag(pulse_generations_t *g, pulse_keyed_t *k, const char *tag, size_t len, uint64_t gen, int notify)
+{
+    int ret = gen_apply(g, tag, len, gen);
+    /* every tag that may be keyed ("<tag>:<col>=<value>", or "<tag>:<col>" for NULL), epochs aside */
+    if (k != NULL && ret >= 0 && memchr(tag, ':', len) != NULL && !(len >= 2 && tag[len - 2] == '=' && tag[len - 1] == '*') &&
+        (notify ? pulse_keyed_notify(k, tag, len, gen) : pulse_keyed_raise(k, tag, len, gen)) != 0)
+        ret = -1;
+    return ret;
+}
+
+int pulse_generations_apply_notify(pulse_generations_t *g, pulse_keyed_t *k, const char *payload, size_t len)
 {
     const char *tag;
     size_t tag_len;
     uint64_t gen;
     if (pulse_generations_parse(payload, len, &tag, &tag_len, &gen) != 0)
         return -1;
-    return pulse_generations_set(g, tag, tag_len, gen);
+    return pulse_generations_apply_tag(g, k, tag, tag_len, gen, 1);
+}
+
+int pulse_generations_apply_bumps(pulse_generations_t *g, pulse_keyed_t *k, const char *text, size_t len)
+{
+    int moved = 0;
+    for (size_t pos = 0; pos < len;) {
+        const char *line = text + pos, *nl = memchr(line, '\n', len - pos);
+        size_t llen = nl != NULL ? (size_t)(nl - line) : len - pos, tag_len;
+        const char *tag;
+        uint64_t gen;
+        pos += llen + 1;
+        if (llen == 0)
+            continue;
+        if (pulse_generations_parse(line, llen, &tag, &tag_len, &gen) != 0)
+            return -1;
+        int r = pulse_generations_apply_tag(g, k, tag, tag_len, gen, 0);
+        if (r < 0)
+            return -1;
+        moved += r;
+    }
+    return moved;
 }
 
 int pulse_generations_resync(pulse_generations_t *g, const char *const *tags, size_t ntags, const char *text, size_t len)
@@ -224,9 +284,7 @@ int pulse_generations_resync(pulse_generations_t *g, const char *const *tags, si
 
     pthread_rwlock_wrlock(&g->_lock);
     for (size_t i = 0; i != ntags; ++i) {
-        if (gens[i] == 0)
-            continue;
-        int r = gen_set_locked(g, tags[i], strlen(tags[i]), gens[i]);
+        int r = gen_set_locked(g, tags[i], strlen(tags[i]), gens[i]); /* 0: watched, never bumped */
         if (r < 0) {
             moved = -1;
             break;

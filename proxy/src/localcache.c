@@ -157,7 +157,8 @@ void pulse_lcache_put(pulse_lcache_t *c, const char *key, const pulse_cache_entr
     if (c == NULL || e->status != 200)
         return;
     size_t klen = strlen(key) + 1;
-    size_t size = sizeof(lc_node_t) + klen + e->content_type.len + e->etag.len + e->link.len + e->body.len + e->gzip.len;
+    size_t size =
+        sizeof(lc_node_t) + klen + e->content_type.len + e->etag.len + e->link.len + e->body.len + e->gzip.len + e->keyed.len;
     if (size > c->max_bytes / 8)
         return;
     uint64_t h = lc_hash(key);
@@ -180,6 +181,7 @@ void pulse_lcache_put(pulse_lcache_t *c, const char *key, const pulse_cache_entr
     n->e.link = lc_copy(&p, e->link);
     n->e.body = lc_copy(&p, e->body);
     n->e.gzip = lc_copy(&p, e->gzip);
+    n->e.keyed = lc_copy(&p, e->keyed);
     n->hash = h;
     n->size = size;
     slot = lc_slot(c, h, key); /* evictions may have changed the chain */

@@ -36,6 +36,7 @@ static atomic_int stopping;
 static const char *config_path;
 static pulse_worker_t *volatile kept_workers; /* workers whose loops still had connections at exit */
 static pulse_generations_t *gens;             /* cache tag generations: fed by the catalog thread, read by the workers */
+static pulse_keyed_t *keyed;                  /* keyed cache tags known: fed by the catalog thread and writes, read by hits */
 static pulse_ratelimit_t *ratelimit;          /* token buckets, shared by the workers */
 static pulse_tracer_t *tracer;                /* span exporter; NULL: no tracing */
 
@@ -140,6 +141,7 @@ static void *worker_main(void *arg)
         exit(1);
     }
     w->gens = gens;
+    w->keyed = keyed;
     w->ratelimit = ratelimit;
     w->tracer = tracer;
     if (conf->redis_url[0] != '\0') {
@@ -298,7 +300,7 @@ int main(int argc, char **argv)
             fprintf(stderr, "pulse-proxy: redis_url: %s\n", err);
             return 2;
         }
-        if ((gens = pulse_generations_create()) == NULL)
+        if ((gens = pulse_generations_create()) == NULL || (keyed = pulse_keyed_create((size_t)conf->cache_keyed_tags)) == NULL)
             return 1;
     }
     pulse_ratelimit_policy_t policies[PULSE_CLASS_COUNT];
@@ -358,7 +360,7 @@ int main(int argc, char **argv)
         if ((workers[i].listen_fd = open_listener(conf->listen)) < 0)
             return 1;
     }
-    if (pulse_catalog_start(conf, gens) != 0) {
+    if (pulse_catalog_start(conf, gens, keyed) != 0) {
         fprintf(stderr, "pulse-proxy: cannot start the catalog thread\n");
         return 1;
     }
@@ -396,6 +398,7 @@ int main(int argc, char **argv)
         pulse_metrics_free();
     pulse_catalog_stop();
     pulse_generations_destroy(gens);
+    pulse_keyed_destroy(keyed);
     if (all_disposed) /* every loop's Redis client is gone, and no check is pending */
         pulse_ratelimit_destroy(ratelimit);
     pulse_tracer_destroy(tracer); /* flushes the spans still queued */

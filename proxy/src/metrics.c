@@ -57,6 +57,7 @@ struct pulse_metrics_shard_t {
     ctr_t pg_errors[NSQLSTATE_CLASS];
     ctr_t pg_unavailable;
     ctr_t cache_unverified;
+    ctr_t cache_keyed_stale;
     /* copied by pulse_metrics_sync */
     atomic_int lcache_present;
     ctr_t lcache_hits, lcache_evictions, lcache_entries, lcache_bytes;
@@ -261,6 +262,11 @@ void pulse_metrics_observe_unverified(pulse_metrics_shard_t *s)
     ctr_add(&s->cache_unverified, 1);
 }
 
+void pulse_metrics_observe_keyed_stale(pulse_metrics_shard_t *s)
+{
+    ctr_add(&s->cache_keyed_stale, 1);
+}
+
 void pulse_metrics_sync(pulse_metrics_shard_t *s, const pulse_pgpool_t *pool, pulse_redis_t *redis, const pulse_lcache_t *lcache)
 {
     if (lcache != NULL) {
@@ -384,9 +390,11 @@ static void render_channel(buf_t *b)
     pulse_catalog_channel_stats(&st);
     if (st.state == PULSE_CATALOG_CHANNEL_OFF)
         return;
-    uint64_t refused = 0;
-    for (int i = 0; i < nshards; i++)
+    uint64_t refused = 0, keyed_stale = 0;
+    for (int i = 0; i < nshards; i++) {
         refused += ctr_get(&shards[i].cache_unverified);
+        keyed_stale += ctr_get(&shards[i].cache_keyed_stale);
+    }
     family(b, "pulse_invalidation_channel_state", "gauge",
            "State of the invalidation channel (1 for the current one): down (listening connection not up), unverified (no "
            "cache hits), verified, unchecked (no heartbeat configured).");
@@ -415,6 +423,18 @@ static void render_channel(buf_t *b)
            "Cacheable calls not answered from the cache because the invalidation channel was unverified (answered by the "
            "database, or stale-if-error).");
     bprintf(b, "pulse_cache_unverified_total %llu\n", (unsigned long long)refused);
+    family(b, "pulse_cache_keyed_stale_total", "counter",
+           "Cached entries not served because a keyed tag they read was bumped since (or could not be vouched for).");
+    bprintf(b, "pulse_cache_keyed_stale_total %llu\n", (unsigned long long)keyed_stale);
+    family(b, "pulse_keyed_tags", "gauge", "Keyed cache tags the proxy knows (at most cache_keyed_tags).");
+    bprintf(b, "pulse_keyed_tags %llu\n", (unsigned long long)st.keyed.tags);
+    family(b, "pulse_keyed_forgotten_total", "counter",
+           "Keyed cache tags forgotten: evicted (the map was full), or all of them at a reconnect of the listening connection.");
+    bprintf(b, "pulse_keyed_forgotten_total{reason=\"evicted\"} %llu\n", (unsigned long long)st.keyed.evictions);
+    bprintf(b, "pulse_keyed_forgotten_total{reason=\"reset\"} %llu\n", (unsigned long long)st.keyed.resets);
+    family(b, "pulse_keyed_coverage_pending", "gauge",
+           "1 while no coverage snapshot was taken since keyed tags were forgotten: unknown keyed tags count as bumped.");
+    bprintf(b, "pulse_keyed_coverage_pending %d\n", st.keyed.coverage_pending);
 }
 
 static int ep_cmp(const void *a, const void *b)

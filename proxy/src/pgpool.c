@@ -133,7 +133,7 @@ static void job_finish(pulse_pgjob_t *job, const pulse_pgresult_t *res)
 
 static void job_fail(pulse_pgjob_t *job, pulse_pgstatus_t status, const char *message)
 {
-    pulse_pgresult_t res = {status, NULL, message, NULL, 0, NULL, 0};
+    pulse_pgresult_t res = {.status = status, .message = message};
     job_finish(job, &res);
 }
 
@@ -473,7 +473,7 @@ static void conn_run(conn_t *c, pulse_pgjob_t *job)
 static void conn_complete(conn_t *c)
 {
     pulse_pgjob_t *job = c->job;
-    pulse_pgresult_t res = {PULSE_PG_OK, NULL, NULL, NULL, 0, NULL, 0};
+    pulse_pgresult_t res = {.status = PULSE_PG_OK};
     if (c->error != NULL) {
         res.status = PULSE_PG_ERROR;
         res.sqlstate = PQresultErrorField(c->error, PG_DIAG_SQLSTATE);
@@ -484,6 +484,10 @@ static void conn_complete(conn_t *c)
         if (!PQgetisnull(c->result, 0, 0)) {
             res.body = PQgetvalue(c->result, 0, 0);
             res.body_len = (size_t)PQgetlength(c->result, 0, 0);
+        }
+        if (PQnfields(c->result) >= 2 && !PQgetisnull(c->result, 0, 1)) {
+            res.state = PQgetvalue(c->result, 0, 1);
+            res.state_len = (size_t)PQgetlength(c->result, 0, 1);
         }
     } else {
         res.status = PULSE_PG_ERROR;

@@ -38,6 +38,7 @@ static void route_clear(pulse_route_t *r)
     for (size_t i = 0; i < r->ntags; i++)
         free(r->tags[i]);
     free(r->tags);
+    free(r->keyed_sql);
 }
 
 void pulse_router_free(pulse_routes_t *routes)
@@ -107,6 +108,8 @@ static int route_from_json(pulse_route_t *r, json_t *o)
     r->ttl_ms = json_is_integer(ttl) ? (long long)json_integer_value(ttl) : -1;
     json_t *tags = json_object_get(o, "tags");
     if (json_is_array(tags) && (r->tags = dup_string_array(tags, &r->ntags)) == NULL)
+        return -1;
+    if (json_is_string(json_object_get(o, "keyed_sql")) && (r->keyed_sql = dup_string(o, "keyed_sql")) == NULL)
         return -1;
     for (size_t i = 0; i < r->nargs; i++)
         if (strcmp(r->arg_names[i], "cursor") == 0)
@@ -425,6 +428,16 @@ out:
     return rc;
 }
 
+/* ", pulse.keyed_state(<keyed_sql>)" for a route with tag templates */
+static void sb_keyed_state(sbuf_t *b, const pulse_route_t *r)
+{
+    if (r->keyed_sql == NULL)
+        return;
+    sb_adds(b, ", pulse.keyed_state(");
+    sb_adds(b, r->keyed_sql);
+    sb_adds(b, ")");
+}
+
 int pulse_router_prepare(h2o_mem_pool_t *pool, pulse_call_t *call, char **err)
 {
     const pulse_route_t *r = call->route;
@@ -437,7 +450,13 @@ int pulse_router_prepare(h2o_mem_pool_t *pool, pulse_call_t *call, char **err)
     }
     call->params = h2o_mem_alloc_pool(pool, (call->ngiven != 0 ? call->ngiven : 1) * sizeof(char *));
     call->nparams = 0;
-    sb_adds(&b, r->returns_rows ? "SELECT coalesce(json_agg(_pulse_r), '[]')::text FROM " : "SELECT ");
+    /* a keyed call also reads its keyed state in the statement's snapshot, the one the function reads in (keyed.h) */
+    sb_adds(&b, "SELECT ");
+    if (r->returns_rows) {
+        sb_adds(&b, "coalesce(json_agg(_pulse_r), '[]')::text");
+        sb_keyed_state(&b, r);
+        sb_adds(&b, " FROM ");
+    }
     sb_ident(&b, r->schema);
     sb_adds(&b, ".");
     sb_ident(&b, r->function);
@@ -454,7 +473,12 @@ int pulse_router_prepare(h2o_mem_pool_t *pool, pulse_call_t *call, char **err)
         sb_adds(&b, r->arg_types[i]);
         call->params[call->nparams++] = call->values[i];
     }
-    sb_adds(&b, r->returns_rows ? ") AS _pulse_r" : ")::text");
+    if (r->returns_rows) {
+        sb_adds(&b, ") AS _pulse_r");
+    } else {
+        sb_adds(&b, ")::text");
+        sb_keyed_state(&b, r);
+    }
     call->sql = b.s;
     /* FNV-1a: the same text is the same statement on every connection */
     uint64_t h = 1469598103934665603ULL;

@@ -13,6 +13,11 @@
  * flight (a flight under an unvouched key may have started before a write
  * the map has not heard of); it calls the database, and only stale-if-error
  * may answer with the entry Redis had.
+ *
+ * Keyed tags (keyed.h): an entry of a call with tag templates carries its
+ * keyed state; a local or Redis hit, or another flight's entry found by
+ * polling, is served only when pulse_keyed_current says none of its keyed
+ * tags was bumped since; otherwise it is a miss (stale-if-error aside).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,26 +35,13 @@ typedef struct rpc_refresh_t {
     uint64_t ttl_ms, px_ms;
 } rpc_refresh_t;
 
-void rpc_flight_done(rpc_req_t *r, const pulse_cache_entry_t *result)
+/* whether entry `e` of the call is current as far as its keyed tags go (keyed.h); counts those that are not */
+static int rpc_keyed_current(rpc_req_t *r, const pulse_cache_entry_t *e)
 {
-    if (!r->leader)
-        return;
-    r->leader = 0;
-    if (r->locked) {
-        r->locked = 0;
-        pulse_cache_unlock(r->worker->redis, r->key, r->request_id);
-    }
-    if (r->worker->flights != NULL)
-        (void)pulse_cache_flight_finish(r->worker->flights, r->key, result);
-}
-
-int rpc_serve_stale(rpc_req_t *r)
-{
-    if (!r->has_stale)
-        return 0;
-    rpc_flight_done(r, NULL);
-    rpc_send_entry(r, &r->stale, "stale", "stale-if-error");
-    return 1;
+    if (e->keyed.len == 0 || pulse_keyed_current(r->worker->keyed, e->keyed))
+        return 1;
+    pulse_metrics_observe_keyed_stale(r->worker->metrics);
+    return 0;
 }
 
 /* the flight this request waited for ended: answer with the leader's entry, or call the database */
@@ -85,7 +77,8 @@ static void on_poll_fetch(void *data, pulse_cache_lookup_t status, const pulse_c
         return;
     r->fetch = NULL;
     if (status == PULSE_CACHE_LOOKUP_HIT &&
-        pulse_cache_classify(entry->created_at_ms, entry->ttl_ms, r->swr_ms, r->sie_ms, rpc_now_ms()) == PULSE_CACHE_FRESH) {
+        pulse_cache_classify(entry->created_at_ms, entry->ttl_ms, r->swr_ms, r->sie_ms, rpc_now_ms()) == PULSE_CACHE_FRESH &&
+        rpc_keyed_current(r, entry)) {
         pulse_cache_entry_t e;
         rpc_entry_copy(&r->req->pool, &e, entry);
         pulse_lcache_put(r->worker->lcache, r->key, &e);
@@ -200,17 +193,9 @@ static void on_refresh_result(void *data, const pulse_pgresult_t *res)
         pulse_metrics_observe_pg_unavailable(rf->w->metrics);
     if (res->status == PULSE_PG_OK) {
         h2o_iovec_t body = res->body != NULL ? h2o_strdup(&rf->pool, res->body, res->body_len) : h2o_iovec_init(H2O_STRLIT("null"));
-        const char *link = rpc_next_link(&rf->pool, &rf->call, body);
-        h2o_iovec_t lv = link != NULL ? h2o_iovec_init(link, strlen(link)) : h2o_iovec_init(NULL, 0);
-        if (pulse_cache_entry_init(&rf->pool, &e, 200, h2o_iovec_init(H2O_STRLIT("application/json")), body, lv, rpc_now_ms(),
-                                   rf->ttl_ms) != 0) {
-            /* no gzip variant: still usable */
-        }
-        if (rf->w->redis != NULL && pulse_cache_store(rf->w->redis, &rf->pool, rf->key, &e, rf->px_ms) != 0) {
-            /* Redis went down: the entry is only handed to the waiters */
-        }
-        pulse_lcache_put(rf->w->lcache, rf->key, &e);
-        result = &e;
+        if (rpc_store(rf->w, &rf->pool, rf->call.route, rf->key, body, rpc_next_link(&rf->pool, &rf->call, body), res, rf->ttl_ms,
+                      rf->px_ms, &e) == 0)
+            result = &e;
     }
     if (rf->w->flights != NULL)
         (void)pulse_cache_flight_finish(rf->w->flights, rf->key, result);
@@ -300,7 +285,11 @@ static void on_cache_fetch(void *data, pulse_cache_lookup_t status, const pulse_
     }
     if (status == PULSE_CACHE_LOOKUP_HIT) {
         pulse_cache_entry_t e;
-        switch (pulse_cache_classify(entry->created_at_ms, entry->ttl_ms, r->swr_ms, r->sie_ms, rpc_now_ms())) {
+        pulse_cache_freshness_t f = pulse_cache_classify(entry->created_at_ms, entry->ttl_ms, r->swr_ms, r->sie_ms, rpc_now_ms());
+        /* a keyed tag it read was bumped since: as good as expired, but for stale-if-error */
+        if ((f == PULSE_CACHE_FRESH || f == PULSE_CACHE_STALE) && !rpc_keyed_current(r, entry))
+            f = PULSE_CACHE_STALE_IF_ERROR;
+        switch (f) {
         case PULSE_CACHE_FRESH:
             rpc_entry_copy(&r->req->pool, &e, entry);
             pulse_lcache_put(r->worker->lcache, r->key, &e);
@@ -355,8 +344,8 @@ int rpc_cache_lookup(rpc_req_t *r)
     const pulse_cache_entry_t *local = NULL;
     if (r->unverified)
         pulse_metrics_observe_unverified(w->metrics);
-    else
-        local = pulse_lcache_get(w->lcache, r->key, rpc_now_ms());
+    else if ((local = pulse_lcache_get(w->lcache, r->key, rpc_now_ms())) != NULL && !rpc_keyed_current(r, local))
+        local = NULL; /* Redis may hold a newer one */
     if (local != NULL) {
         pulse_cache_entry_t e;
         rpc_entry_copy(pool, &e, local);

@@ -426,17 +426,40 @@ static void test_generations(void)
 
     pulse_generations_t *g = pulse_generations_create();
     CHECK(g != NULL && pulse_generations_get(g, "public.events", 13) == 0, "gens: unknown tag is 0");
-    CHECK(pulse_generations_apply_notify(g, "public.events:5", 15) == 1, "gens: notify sets");
+    CHECK(pulse_generations_apply_notify(g, NULL, "public.events:5", 15) == 1, "gens: notify sets");
     CHECK(pulse_generations_get(g, "public.events", 13) == 5, "gens: get");
-    CHECK(pulse_generations_apply_notify(g, "public.events:3", 15) == 0 && pulse_generations_get(g, "public.events", 13) == 5,
+    CHECK(pulse_generations_apply_notify(g, NULL, "public.events:3", 15) == 0 && pulse_generations_get(g, "public.events", 13) == 5,
           "gens: never goes back");
-    CHECK(pulse_generations_apply_notify(g, "public.events:5", 15) == 0, "gens: same generation is no change");
-    CHECK(pulse_generations_apply_notify(g, "public.events:x", 15) == -1 && pulse_generations_get(g, "public.events", 13) == 5,
+    CHECK(pulse_generations_apply_notify(g, NULL, "public.events:5", 15) == 0, "gens: same generation is no change");
+    CHECK(pulse_generations_apply_notify(g, NULL, "public.events:x", 15) == -1 &&
+              pulse_generations_get(g, "public.events", 13) == 5,
           "gens: malformed notify changes nothing");
-    CHECK(pulse_generations_apply_notify(g, "report:daily:2", 14) == 1 && pulse_generations_get(g, "report:daily", 12) == 2 &&
+    CHECK(pulse_generations_apply_notify(g, NULL, "report:daily:2", 14) == 1 && pulse_generations_get(g, "report:daily", 12) == 2 &&
               pulse_generations_get(g, "report", 6) == 0,
           "gens: tag with ':'");
     CHECK(pulse_generations_set(g, "t", 1, 0) == -1, "gens: set 0 refused");
+    /* keyed value tags are as many as rows: they enter the map only when watched (a route's key names one) */
+    CHECK(pulse_generations_apply_notify(g, NULL, "ev:id=7:3", 9) == 0 && pulse_generations_get(g, "ev:id=7", 7) == 0,
+          "gens: a keyed value tag not watched stays out");
+    CHECK(pulse_generations_apply_notify(g, NULL, "ev:id=*:2", 9) == 1 && pulse_generations_get(g, "ev:id=*", 7) == 2 &&
+              pulse_generations_apply_notify(g, NULL, "ev:id:4", 7) == 1 && pulse_generations_get(g, "ev:id", 5) == 4,
+          "gens: epochs and NULL-keyed tags enter");
+    const char *watch[] = {"ev:id=7"};
+    pulse_generations_watch(g, watch, 1);
+    CHECK(pulse_generations_apply_notify(g, NULL, "ev:id=7:3", 9) == 1 && pulse_generations_get(g, "ev:id=7", 7) == 3,
+          "gens: a watched keyed value tag is raised");
+    CHECK(pulse_generations_apply_bumps(g, NULL, "ev:id=7:5\nother:1\n", 18) == 2 && pulse_generations_get(g, "ev:id=7", 7) == 5 &&
+              pulse_generations_get(g, "other", 5) == 1,
+          "gens: a write's pulse.last_bumps lines");
+    CHECK(pulse_generations_apply_bumps(g, NULL, "ev:id=7:6\nbad\n", 14) == -1 && pulse_generations_get(g, "ev:id=7", 7) == 6,
+          "gens: a malformed line fails (the lines before it applied)");
+    pulse_keyed_t *k = pulse_keyed_create(16);
+    CHECK(pulse_generations_apply_notify(g, k, "ev:id=9:2", 9) == 0 && pulse_generations_apply_notify(g, k, "plain:3", 7) == 1,
+          "gens: keyed map fed");
+    pulse_keyed_stats_t kst;
+    pulse_keyed_stats(k, &kst);
+    CHECK(kst.tags == 1, "gens: only tags with ':' reach the keyed map");
+    pulse_keyed_destroy(k);
 
     const char *tags[] = {"public.events", "report:daily", "new.tag", "zero"};
     CHECK(pulse_generations_resync(g, tags, 4, "{4,7,1,0}", 9) == 2, "resync: two tags moved (events stays 5)");
@@ -468,6 +491,7 @@ static void test_generations(void)
     /* many tags */
     char name[32];
     int ok = 1;
+    size_t before = pulse_generations_count(g);
     for (int i = 0; i != 5000; ++i) {
         snprintf(name, sizeof(name), "t%d", i);
         ok &= pulse_generations_set(g, name, strlen(name), (uint64_t)i + 1) == 1;
@@ -476,7 +500,7 @@ static void test_generations(void)
         snprintf(name, sizeof(name), "t%d", i);
         ok &= pulse_generations_get(g, name, strlen(name)) == (uint64_t)i + 1;
     }
-    CHECK(ok && pulse_generations_count(g) == 5003, "gens: 5000 tags after growth");
+    CHECK(ok && pulse_generations_count(g) == before + 5000, "gens: 5000 tags after growth");
     pulse_generations_destroy(g);
 }
 
@@ -495,7 +519,7 @@ static void *thr_main(void *p)
     for (int i = 1; i <= 20000; ++i) {
         if (t->id % 2 == 0) {
             int n = snprintf(payload, sizeof(payload), "hot:tag:%d", i);
-            if (pulse_generations_apply_notify(t->g, payload, (size_t)n) < 0)
+            if (pulse_generations_apply_notify(t->g, NULL, payload, (size_t)n) < 0)
                 t->regress++;
         } else {
             uint64_t v = pulse_generations_get(t->g, "hot:tag", 7);

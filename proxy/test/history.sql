@@ -1,8 +1,11 @@
 -- Fixture of proxy/test/cache_history.sh: keys with a per-key monotonic
--- version, in four tracked tables (four cache tags, so that a write
--- invalidates a quarter of the keys), read through cached endpoints and
--- written through write endpoints or directly in SQL.  Loaded by a
--- superuser into a database with the pulse extension.
+-- version, in four tracked tables, read through cached endpoints and
+-- written through write endpoints or directly in SQL.  Groups 0 and 1 are
+-- cached under their table's tag (a write invalidates every key of the
+-- group); groups 2 and 3 under keyed tags "hist.g<i>:k={k}" (a write
+-- invalidates only its key: keyed.h), so the checker holds both kinds to
+-- the same bound.  Loaded by a superuser into a database with the pulse
+-- extension.
 CREATE SCHEMA hist;
 CREATE SCHEMA api;
 DO $$ BEGIN
@@ -26,8 +29,14 @@ BEGIN
         EXECUTE format($f$CREATE FUNCTION api.%I(k int) RETURNS json LANGUAGE sql VOLATILE AS
                          'UPDATE hist.%I g SET v = g.v + 1 WHERE g.k = $1 RETURNING json_build_object(''k'', g.k, ''v'', g.v)'$f$,
                        'bump_g' || i, 'g' || i);
-        PERFORM pulse.track(format('hist.%I', 'g' || i)::regclass);
-        PERFORM pulse.expose(format('api.%I(int)', 'kv_g' || i)::regprocedure, 'read', '60 s', ARRAY['hist.g' || i]);
+        IF i < 2 THEN
+            PERFORM pulse.track(format('hist.%I', 'g' || i)::regclass);
+            PERFORM pulse.expose(format('api.%I(int)', 'kv_g' || i)::regprocedure, 'read', '60 s', ARRAY['hist.g' || i]);
+        ELSE
+            PERFORM pulse.track(format('hist.%I', 'g' || i)::regclass, keys => '{k}');
+            PERFORM pulse.expose(format('api.%I(int)', 'kv_g' || i)::regprocedure, 'read', '60 s',
+                                 ARRAY['hist.g' || i || ':k={k}']);
+        END IF;
         PERFORM pulse.expose(format('api.%I(int)', 'bump_g' || i)::regprocedure, 'write', NULL, ARRAY['hist.g' || i]);
     END LOOP;
 END $$;
