@@ -13,7 +13,8 @@
 #   proxy-<name>    other proxy/test/<name>.sh suites (real PostgreSQL, Redis
 #                   and proxies; each says in its header what it needs)
 #   bench-smoke     bench/smoke.sh: every scenario of bench/run.sh against the
-#                   proxy, Express and Flask on a tiny dataset
+#                   proxy, Express, Express behind nginx and Varnish, and
+#                   Flask on a tiny dataset; the staleness checks
 #
 # Knobs (environment):
 #   SUITES="pg_regress proxy-*"   run only the suites whose id matches one of
@@ -118,7 +119,7 @@ for t in proxy/test/*.sh; do
 	[ "$n" != e2e ] || continue
 	add "proxy-${n//_/-}" "proxy: $n.sh" "proxy_e2e build/pulse-proxy \"\$PORT\" \"\$DIR\" $t"
 done
-add bench-smoke "load-test harness (bench/smoke.sh: every scenario, 3 servers, tiny dataset)" \
+add bench-smoke "load-test harness (bench/smoke.sh: every scenario, 5 servers, tiny dataset)" \
 	'bash bench/smoke.sh "$DIR" "$(free_port "$PORT")"'
 
 # --- build what the suites share, once, before they run side by side ------
