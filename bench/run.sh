@@ -234,24 +234,16 @@ ttl_of() { echo "${1#ttl}"; }
 # start_nginx VARIANT / start_varnish VARIANT: the HTTP cache in front of
 # the running Express (serve starts it first), with the TTL of VARIANT
 # (ttl<N>); configurations in bench/peers/nginx and bench/peers/varnish.
-start_nginx() {
-	local port
-	[ -n "${PORTS[nginx]:-}" ] || next_port nginx
-	port=${PORTS[nginx]}
-	PORT=$port UPSTREAM=${URL[express]#http://} TTL=$(ttl_of "$1") GRACE=$PEER_GRACE WORKERS=$NGINX_WORKERS \
-		bench/peers/nginx/run.sh start "$BENCH_DIR/nginx" || return 1
-	cp "$BENCH_DIR/nginx/nginx.pid" "$PIDS/nginx.pid"
-	URL[nginx]=http://127.0.0.1:$port
-}
-
-start_varnish() {
-	local port
-	[ -n "${PORTS[varnish]:-}" ] || next_port varnish
-	port=${PORTS[varnish]}
-	PORT=$port UPSTREAM=${URL[express]#http://} TTL=$(ttl_of "$1") GRACE=$PEER_GRACE POOLS=$VARNISH_POOLS \
-		bench/peers/varnish/run.sh start "$BENCH_DIR/varnish" || return 1
-	cp "$BENCH_DIR/varnish/varnish.pid" "$PIDS/varnish.pid"
-	URL[varnish]=http://127.0.0.1:$port
+start_nginx() { start_http_cache nginx "$1"; }
+start_varnish() { start_http_cache varnish "$1"; }
+start_http_cache() { # start_http_cache nginx|varnish VARIANT
+	local s=$1 port
+	[ -n "${PORTS[$s]:-}" ] || next_port "$s"
+	port=${PORTS[$s]}
+	PORT=$port UPSTREAM=${URL[express]#http://} TTL=$(ttl_of "$2") GRACE=$PEER_GRACE WORKERS=$NGINX_WORKERS \
+		POOLS=$VARNISH_POOLS "bench/peers/$s/run.sh" start "$BENCH_DIR/$s" || return 1
+	cp "$BENCH_DIR/$s/$s.pid" "$PIDS/$s.pid"
+	URL[$s]=http://127.0.0.1:$port
 }
 
 # start_static FILE: h2o serving FILE (the bytes of a cached answer) as
