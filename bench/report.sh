@@ -585,7 +585,10 @@ report_staleness() {
 	echo "unread; Varnish ${VARNISH_VERSION:-} hashing URL + \`Authorization\`, \`beresp.ttl = <TTL>\`, \`beresp.grace ="
 	echo "${PEER_GRACE}s\`, $VARNISH_POOLS thread pools, \`-s malloc\`. Both in front of Express without its cache"
 	echo "($EXPRESS_WORKERS workers). pulse-proxy: \`event\` and \`update_event\` carry the table tag \`bench.events\`"
-	echo "(\`bench/data/api.sql\`, until keyed tags), so every write invalidates every cached event."
+	echo "(\`bench/data/api.sql\`, until keyed tags), so every write invalidates every cached event. nginx's waiters on"
+	echo "\`proxy_cache_lock\` poll it every 500 ms, so concurrent misses of one key can answer up to 500 ms late."
+	echo "With stale-while-updating and grace, the first read after an entry expired gets the old entry while it is"
+	echo "refreshed: a stale answer can be up to TTL + grace old, whatever the TTL."
 	echo
 	echo "| stack | variant | step | req/s | p99 ms | CPU µs/req (front) | reads | updates | stale reads | stale age p50 / p99 / max (ms) |"
 	echo "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"
