@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The load-test suite: pulse-proxy and its peers (Flask, Express) on the same
-# data, the same load, the same machine, one invocation.  See bench/README.md.
+# The load-test suite: pulse-proxy and its peers (Flask, Express, and Express
+# behind nginx proxy_cache or Varnish) on the same data, the same load, the
+# same machine, one invocation.  See bench/README.md.
 #
 #   bench/run.sh                  everything: dataset, services, all scenarios,
 #                                 report (`make bench`)
@@ -13,7 +14,7 @@
 #   bench/run.sh report WORKDIR   rebuild the report of a finished run
 #   bench/run.sh clean            remove BENCH_DIR (cluster and dataset)
 #
-# Scenarios (bench/scenarios.sh): mix, page, agg, cache, spike, soak.
+# Scenarios (bench/scenarios.sh): mix, page, agg, cache, spike, soak, hits.
 #
 # Everything runs on loopback.  The PostgreSQL cluster and the dataset stay
 # in BENCH_DIR between invocations (reloaded when ROWS, TENANTS or
@@ -24,8 +25,16 @@
 #   ROWS, TENANTS      dataset size                     [10000000, 1000]
 #   QUICK=1            short runs: DURATION 5, fewer load steps, ROWS 200000
 #   DURATION           seconds per measured load step   [15]
-#   SERVERS            servers to measure               ["proxy express flask"]
+#   SERVERS            servers to measure  ["proxy express nginx varnish flask"]
+#                      (nginx, varnish: Express without its own cache behind
+#                      the HTTP cache; they take part in smoke, mix, cache
+#                      and hits)
 #   BASELINES          0: skip the features-off runs    [1]
+#   PEER_TTLS          TTLs of nginx's and Varnish's caches, seconds: one
+#                      variant ttl<N> each (cache: the longest)      ["1 10"]
+#   PEER_GRACE         Varnish's grace, nginx's extra inactive time (s) [10]
+#   UPDATES            % of the mix's writes that update an event   [50]
+#   HITS_CONNS, HITS_ROUNDS  scenario hits: wrk -t1 connections, rounds [32, 3]
 #   THREADS            wrk threads                      [2]
 #   RAMP_CONNS         closed-loop steps (connections)  ["4 8 16 32 64 128"]
 #   RAMP_RATES         constant-rate steps (req/s)      ["100 200 400 800 1600 3200 6400 12800 25600"]
@@ -41,7 +50,8 @@
 #   BENCH_DIR          cluster, dataset, logs           [/tmp/pulse-bench]
 #   PORT               first port tried (below the ephemeral range, so that
 #                      the load's client sockets cannot hold it)  [25800]
-#   PROXY_THREADS, PROXY_POOL, EXPRESS_WORKERS, EXPRESS_POOL, FLASK_WORKERS
+#   PROXY_THREADS, PROXY_POOL, EXPRESS_WORKERS, EXPRESS_POOL, FLASK_WORKERS,
+#   NGINX_WORKERS, VARNISH_POOLS, STATIC_THREADS (h2o, scenario hits)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -58,8 +68,13 @@ fi
 ROWS=${ROWS:-10000000}
 TENANTS=${TENANTS:-1000}
 DURATION=${DURATION:-15}
-SERVERS=${SERVERS:-"proxy express flask"}
+SERVERS=${SERVERS:-"proxy express nginx varnish flask"}
 BASELINES=${BASELINES:-1}
+PEER_TTLS=${PEER_TTLS:-"1 10"}
+PEER_GRACE=${PEER_GRACE:-10}
+UPDATES=${UPDATES:-50}
+HITS_CONNS=${HITS_CONNS:-32}
+HITS_ROUNDS=${HITS_ROUNDS:-3}
 THREADS=${THREADS:-2}
 RAMP_CONNS=${RAMP_CONNS:-"4 8 16 32 64 128"}
 RAMP_RATES=${RAMP_RATES:-"100 200 400 800 1600 3200 6400 12800 25600"}
@@ -90,9 +105,17 @@ PROXY_POOL=${PROXY_POOL:-8}
 EXPRESS_WORKERS=${EXPRESS_WORKERS:-$(nproc)}
 EXPRESS_POOL=${EXPRESS_POOL:-8}
 FLASK_WORKERS=${FLASK_WORKERS:-4}
+NGINX_WORKERS=${NGINX_WORKERS:-$(nproc)}
+VARNISH_POOLS=${VARNISH_POOLS:-2}
+STATIC_THREADS=${STATIC_THREADS:-$(nproc)}
 DB=pulse_bench
 SECRET=bench-secret-$$-$RANDOM
-ALL_SCENARIOS="mix page agg cache spike soak"
+ALL_SCENARIOS="mix page agg cache spike soak hits"
+# every server the harness knows, and those of them that are an HTTP cache
+# in front of Express (started with it, by serve)
+ALL_SERVERS="proxy express nginx varnish flask static"
+HTTP_CACHES=" nginx varnish "
+export UPDATES
 
 log() { printf '%s bench: %s\n' "$(date -u +%T)" "$*" >&2; }
 die() { log "$*"; exit 1; }
@@ -205,35 +228,156 @@ start_flask() {
 	URL[flask]=http://127.0.0.1:$port
 }
 
+# ttl_of VARIANT: the TTL in seconds of an HTTP cache's variant ttl<N>
+ttl_of() { echo "${1#ttl}"; }
+
+# start_nginx VARIANT / start_varnish VARIANT: the HTTP cache in front of
+# the running Express (serve starts it first), with the TTL of VARIANT
+# (ttl<N>); configurations in bench/peers/nginx and bench/peers/varnish.
+start_nginx() { start_http_cache nginx "$1"; }
+start_varnish() { start_http_cache varnish "$1"; }
+start_http_cache() { # start_http_cache nginx|varnish VARIANT
+	local s=$1 port
+	[ -n "${PORTS[$s]:-}" ] || next_port "$s"
+	port=${PORTS[$s]}
+	PORT=$port UPSTREAM=${URL[express]#http://} TTL=$(ttl_of "$2") GRACE=$PEER_GRACE WORKERS=$NGINX_WORKERS \
+		POOLS=$VARNISH_POOLS "bench/peers/$s/run.sh" start "$BENCH_DIR/$s" || return 1
+	cp "$BENCH_DIR/$s/$s.pid" "$PIDS/$s.pid"
+	URL[$s]=http://127.0.0.1:$port
+}
+
+# start_static FILE: h2o serving FILE (the bytes of a cached answer) as
+# /hit.json, STATIC_THREADS threads: the ceiling of scenario hits.  As
+# root, h2o runs as nobody.
+start_static() {
+	local port dir=$BENCH_DIR/static user=
+	[ -n "${PORTS[static]:-}" ] || next_port static
+	port=${PORTS[static]}
+	mkdir -p "$dir/www"
+	cp "$1" "$dir/www/hit.json"
+	chmod 755 "$dir" "$dir/www"
+	chmod 644 "$dir/www/hit.json"
+	[ "$(id -u)" -ne 0 ] || user="user: nobody"
+	cat >"$dir/h2o.conf" <<CONF
+# written by bench/run.sh: one static file on loopback
+$user
+num-threads: $STATIC_THREADS
+error-log: $dir/h2o.err
+listen:
+  host: 127.0.0.1
+  port: $port
+hosts:
+  "127.0.0.1:$port":
+    paths:
+      /:
+        file.dir: $dir/www
+CONF
+	h2o -c "$dir/h2o.conf" >"$dir/h2o.log" 2>&1 &
+	echo $! >"$PIDS/static.pid"
+	if ! wait_for 10 curl -sf -o /dev/null "http://127.0.0.1:$port/hit.json"; then
+		log "h2o did not start: $(tail -n 3 "$dir/h2o.log" "$dir/h2o.err" 2>/dev/null | tr '\n' ' ')"
+		stop_pidfile "$PIDS/static.pid"
+		return 1
+	fi
+	URL[static]=http://127.0.0.1:$port
+}
+
 stop_server() {
 	stop_pidfile "$PIDS/$1.pid"
 	unset "URL[$1]" "VARIANT[$1]"
 }
 
-# serve SERVER VARIANT: makes SERVER run in VARIANT (cache | nocache; Flask
-# has no cache), restarting it if needed, and stops the other servers so
-# the one under test has the machine.  Returns 1 when it cannot start.
-serve() {
-	local s=$1 v=$2 o
-	[ "$s" != flask ] || v=nocache
-	for o in proxy express flask; do
-		[ "$o" = "$s" ] || stop_server "$o"
-	done
+is_http_cache() { [[ $HTTP_CACHES == *" $1 "* ]]; }
+
+# up SERVER VARIANT: makes SERVER run in VARIANT, restarting it if needed
+# (once more on another port when it cannot start).  Returns 1 when it
+# cannot start.
+up() {
+	local s=$1 v=$2
 	if [ "${VARIANT[$s]:-}" = "$v" ] && [ -n "${URL[$s]:-}" ]; then return 0; fi
 	stop_server "$s"
-	if ! "start_$s" "$v"; then # once more on another port
+	if ! "start_$s" "$v"; then
 		next_port "$s"
 		"start_$s" "$v" || return 1
 	fi
 	VARIANT[$s]=$v
+}
+
+# serve SERVER VARIANT: makes SERVER run in VARIANT (cache | nocache for the
+# proxy and Express; Flask has no cache; ttl<N> for nginx and Varnish, which
+# run in front of Express without its cache) and stops the other servers
+# so that the one under test has the machine.  Returns 1 when it cannot
+# start.
+serve() {
+	local s=$1 v=$2 o keep=" $1 "
+	[ "$s" != flask ] || v=nocache
+	! is_http_cache "$s" || keep+="express "
+	for o in $ALL_SERVERS; do
+		[[ $keep == *" $o "* ]] || stop_server "$o"
+	done
+	if is_http_cache "$s"; then
+		# a restarted Express may listen elsewhere: restart the cache too
+		if [ "${VARIANT[express]:-}" != nocache ] || [ -z "${URL[express]:-}" ]; then stop_server "$s"; fi
+		up express nocache || return 1
+	fi
+	[ "${VARIANT[$s]:-}" = "$v" ] && [ -n "${URL[$s]:-}" ] && return 0
+	up "$s" "$v" || return 1
 	redis-cli -p "$REDIS_PORT" flushall >/dev/null
 }
 
 stop_all() {
 	local s
-	for s in proxy express flask; do stop_pidfile "$PIDS/$s.pid"; done
+	for s in $ALL_SERVERS; do stop_pidfile "$PIDS/$s.pid"; done
 	stop_pidfile "$PIDS/redis.pid"
 	[ ! -d "$PG/data" ] || scripts/cluster.sh stop "$PG" >/dev/null 2>&1 || true
+}
+
+# front_pids SERVER: the process that answers SERVER's HTTP requests (with
+# its children, cpu_ticks counts its workers too).
+front_pids() {
+	cat "$PIDS/$1.pid" 2>/dev/null || true
+}
+# stack_pids SERVER: every process whose CPU a request to SERVER costs, each
+# with its children (workers, PostgreSQL backends): the front, Express
+# behind an HTTP cache, Redis, PostgreSQL; h2o alone for static.
+stack_pids() {
+	front_pids "$1"
+	! is_http_cache "$1" || front_pids express
+	case $1 in flask | static) ;; *) front_pids redis ;; esac
+	[ "$1" = static ] || head -n 1 "$PG/data/postmaster.pid" 2>/dev/null || true
+}
+
+# cpu_ticks PID...: CPU time (utime + stime + cutime + cstime, clock ticks)
+# of the PIDs and all their descendants, from /proc/<pid>/stat.  A counter:
+# a child that exits moves its time into its parent's cutime/cstime when
+# reaped, so the difference of two samples is the CPU used in between.
+cpu_ticks() {
+	[ $# -gt 0 ] || { echo 0; return; }
+	cat /proc/[0-9]*/stat 2>/dev/null | awk -v roots="$*" '
+		{ pid = $1; sub(/^.*\) /, ""); ppid[pid] = $2; t[pid] = $12 + $13 + $14 + $15 }
+		END {
+			n = split(roots, r, " ")
+			for (i = 1; i <= n; i++) if (r[i] in t) in_tree[r[i]] = 1
+			do { added = 0
+				for (p in ppid) if (!(p in in_tree) && (ppid[p] in in_tree)) { in_tree[p] = 1; added = 1 }
+			} while (added)
+			for (p in in_tree) sum += t[p]
+			printf "%d\n", sum
+		}'
+}
+CLK_TCK=$(getconf CLK_TCK)
+
+# cpu_sample SERVER: "stack front" CPU ticks of SERVER now (cpu_per_req
+# turns two samples into microseconds per request)
+cpu_sample() {
+	# shellcheck disable=SC2046 # pid lists
+	echo "$(cpu_ticks $(stack_pids "$1")) $(cpu_ticks $(front_pids "$1"))"
+}
+cpu_per_req() { # cpu_per_req "BEFORE" "AFTER" REQUESTS: "stack_us front_us"
+	awk -v a="$1" -v b="$2" -v n="$3" -v hz="$CLK_TCK" 'BEGIN {
+		split(a, x, " "); split(b, y, " ")
+		if (n > 0) printf "%.1f\t%.1f\n", (y[1] - x[1]) * 1e6 / hz / n, (y[2] - x[2]) * 1e6 / hz / n
+		else print "-\t-" }'
 }
 
 # ---------------------------------------------------------------------------
@@ -275,30 +419,67 @@ reset_data() {
 # ---------------------------------------------------------------------------
 # Load tools.  Every result is one line of $RES (tab-separated):
 #   scenario server variant x rps p50 p90 p95 p99 max errors requests bad hits
+#   cpu_stack cpu_front
+# (the last two: CPU microseconds per request served, of the whole stack
+# and of the front alone, over the step; see cpu_sample)
 # ---------------------------------------------------------------------------
 export BENCH_LUA_DIR=$PWD/bench/scenarios
 
 # run_wrk SCEN SERVER VARIANT X CONNS SECS SCRIPT [VAR=VALUE...]: one wrk run
 # against SERVER; the VAR=VALUE pairs go to the Lua script's environment.
-# WRK_THREADS, when set, overrides THREADS.
+# WRK_THREADS, when set, overrides THREADS.  mix.lua logs its reads by id
+# and updates (BENCH_LOG), and check_staleness decides which reads were
+# stale.
 run_wrk() {
-	local scen=$1 s=$2 v=$3 x=$4 c=$5 secs=$6 script=$7 t=${WRK_THREADS:-$THREADS} out
+	local scen=$1 s=$2 v=$3 x=$4 c=$5 secs=$6 script=$7 t=${WRK_THREADS:-$THREADS} out ops=
 	shift 7
 	[ "$c" -ge "$t" ] || t=$c
 	out=$LOGS/$scen-$s-$v-$x.wrk
+	[ "$script" != mix.lua ] || ops=$LOGS/ops/$scen-$s-$v-$x
 	local cmd=(wrk -t"$t" -c"$c" -d"${secs}s" --timeout 10s -s "bench/scenarios/$script" "${URL[$s]}")
 	echo "$* ${cmd[*]}" >>"$WORK/commands.txt"
-	env BENCH_SAMPLES="$BENCH_DIR/data/samples.tsv" BENCH_TOKENS="$WORK/tokens.tsv" "$@" \
+	local cpu0 cpu1
+	cpu0=$(cpu_sample "$s")
+	env BENCH_SAMPLES="$BENCH_DIR/data/samples.tsv" BENCH_TOKENS="$WORK/tokens.tsv" BENCH_LOG="$ops" "$@" \
 		timeout $((secs + 30)) "${cmd[@]}" >"$out" 2>&1 || log "wrk exited with $? ($out)"
+	cpu1=$(cpu_sample "$s")
 	local r line
 	r=$(grep '^RESULT ' "$out" | tail -n 1)
 	[ -n "$r" ] || { log "no result in $out: $(tail -n 2 "$out" | tr '\n' ' ')"; return 0; }
 	line=$(echo "$r" | awk -v sc="$scen" -v s="$s" -v v="$v" -v x="$x" '{
 		for (i = 2; i <= NF; i++) { split($i, kv, "="); f[kv[1]] = kv[2] }
-		printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", sc, s, v, x, f["rps"], f["p50"], f["p90"],
+		printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s", sc, s, v, x, f["rps"], f["p50"], f["p90"],
 			f["p95"], f["p99"], f["max"], f["errors"], f["requests"], f["bad"], f["hits"] }')
+	line+=$'\t'$(cpu_per_req "$cpu0" "$cpu1" "$(echo "$line" | cut -f12)")
 	echo "$line" >>"$RES"
-	log "$scen $s $v x=$x: $(echo "$line" | awk -F'\t' '{printf "%s req/s, p50 %s ms, p99 %s ms, errors %s, non-2xx %s", $5, $6, $9, $11, $13}')"
+	log "$scen $s $v x=$x: $(echo "$line" | awk -F'\t' '{printf "%s req/s, p50 %s ms, p99 %s ms, errors %s, non-2xx %s, %s us CPU/req", $5, $6, $9, $11, $13, $15}')"
+	[ -z "$ops" ] || check_staleness "$scen" "$s" "$v" "$x" "$ops"
+}
+
+# check_staleness SCEN SERVER VARIANT X PREFIX: bench/staleness.py on the
+# operation logs PREFIX.*.tsv of one wrk run, against the updates of this
+# run and of the runs before it (LOGS/ops/history.tsv, under a lock: the agg
+# scenario runs two wrk at once); one line of WORK/staleness.tsv:
+#   scenario server variant x reads stale p50_ms p99_ms max_ms updates
+# and, for each stale read, "scenario server variant x age_ms" in
+# WORK/stale-ages.tsv; the five oldest of each run in
+# WORK/stale-examples.tsv.  The logs are gzipped afterwards.
+check_staleness() {
+	local f=("$5".*.tsv) st
+	[ -e "${f[0]}" ] || return 0
+	if ! grep -q '^R' "${f[@]}"; then # updates only (or nothing): history, no analysis
+		st="0 0 - - - $(cat "${f[@]}" | grep -c '^W' || true)"
+		flock "$LOGS/ops/history.lock" sh -c 'grep -h "^W" "$@" >>"$0" || true' "$LOGS/ops/history.tsv" "${f[@]}"
+	else st=$(flock "$LOGS/ops/history.lock" python3 bench/staleness.py --history "$LOGS/ops/history.tsv" \
+		--examples "$WORK/stale-examples.tsv" --ages "$WORK/stale-ages.tsv" --label "$1"$'\t'"$2"$'\t'"$3"$'\t'"$4" \
+		"${f[@]}") || {
+		log "staleness: bench/staleness.py failed on $5"
+		return 0
+	}
+	fi
+	printf '%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$(echo "$st" | tr ' ' '\t')" >>"$WORK/staleness.tsv"
+	gzip -f "${f[@]}"
+	log "$1 $2 $3 x=$4: staleness (reads stale p50 p99 max updates) $st"
 }
 
 # uri_files SERVER: the h2load inputs for SERVER in $WORK/h2-SERVER.*
@@ -374,8 +555,8 @@ run_h2load() {
 # serving its accept queue after the clients are gone) do not land in the
 # next step.
 drain() {
-	local t i
-	for i in $(seq 90); do
+	local t
+	for _ in $(seq 90); do
 		t=$(curl -s -o /dev/null -m 2 -w '%{time_total}' "${URL[$1]}/health" 2>/dev/null || echo 9)
 		awk -v t="$t" 'BEGIN {exit !(t < 0.1)}' && return 0
 		sleep 1
@@ -387,7 +568,8 @@ drain() {
 # as three concurrent constant-rate h2load processes (one per class, one
 # tenant: h2load sends one header set); one result line per class.
 run_rate() {
-	local scen=$1 s=$2 v=$3 rate=$4 pids=() cls share
+	local scen=$1 s=$2 v=$3 rate=$4 pids=() cls share cpu0 cpu1 n cpu
+	cpu0=$(cpu_sample "$s")
 	for cls in read:0.6 write:0.3 search:0.1; do
 		share=${cls#*:}
 		cls=${cls%%:*}
@@ -395,11 +577,15 @@ run_rate() {
 		pids+=("$H2PID")
 	done
 	for p in "${pids[@]}"; do wait "$p" || true; done
+	cpu1=$(cpu_sample "$s")
 	drain "$s"
+	n=$(cat "$LOGS/$scen-$s-$v-$rate-"{read,write,search}.log 2>/dev/null | wc -l)
+	cpu=$(cpu_per_req "$cpu0" "$cpu1" "$n")
 	for cls in read write search; do
 		local st
 		st=$(h2load_log_stats "$LOGS/$scen-$s-$v-$rate-$cls.log" "$DURATION")
-		echo "$scen $s $v/$cls $rate $st -" | tr ' ' '\t' >>"$RES"
+		echo "$scen $s $v/$cls $rate $st -" | tr ' ' '\t' | tr -d '\n' >>"$RES"
+		printf '\t%s\n' "$cpu" >>"$RES"
 	done
 	log "$scen $s $v offered $rate req/s: $(awk -F'\t' -v sc="$scen" -v s="$s" -v v="$v" -v r="$rate" '
 		$1 == sc && $2 == s && $4 == r && index($3, v "/") == 1 {printf "%s %s req/s p95 %s p99 %s non-2xx %s; ", substr($3, length(v) + 2), $5, $8, $9, $13}' "$RES")"
@@ -469,7 +655,7 @@ main() {
 	WORK=$BENCH_DIR/run-$(date -u +%Y%m%dT%H%M%S)
 	LOGS=$WORK/logs
 	RES=$WORK/results.tsv
-	mkdir -p "$LOGS"
+	mkdir -p "$LOGS/ops"
 	: >"$RES"
 	: >"$WORK/commands.txt"
 	# The proxy binary of the whole run, copied: a rebuild during the run

@@ -4,13 +4,33 @@
 # Each scenario_<name> measures every server of $SERVERS in turn, with the
 # other servers stopped, and appends its numbers to $RES (and, for some, to
 # a side file in $WORK).  Variants: "cache" is the server as shipped,
-# "nocache" the same without its Redis cache (Flask has none).
+# "nocache" the same without its Redis cache (Flask has none); nginx and
+# Varnish (HTTP caches in front of Express without its cache) have one
+# variant per TTL, ttl<N>.
 
 # variants SERVER: the variants of SERVER to measure.
 variants() {
+	local t
 	if [ "$1" = flask ]; then echo nocache
+	elif is_http_cache "$1"; then for t in $PEER_TTLS; do printf 'ttl%s ' "$t"; done; echo
 	elif [ "$BASELINES" = 1 ]; then echo cache nocache
 	else echo cache; fi
+}
+
+# shipped SERVER: the variant of SERVER with its cache on (the HTTP caches:
+# the longest TTL)
+shipped() {
+	if [ "$1" = flask ]; then echo nocache
+	elif is_http_cache "$1"; then echo "ttl$(echo "$PEER_TTLS" | tr ' ' '\n' | sort -n | tail -n 1)"
+	else echo cache; fi
+}
+
+# app_servers: the servers of $SERVERS that are applications, not an HTTP
+# cache in front of one (the scenarios page, agg, spike and soak measure
+# the applications' own features)
+app_servers() {
+	local s
+	for s in $SERVERS; do is_http_cache "$s" || echo "$s"; done
 }
 
 unavailable() { # unavailable SCEN SERVER
@@ -31,7 +51,7 @@ scenario_smoke() {
 	local s tok body url next
 	tok=$(awk '$1 == 1 {print $2}' "$WORK/tokens.tsv")
 	for s in $SERVERS; do
-		serve "$s" cache || { unavailable smoke "$s"; continue; }
+		serve "$s" "$(shipped "$s")" || { unavailable smoke "$s"; continue; }
 		url=${URL[$s]}
 		{
 			echo "## $s ($url)"
@@ -53,7 +73,7 @@ scenario_smoke() {
 			smoke_req "$s" "GET /rpc/event?id=1 without a token" "$url/rpc/event?id=1"
 			echo
 		} >>"$WORK/smoke.md"
-		run_wrk smoke "$s" cache 16 16 "$DURATION" mix.lua
+		run_wrk smoke "$s" "$(shipped "$s")" 16 16 "$DURATION" mix.lua
 	done
 }
 
@@ -121,7 +141,7 @@ scenario_page() {
 	done
 	# shellcheck disable=SC2034 # read by run_wrk
 	local WRK_THREADS=$PAGE_CONNS # one connection per thread: a walk per connection
-	for s in $SERVERS; do
+	for s in $(app_servers); do
 		serve "$s" nocache || { unavailable page "$s"; continue; }
 		run_wrk warmup "$s" cursor 0 "$PAGE_CONNS" 3 page.lua MODE=cursor
 		for d in $PAGE_DEPTHS; do
@@ -166,7 +186,7 @@ SQL
 # connections add events; with and without cache.
 scenario_agg() {
 	local s v ep wpid st
-	for s in $SERVERS; do
+	for s in $(app_servers); do
 		for v in $(variants "$s"); do
 			serve "$s" "$v" || { unavailable agg "$s"; continue; }
 			for ep in tenant_stats tenant_stats_live; do
@@ -187,9 +207,20 @@ scenario_agg() {
 
 # --- 4. cache: reads by id right after FLUSHALL (cold), then again (warm),
 # and without cache; hit rate from X-Cache and from Redis's own counters.
+# nginx and Varnish: right after a restart (cold), then again (warm), with
+# their longest TTL.
 scenario_cache() {
-	local s x
+	local s x v
 	for s in $SERVERS; do
+		if is_http_cache "$s"; then
+			v=$(shipped "$s")
+			stop_server "$s" # an empty cache
+			serve "$s" "$v" || { unavailable cache "$s"; continue; }
+			for x in cold warm; do
+				run_wrk cache "$s" "$v" "$x" "$CACHE_CONNS" "$DURATION" mix.lua MIX=100:0:0
+			done
+			continue
+		fi
 		if [ "$s" != flask ]; then
 			serve "$s" cache || { unavailable cache "$s"; continue; }
 			redis-cli -p "$REDIS_PORT" flushall >/dev/null
@@ -212,7 +243,7 @@ scenario_cache() {
 # 4*BASE more (5x in all) during the middle SPIKE_SECONDS; latency per second.
 scenario_spike() {
 	local s v base p1 p2 secs=$((3 * SPIKE_SECONDS))
-	for s in $SERVERS; do
+	for s in $(app_servers); do
 		v=$(variants "$s" | awk '{print $1}') # as shipped: cache, or nocache for Flask
 		serve "$s" "$v" || { unavailable spike "$s"; continue; }
 		uri_files "$s"
@@ -252,7 +283,7 @@ scenario_spike() {
 # TCP connections and Redis's memory every SOAK_EVERY seconds.
 scenario_soak() {
 	local s pid port wpid t0 now
-	for s in $SERVERS; do
+	for s in $(app_servers); do
 		serve "$s" cache || { unavailable soak "$s"; continue; }
 		pid=$(cat "$PIDS/$s.pid")
 		port=${PORTS[$s]}
@@ -271,4 +302,74 @@ scenario_soak() {
 		done
 		wait "$wpid" || true
 	done
+}
+
+# --- 7. hits: the cached-hit ceiling.  One cached answer (tenant
+# H2_TENANT's first sampled event) read again and again with wrk -t1 -c
+# HITS_CONNS and no Lua per request: from the proxy's cache, from nginx's
+# and Varnish's (longest TTL, in front of Express), and from h2o serving
+# the same bytes as a static file (the ceiling of this machine).  Every
+# server is up at once; HITS_ROUNDS rounds, each running them in turn, so
+# that the two sides of a ratio are seconds apart.
+scenario_hits() {
+	local id path tok s r p auth fronts=() body=$WORK/hit.body
+	id=$(awk -v t="$H2_TENANT" '$2 == t {print $1; exit}' "$BENCH_DIR/data/samples.tsv")
+	path="/rpc/event?id=$id"
+	tok=$(awk -v t="$H2_TENANT" '$1 == t {print $2}' "$WORK/tokens.tsv")
+	for s in $ALL_SERVERS; do stop_server "$s"; done
+	rm -f "$body"
+	: >"$WORK/hits-bytes.tsv"
+	for s in $SERVERS; do
+		case $s in
+		proxy) up proxy cache || { unavailable hits proxy; continue; } ;;
+		nginx | varnish)
+			{ up express nocache && up "$s" "$(shipped "$s")"; } || { unavailable hits "$s"; continue; } ;;
+		*) continue ;;
+		esac
+		# an answer fills the cache; then it must answer hits with the same
+		# bytes as the first server's
+		hit_check "$s" "${URL[$s]}$path" "$tok" "$body" && fronts+=("$s")
+	done
+	[ ${#fronts[@]} -gt 0 ] || return 0
+	if start_static "$body"; then
+		hit_check static "${URL[static]}/hit.json" "" "$body" && fronts+=(static)
+	else
+		unavailable hits static
+	fi
+	for r in $(seq "$HITS_ROUNDS"); do
+		for s in "${fronts[@]}"; do
+			p=$path auth="Bearer $tok"
+			[ "$s" != static ] || p=/hit.json auth=
+			WRK_THREADS=1 run_wrk hits "$s" "${VARIANT[$s]:-file}" "$r" "$HITS_CONNS" "$DURATION" hit.lua \
+				HIT_PATH="$p" HIT_AUTH="$auth"
+		done
+	done
+	stop_server static
+}
+
+# hit_check SERVER URL TOKEN BODY: SERVER answers URL from its cache
+# (X-Cache: hit, within 5 s: a proxy just started may still be loading its
+# catalog; h2o: a static file) with BODY's bytes (BODY is written by the
+# first server checked); records the sizes of the body and of the headers
+# in WORK/hits-bytes.tsv.
+hit_check() {
+	local s=$1 url=$2 tok=$3 body=$4 got=$WORK/hit-$1.body hdr=$WORK/hit-$1.headers xc=
+	for _ in $(seq 50); do
+		curl -s -D "$hdr" -o "$got" ${tok:+-H "Authorization: Bearer $tok"} "$url" || true
+		xc=$(awk -F': *' 'tolower($1) == "x-cache" {gsub("\r", "", $2); print $2}' "$hdr")
+		[ "$s" != static ] && [ "$xc" != hit ] || break
+		sleep 0.1
+	done
+	[ -s "$body" ] || cp "$got" "$body"
+	if [ "$s" != static ] && [ "$xc" != hit ]; then
+		log "hits: $s answers X-Cache: ${xc:-none}, not a hit; skipped"
+		unavailable hits "$s"
+		return 1
+	fi
+	if ! cmp -s "$got" "$body"; then
+		log "hits: $s answers other bytes than the first server; skipped"
+		unavailable hits "$s"
+		return 1
+	fi
+	printf '%s\t%s\t%s\t%s\n' "$s" "$(wc -c <"$got")" "$(wc -c <"$hdr")" "${xc:--}" >>"$WORK/hits-bytes.tsv"
 }

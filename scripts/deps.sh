@@ -7,8 +7,12 @@ set -euo pipefail
 # Build and runtime dependencies.  The load tools (wrk, h2load, pgbench) and
 # the fuzzing toolchain are here too so that `make test` and `make bench`
 # work from a clean machine, and so are the benchmark's peers (Flask under
-# Gunicorn; Node.js, whose npm installs bench/peers/express's packages) and
-# bench/proxy's static-file baseline, the h2o server.
+# Gunicorn; Node.js, whose npm installs bench/peers/express's packages; nginx
+# and Varnish, the HTTP caches of bench/peers/nginx and bench/peers/varnish)
+# and bench/proxy's static-file baseline, the h2o server.  The benchmark runs
+# nginx and varnishd itself, from its own directory; where Debian starts
+# their system services on install (not in containers with a policy-rc.d),
+# they are not used and may be disabled.
 PACKAGES=(
 	build-essential
 	pkg-config
@@ -32,6 +36,8 @@ PACKAGES=(
 	wrk
 	nghttp2-client
 	h2o
+	nginx
+	varnish
 	gnuplot-nox
 	util-linux
 	python3-flask

@@ -14,7 +14,8 @@
 #                   and proxies; each says in its header what it needs)
 #   proxy-http-hostile-asan  proxy/test/http_hostile.sh against build/asan/pulse-proxy
 #   bench-smoke     bench/smoke.sh: every scenario of bench/run.sh against the
-#                   proxy, Express and Flask on a tiny dataset
+#                   proxy, Express, Express behind nginx and Varnish, and
+#                   Flask on a tiny dataset; the staleness checks
 #
 # Knobs (environment):
 #   SUITES="pg_regress proxy-*"   run only the suites whose id matches one of
@@ -121,7 +122,7 @@ for t in proxy/test/*.sh; do
 done
 add proxy-http-hostile-asan "proxy: http_hostile.sh (build/asan/pulse-proxy)" \
 	'proxy_e2e build/asan/pulse-proxy "$PORT" "$DIR" proxy/test/http_hostile.sh'
-add bench-smoke "load-test harness (bench/smoke.sh: every scenario, 3 servers, tiny dataset)" \
+add bench-smoke "load-test harness (bench/smoke.sh: every scenario, 5 servers, tiny dataset)" \
 	'bash bench/smoke.sh "$DIR" "$(free_port "$PORT")"'
 
 # --- build what the suites share, once, before they run side by side ------

@@ -10,6 +10,8 @@
 --   search_events_offset(kind, since, until, start, page_size)
 --                                                 search  the same with LIMIT/OFFSET
 --   add_event(kind, amount, note)                 write   insert an event
+--   update_event(id, amount)                      write   change an event's amount,
+--                                                         bump its version
 --   tenant_stats()                                read    per-kind totals from the
 --                                                         pulse.create_aggregate table
 --   tenant_stats_live()                           read    the same computed on demand
@@ -27,7 +29,7 @@ DECLARE
     r json;
 BEGIN
     SELECT row_to_json(e) INTO r
-      FROM (SELECT id, tenant_id, created_at, kind, amount, note
+      FROM (SELECT id, tenant_id, created_at, kind, amount, note, version
               FROM bench.events WHERE bench.events.id = event.id) AS e;
     RETURN r;
 END
@@ -106,6 +108,21 @@ BEGIN
 END
 $$;
 
+-- The mix's updates: the version tells a reader which write it sees
+-- (bench/staleness.py).  Returns null for an id the tenant does not own.
+CREATE OR REPLACE FUNCTION api.update_event(id bigint, amount numeric)
+RETURNS json LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    r json;
+BEGIN
+    UPDATE bench.events AS e
+       SET amount = update_event.amount, version = e.version + 1
+     WHERE e.id = update_event.id
+    RETURNING json_build_object('id', e.id, 'version', e.version) INTO r;
+    RETURN r;
+END
+$$;
+
 CREATE OR REPLACE FUNCTION api.tenant_stats()
 RETURNS jsonb LANGUAGE sql STABLE AS $$
     SELECT coalesce(jsonb_agg(jsonb_build_object('kind', kind, 'n', n, 'total', total,
@@ -126,14 +143,19 @@ $$;
 
 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA api TO api;
 
--- Events are append-only through this API (no update or delete endpoint),
--- so an event, once read, never changes: no tag.  Everything that lists or
--- counts events carries the tag of the table it reads.
-SELECT pulse.expose('api.event(bigint)', 'read', '60 seconds');
+-- Everything that lists or counts events carries the tag of the table it
+-- reads.  So, for now, does the read by id: update_event changes events
+-- (issue 19's staleness measurement), and without a tag a cached event
+-- would stay stale for its ttl.  A table tag invalidates every cached event
+-- at every write; keyed tags (one per id) will replace it.  update_event
+-- carries the tag too, so that the proxy that ran it reads the tag's new
+-- generation after its COMMIT, before answering (read-your-writes).
+SELECT pulse.expose('api.event(bigint)', 'read', '60 seconds', '{bench.events}');
 SELECT pulse.expose('api.search_events(text, timestamptz, timestamptz, text, int)',
                     'search', '10 seconds', '{bench.events}');
 SELECT pulse.expose('api.search_events_offset(text, timestamptz, timestamptz, int, int)',
                     'search', '10 seconds', '{bench.events}');
 SELECT pulse.expose('api.add_event(text, numeric, text)', 'write');
+SELECT pulse.expose('api.update_event(bigint, numeric)', 'write', NULL, '{bench.events}');
 SELECT pulse.expose('api.tenant_stats()', 'read', '10 seconds', '{bench.tenant_kind_stats}');
 SELECT pulse.expose('api.tenant_stats_live()', 'read', '10 seconds', '{bench.events}');

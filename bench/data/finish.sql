@@ -20,6 +20,7 @@ ALTER TABLE bench.events ADD FOREIGN KEY (tenant_id) REFERENCES bench.tenants NO
 GRANT USAGE ON SCHEMA bench, api, pulse TO api;
 GRANT SELECT ON bench.tenants TO api;
 GRANT SELECT, INSERT ON bench.events TO api;
+GRANT UPDATE (amount, version) ON bench.events TO api;
 
 ALTER TABLE bench.events ENABLE ROW LEVEL SECURITY;
 CREATE POLICY events_tenant ON bench.events

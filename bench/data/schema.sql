@@ -20,7 +20,11 @@ CREATE TABLE bench.events (
     created_at  timestamptz NOT NULL,
     kind        text NOT NULL,
     amount      numeric(12,2) NOT NULL,
-    note        text
+    note        text,
+    -- bumped by every update (api.update_event): the load scripts compare
+    -- the version a read returns with the versions the writes committed,
+    -- to count stale reads (bench/staleness.py)
+    version     int NOT NULL DEFAULT 0
 );
 
 -- The role API clients act as (RLS applies to it) and the login role the

@@ -2,7 +2,9 @@
 
 # peer_await NAME: waits up to 10 s until the peer whose pid is in
 # DIR/NAME.pid answers /health on 127.0.0.1:$PORT; if it does not (or dies),
-# kills it, prints the tail of DIR/NAME.log and exits 1.
+# stops it (peer_stop: TERM first, so that a master process such as nginx's
+# or Gunicorn's takes its workers down with it), prints the tail of
+# DIR/NAME.log and exits 1.
 peer_await() {
 	local name=$1
 	for _ in $(seq 100); do
@@ -10,8 +12,7 @@ peer_await() {
 		kill -0 "$(cat "$DIR/$name.pid")" 2>/dev/null || break
 		sleep 0.1
 	done
-	kill -KILL "$(cat "$DIR/$name.pid")" 2>/dev/null || true
-	rm -f "$DIR/$name.pid"
+	peer_stop "$name"
 	echo "$name peer did not start:" >&2
 	tail -n 20 "$DIR/$name.log" >&2
 	exit 1

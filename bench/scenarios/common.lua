@@ -7,9 +7,28 @@
 --                  hence Zipf-skewed over tenants (bench/data/load.sh)
 --   BENCH_TOKENS   "tenant<TAB>jwt" lines (bench/data/tokens.py)
 --   BENCH_TENANT   when set, only this tenant's samples are used
+--   BENCH_HOT      when set, only the first BENCH_HOT of those samples (a
+--                  small hot set: every row is read and written often)
 --   BENCH_SEED     seed of the thread's random numbers (default 1), mixed
 --                  with the thread number so threads differ
+--   BENCH_LOG      when set, each thread writes the operations that the
+--                  staleness check needs to BENCH_LOG.<thread>.tsv
+--                  (M.log_read, M.log_write; bench/staleness.py)
 local M = {}
+
+-- A clock shared by every process of the machine (CLOCK_MONOTONIC, in
+-- microseconds), through LuaJIT's FFI: wrk's Lua has no finer clock than
+-- os.time().  nil when the FFI is not there (then nothing is logged).
+local ffi_ok, ffi = pcall(require, "ffi")
+if ffi_ok then
+	pcall(ffi.cdef, "typedef struct { long tv_sec; long tv_nsec; } bench_timespec_t;" ..
+		"int clock_gettime(int clk, bench_timespec_t *tp);")
+	local ts = ffi.new("bench_timespec_t")
+	function M.now_us()
+		ffi.C.clock_gettime(1, ts) -- CLOCK_MONOTONIC
+		return tonumber(ts.tv_sec) * 1000000 + math.floor(tonumber(ts.tv_nsec) / 1000)
+	end
+end
 
 M.kinds = { "view", "click", "signup", "purchase", "refund" }
 
@@ -28,8 +47,9 @@ end
 function M.load(thread_no)
 	local only = os.getenv("BENCH_TENANT")
 	M.samples = {}
+	local hot = tonumber(os.getenv("BENCH_HOT") or "")
 	for _, p in ipairs(lines(os.getenv("BENCH_SAMPLES"))) do
-		if not only or only == "" or p[2] == only then
+		if (not only or only == "" or p[2] == only) and (not hot or #M.samples < hot) then
 			M.samples[#M.samples + 1] = p
 		end
 	end
@@ -39,6 +59,23 @@ function M.load(thread_no)
 		M.tokens[p[1]] = "Bearer " .. p[2]
 	end
 	math.randomseed(tonumber(os.getenv("BENCH_SEED") or "1") * 7919 + (thread_no or 0))
+	local log = os.getenv("BENCH_LOG")
+	if log and log ~= "" and M.now_us then
+		M.log = assert(io.open(log .. "." .. (thread_no or 0) .. ".tsv", "w"))
+		M.log:setvbuf("full", 65536) -- flushed by exit(): wrk returns from main
+	end
+end
+
+-- The operation log of the staleness check, one line per operation:
+--   R <id> <version seen> <start, us>   a read by id, sent at start
+--   W <id> <version> <ack, us>          an update whose answer (sent by the
+--                                       server after its COMMIT) arrived at ack
+function M.log_read(id, version, start)
+	M.log:write("R\t", id, "\t", version, "\t", string.format("%d", start), "\n")
+end
+
+function M.log_write(id, version, ack)
+	M.log:write("W\t", id, "\t", version, "\t", string.format("%d", ack), "\n")
 end
 
 -- A random sample: {id, tenant}.
@@ -53,7 +90,7 @@ function M.headers(tenant, json)
 end
 
 -- Counters per thread, summed over threads by M.done.
-M.counters = { "reads", "writes", "searches", "ok", "bad", "hits" }
+M.counters = { "reads", "writes", "updates", "searches", "ok", "bad", "hits" }
 M.c = {}
 for _, k in ipairs(M.counters) do M.c[k] = 0 end
 

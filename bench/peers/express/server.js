@@ -13,8 +13,10 @@
 // ttl: the key holds the tenant, the endpoint, the arguments and the
 // generations of the endpoint's tags, as the proxy's does, so a write
 // invalidates in O(1).  Generations are kept in memory from LISTEN
-// pulse_invalidate, and after a write from pulse.tag_generations in the
-// write's own transaction (read-your-writes in this process).  CACHE=off
+// pulse_invalidate, and after a write from pulse.tag_generations read on
+// the write's connection right after its COMMIT (read-your-writes in this
+// process; pulse bumps a transaction's tags at pre-commit, so a read inside
+// the transaction would still see the old generations).  CACHE=off
 // disables the cache; CACHE=ttl ignores the tags (TTL expiry only).
 //
 // Runs WORKERS processes (node:cluster, default: cores), each with a pg
@@ -171,13 +173,8 @@ async function call(ep, tenant, args) {
     await client.query('BEGIN');
     await client.query("SELECT set_config('pulse.tenant', $1, true)", [tenant]);
     const r = await client.query(text, params);
-    let gens = null;
-    if (ep.class === 'write' || ep.class === 'batch') {
-      const tags = [...generations.keys()];
-      if (tags.length) gens = (await client.query('SELECT pulse.tag_generations($1::text[]) AS g', [tags])).rows[0].g.map((g, i) => [tags[i], Number(g)]);
-    }
     await client.query('COMMIT');
-    if (gens) gens.forEach(([t, g]) => setGeneration(t, g));
+    if (ep.class === 'write' || ep.class === 'batch') await readGenerations(client);
     return r.rows[0].body;
   } catch (e) {
     await client.query('ROLLBACK').catch(() => {});
@@ -185,6 +182,18 @@ async function call(ep, tenant, args) {
   } finally {
     client.release();
   }
+}
+
+// After a write's COMMIT: the generations of every known tag, so that the
+// next read through this process keys on the write's bumps.  A failure
+// only delays that to the NOTIFY (the write itself is committed).
+async function readGenerations(client) {
+  const tags = [...generations.keys()];
+  if (!tags.length) return;
+  try {
+    const g = await client.query('SELECT pulse.tag_generations($1::text[]) AS g', [tags]);
+    g.rows[0].g.forEach((gen, i) => setGeneration(tags[i], Number(gen)));
+  } catch (e) { /* LISTEN pulse_invalidate catches up */ }
 }
 
 async function handle(req, res, args) {
