@@ -181,8 +181,11 @@ stop_pidfile() {
 # configuration format (proxy/include/config.h, proxy/src/config.c): a flat
 # YAML file, the secret from PULSE_JWT_SECRET.
 start_proxy() {
-	local variant=$1 port conf redis=
+	local variant=$1 port conf redis= keyed=true
 	[ -n "${PORTS[proxy]:-}" ] || next_port proxy
+	# variant tabletags: the endpoints cached under the table's tag, as before keyed tags (bench/data/api.sql)
+	[ "$variant" != tabletags ] || keyed=false
+	psql -X -q -d "$DB" -c "SELECT bench.use_tags($keyed)" >/dev/null || { log "proxy: bench.use_tags($keyed) failed"; return 1; }
 	port=${PORTS[proxy]}
 	conf=$BENCH_DIR/proxy.yaml
 	[ "$variant" = nocache ] || redis="redis://127.0.0.1:$REDIS_PORT"

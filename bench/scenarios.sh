@@ -4,7 +4,9 @@
 # Each scenario_<name> measures every server of $SERVERS in turn, with the
 # other servers stopped, and appends its numbers to $RES (and, for some, to
 # a side file in $WORK).  Variants: "cache" is the server as shipped,
-# "nocache" the same without its Redis cache (Flask has none); nginx and
+# "nocache" the same without its Redis cache (Flask has none), "tabletags"
+# the proxy with its endpoints cached under the table's tag (as before keyed
+# tags, bench/data/api.sql); nginx and
 # Varnish (HTTP caches in front of Express without its cache) have one
 # variant per TTL, ttl<N>.
 
@@ -13,6 +15,8 @@ variants() {
 	local t
 	if [ "$1" = flask ]; then echo nocache
 	elif is_http_cache "$1"; then for t in $PEER_TTLS; do printf 'ttl%s ' "$t"; done; echo
+	elif [ "$1" = proxy ] && [ "$BASELINES" = 1 ]; then echo cache tabletags nocache
+	elif [ "$1" = proxy ]; then echo cache tabletags
 	elif [ "$BASELINES" = 1 ]; then echo cache nocache
 	else echo cache; fi
 }

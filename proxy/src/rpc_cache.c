@@ -53,6 +53,11 @@ static void on_flight_done(void *data, const void *result)
         rpc_call_database(r);
         return;
     }
+    /* the leader's call may have started before a write to a keyed tag this request came after (the key is the same) */
+    if (!rpc_keyed_current(r, result)) {
+        rpc_call_database(r);
+        return;
+    }
     pulse_cache_entry_t e;
     rpc_entry_copy(&r->req->pool, &e, result);
     rpc_send_entry(r, &e, "miss", "flight");
@@ -77,8 +82,11 @@ static void on_poll_fetch(void *data, pulse_cache_lookup_t status, const pulse_c
         return;
     r->fetch = NULL;
     if (status == PULSE_CACHE_LOOKUP_HIT &&
-        pulse_cache_classify(entry->created_at_ms, entry->ttl_ms, r->swr_ms, r->sie_ms, rpc_now_ms()) == PULSE_CACHE_FRESH &&
-        rpc_keyed_current(r, entry)) {
+        pulse_cache_classify(entry->created_at_ms, entry->ttl_ms, r->swr_ms, r->sie_ms, rpc_now_ms()) == PULSE_CACHE_FRESH) {
+        if (!rpc_keyed_current(r, entry)) { /* the other call started before a write this one came after: no use waiting */
+            rpc_call_database(r);
+            return;
+        }
         pulse_cache_entry_t e;
         rpc_entry_copy(&r->req->pool, &e, entry);
         pulse_lcache_put(r->worker->lcache, r->key, &e);

@@ -5,7 +5,8 @@
 #   - a write of one tenant (SQL) leaves another tenant's entries hits, and
 #     makes its own a miss within the staleness bound;
 #   - an UPDATE of one row leaves the other rows' by-id entries hits;
-#   - a write through the proxy is seen by the next read at once;
+#   - a write through the proxy is seen by the next read at once, also when
+#     a flight for the same key started before the write;
 #   - a bulk write over pulse.keyed_tag_limit bumps the epoch: every entry
 #     of the column misses;
 #   - the listening connection killed: keyed knowledge is forgotten and
@@ -49,12 +50,17 @@ $$;
 CREATE FUNCTION api.kt_item(id bigint) RETURNS json LANGUAGE sql STABLE AS $$
     SELECT row_to_json(i) FROM kt.items i WHERE i.id = kt_item.id
 $$;
+-- the same, 0.8 s late: its snapshot is taken before the sleep
+CREATE FUNCTION api.kt_slow(id bigint) RETURNS json LANGUAGE sql STABLE AS $$
+    SELECT row_to_json(i) FROM kt.items i, pg_sleep(0.8) WHERE i.id = kt_slow.id
+$$;
 CREATE FUNCTION api.kt_touch(id bigint) RETURNS json LANGUAGE sql AS $$
     UPDATE kt.items i SET v = i.v + 1 WHERE i.id = kt_touch.id RETURNING json_build_object('id', i.id, 'v', i.v)
 $$;
 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA api TO api;
 SELECT pulse.expose('api.kt_mine()', 'read', '60 s', ARRAY['kt:tenant_id={tenant}']);
 SELECT pulse.expose('api.kt_item(bigint)', 'read', '60 s', ARRAY['kt:id={id}']);
+SELECT pulse.expose('api.kt_slow(bigint)', 'read', '60 s', ARRAY['kt:id={id}']);
 SELECT pulse.expose('api.kt_touch(bigint)', 'write');
 SQL
 
@@ -66,7 +72,7 @@ start_proxy() { # start_proxy [extra config lines]
 	cat >"$TMP/proxy.yaml" <<CONF
 listen: 127.0.0.1:$HTTP_PORT
 pg_url: host=127.0.0.1 port=$PGPORT dbname=pulse_keyed user=pulse_proxy connect_timeout=2
-threads: 2
+threads: 1
 pool_size: 2
 access_log: "off"
 redis_url: redis://127.0.0.1:$REDIS_PORT
@@ -117,6 +123,15 @@ xcache "$T1" "/rpc/kt_item?id=3" >/dev/null
 curl -sf -o /dev/null -H "Authorization: Bearer $T1" -H 'Content-Type: application/json' -d '{"id": 3}' "$BASE/rpc/kt_touch"
 tap_check "a write through the proxy: the next read is fresh at once" \
 	eval '[[ $(xcache "$T1" "/rpc/kt_item?id=3") == miss*\"v\":2* ]]'
+
+# a read that comes after a write must not join a flight that started before it (the key is the same for keyed tags)
+curl -s -o "$TMP/slow1" -H "Authorization: Bearer $T1" "$BASE/rpc/kt_slow?id=18" &
+slow_pid=$!
+sleep 0.3
+curl -sf -o /dev/null -H "Authorization: Bearer $T1" -H 'Content-Type: application/json' -d '{"id": 18}' "$BASE/rpc/kt_touch"
+tap_check "a read after a write does not take the answer of a flight that started before the write" \
+	eval '[[ $(xcache "$T1" "/rpc/kt_slow?id=18") == *\"v\":1* ]]'
+wait "$slow_pid"
 
 # tenant isolation: tenant 2 asking for tenant 1's row gets nothing, through the cache too
 xcache "$T2" "/rpc/kt_item?id=6" >/dev/null

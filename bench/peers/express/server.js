@@ -89,8 +89,12 @@ const generations = new Map();
 function quoteIdent(s) { return '"' + String(s).replace(/"/g, '""') + '"'; }
 
 async function loadCatalog() {
+  // A keyed tag template ("<tag>:<col>={arg}") is read as its table's tag: cache-aside here invalidates by
+  // table, as applications that keep generations themselves do (pulse-proxy keeps keyed tags exactly).
   const r = await pool.query(`SELECT name, schema, function, arg_names, arg_types, result, class,
-                                     extract(epoch FROM ttl)::int AS ttl, tags
+                                     extract(epoch FROM ttl)::int AS ttl,
+                                     ARRAY(SELECT DISTINCT regexp_replace(t, ':[^:={}]+=\\{[^{}]*\\}$', '')
+                                             FROM unnest(tags) AS t) AS tags
                                 FROM pulse.endpoints`);
   const m = new Map();
   const tags = new Set();
