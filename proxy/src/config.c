@@ -93,6 +93,14 @@ static const opt_t options[] = {
     {"trace_sample_ppm",  OPT_INT, OFF(trace_sample_ppm),               "10000",          0,   1000000, 1},
     {"trace_slow_ms",     OPT_INT, OFF(trace_slow_ms),                  "0",              0,   INT_MAX, 1},
     {"request_timeout_ms", OPT_INT, OFF(request_timeout_ms),            "10000",          100, 600000,  0},
+    {"live_max_streams",  OPT_INT, OFF(live_max_streams),               "10000",          0,   10000000, 1},
+    {"live_max_streams_tenant", OPT_INT, OFF(live_max_streams_tenant),  "1000",           1,   10000000, 1},
+    {"live_min_interval_ms", OPT_INT, OFF(live_min_interval_ms),        "20",             0,   60000,   0},
+    {"live_heartbeat_ms", OPT_INT, OFF(live_heartbeat_ms),              "15000",          0,   3600000, 1},
+    {"live_retry_ms",     OPT_INT, OFF(live_retry_ms),                  "1000",           0,   3600000, 1},
+    {"live_allow_origin", OPT_STR, OFF(live_allow_origin),              "",               0,   0,       1},
+    {"slo_live_p95_ms",   OPT_INT, OFF(slo_live_p95_ms),                "25",             1,   INT_MAX, 1},
+    {"slo_live_p99_ms",   OPT_INT, OFF(slo_live_p99_ms),                "50",             1,   INT_MAX, 1},
 };
 /* clang-format on */
 #define NOPTIONS (sizeof(options) / sizeof(options[0]))
