@@ -37,6 +37,7 @@
 #include "channel.h"
 #include "generations.h"
 #include "keyed.h"
+#include "live.h"
 #include "log.h"
 #include "router.h"
 
@@ -90,6 +91,8 @@ static void cat_drain(PGconn *pg, void *arg)
         if (strcmp(note->relname, "pulse_invalidate") == 0) {
             if (gens != NULL && pulse_generations_apply_notify(gens, keyed, note->extra, strlen(note->extra)) < 0)
                 pulse_log_msg("warning", NULL, "catalog: ignoring the pulse_invalidate payload \"%.80s\"", note->extra);
+            else
+                pulse_live_notify(note->extra, strlen(note->extra)); /* after the map: live.h */
         } else if (chan != NULL && strcmp(note->relname, pulse_channel_name(chan)) == 0) {
             cat_beat(note->extra);
         } else {
@@ -161,6 +164,7 @@ out:
         resync_pending = 0;
         heard_us = pulse_generations_now_us();
         atomic_fetch_add(&resyncs, 1);
+        pulse_live_resynced(); /* notifications may have been lost: every live subscription is refreshed once */
     } else {
         resync_retry_us = pulse_generations_now_us() + CAT_RESYNC_RETRY_US;
     }

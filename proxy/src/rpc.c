@@ -39,17 +39,17 @@ static int rpc_authenticate(rpc_req_t *r, const char **reason)
 {
     h2o_req_t *req = r->req;
     ssize_t i = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, -1);
-    if (i < 0) {
+    h2o_iovec_t v = r->live_token; /* a stream's access_token (live_stream.c): there is no Authorization then */
+    if (i < 0 && v.base == NULL) {
         *reason = "missing bearer token";
         return -1;
     }
-    h2o_iovec_t v = req->headers.entries[i].value;
-    if (v.len < 7 || !h2o_lcstris(v.base, 7, H2O_STRLIT("bearer "))) {
+    if (i >= 0 && ((v = req->headers.entries[i].value).len < 7 || !h2o_lcstris(v.base, 7, H2O_STRLIT("bearer ")))) {
         *reason = "the Authorization scheme must be Bearer";
         return -1;
     }
-    const char *tok = v.base + 7;
-    size_t len = v.len - 7;
+    const char *tok = i >= 0 ? v.base + 7 : v.base;
+    size_t len = i >= 0 ? v.len - 7 : v.len;
     while (len > 0 && *tok == ' ')
         tok++, len--;
     while (len > 0 && tok[len - 1] == ' ')
@@ -120,6 +120,9 @@ int pulse_rpc_handle(h2o_req_t *req)
         rpc_fail(r, 405, readonly ? "use GET or POST" : "use POST", readonly ? "GET, POST" : "POST");
         return 0;
     }
+    /* Accept: text/event-stream makes a GET a live stream (live_stream.c), whose token may be the query's access_token */
+    if (r->is_get && readonly && rpc_live_accept(r) != 0)
+        return 0;
 
     /* step 2 */
     const char *reason = NULL;
@@ -162,6 +165,11 @@ static void rpc_run(rpc_req_t *r)
     }
     if (pulse_router_prepare(&req->pool, &r->call, &err) != 0) {
         rpc_fail(r, 400, err, NULL);
+        return;
+    }
+
+    if (r->live) { /* a stream: its results come from its subscription (live.c), never from the cache */
+        rpc_live_open(r);
         return;
     }
 
