@@ -53,9 +53,9 @@ typedef struct pulse_pgquery_t {
     const char *sql;
     int nparams;
     const char *const *params; /* text parameters, NULL for SQL NULL */
-    const char *after_sql;     /* NULL, or a statement with one parameter run after the call's transaction ended, in the same
-                                  pipeline (a write's tag generations, read after its COMMIT); its errors are only logged */
-    const char *after_param;
+    const char *after_sql;     /* NULL, or a statement run after the call's transaction ended, in the same pipeline (what a
+                                  write bumped, read after its COMMIT); its errors are only logged */
+    const char *after_param;   /* its one parameter ($1), or NULL when it has none */
 } pulse_pgquery_t;
 
 /* The pool's state and counters (pulse_pgpool_stats). */

@@ -447,7 +447,7 @@ static void conn_run(conn_t *c, pulse_pgjob_t *job)
     if (job->after_sql != NULL) {
         /* a new implicit transaction: it sees what the call committed; unnamed statement, parsed every time */
         const char *p[1] = {job->after_param};
-        ok = ok && PQsendQueryParams(c->pg, job->after_sql, 1, NULL, p, NULL, NULL, 0);
+        ok = ok && PQsendQueryParams(c->pg, job->after_sql, job->after_param != NULL ? 1 : 0, NULL, p, NULL, NULL, 0);
         c->cmds[c->ncmds++] = CMD_AFTER;
         ok = ok && PQpipelineSync(c->pg);
         c->syncs++;
