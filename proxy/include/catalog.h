@@ -13,13 +13,15 @@
 
 #include "config.h"
 #include "generations.h"
+#include "replicas.h"
 
 /**
- * Starts the catalog thread on `conninfo`, feeding `gens` (NULL: no cache, pulse_invalidate is ignored). The first load is
- * attempted before returning (so a proxy that can reach its database starts with its routes); failures are logged and
- * retried every half second. Returns 0, or -1 when the thread cannot be created.
+ * Starts the catalog thread on `conninfo`, feeding `gens` (NULL: no cache, pulse_invalidate is ignored) and stamping
+ * each generation for `replicas` before it is applied (NULL: none). The first load is attempted before returning (so a
+ * proxy that can reach its database starts with its routes); failures are logged and retried every half second.
+ * Returns 0, or -1 when the thread cannot be created.
  */
-int pulse_catalog_start(const char *conninfo, pulse_generations_t *gens) PULSE_WUR;
+int pulse_catalog_start(const char *conninfo, pulse_generations_t *gens, pulse_replicas_t *replicas) PULSE_WUR;
 
 /**
  * Stops the catalog thread and closes its connection.

@@ -23,9 +23,10 @@
 static pthread_t thread;
 static char *conninfo;
 static atomic_int stop_requested, reload_requested, ready, started;
-static int load_failed;           /* the last read of the catalog failed: retried every few seconds (catalog thread only) */
-static unsigned connect_failures; /* in a row; only some are logged (catalog thread, or before it starts) */
-static pulse_generations_t *gens; /* shared with the event loops; NULL: no cache */
+static int load_failed;            /* the last read of the catalog failed: retried every few seconds (catalog thread only) */
+static unsigned connect_failures;  /* in a row; only some are logged (catalog thread, or before it starts) */
+static pulse_generations_t *gens;  /* shared with the event loops; NULL: no cache */
+static pulse_replicas_t *replicas; /* stamps of the generations (replicas.h); NULL: no replicas */
 
 /*
  * Reads the generations of every tag of the current routes with pulse.tag_generations and raises the map to them: after
@@ -52,8 +53,9 @@ static int cat_resync(PGconn *pg)
     if ((lit = pulse_generations_text_array(tags, ntags)) == NULL)
         goto out;
     const char *params[1] = {lit};
-    PGresult *res = PQexecParams(pg, "SELECT pulse.tag_generations($1::text[])::text", 1, NULL, params, NULL, NULL, 0);
+    PGresult *res = PQexecParams(pg, PULSE_REPLICAS_TAG_GENERATIONS_SQL, 1, NULL, params, NULL, NULL, 0);
     if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
+        pulse_replicas_stamp(replicas, tags, ntags, PQgetvalue(res, 0, 1)); /* before they move (replicas.h) */
         int moved = pulse_generations_resync(gens, tags, ntags, PQgetvalue(res, 0, 0), (size_t)PQgetlength(res, 0, 0));
         if (moved < 0)
             pulse_log_msg("error", NULL, "catalog: unexpected pulse.tag_generations result");
@@ -164,8 +166,15 @@ static void *cat_main(void *arg)
                 pg = NULL;
                 continue;
             }
-            PGnotify *note;
+            PGnotify *batch = NULL, **tail = &batch, *note, *next;
             while ((note = PQnotifies(pg)) != NULL) {
+                *tail = note;
+                tail = &note->next;
+            }
+            *tail = NULL;
+            pulse_replicas_stamp_notifications(replicas, pg, batch); /* before they are applied (replicas.h) */
+            for (note = batch; note != NULL; note = next) {
+                next = note->next;
                 if (strcmp(note->relname, "pulse_invalidate") != 0)
                     reload = 1;
                 else if (gens != NULL && pulse_generations_apply_notify(gens, note->extra, strlen(note->extra)) < 0)
@@ -189,9 +198,10 @@ static void *cat_main(void *arg)
     return NULL;
 }
 
-int pulse_catalog_start(const char *ci, pulse_generations_t *g)
+int pulse_catalog_start(const char *ci, pulse_generations_t *g, pulse_replicas_t *rs)
 {
     gens = g;
+    replicas = rs;
     conninfo = strdup(ci);
     if (conninfo == NULL)
         return -1;

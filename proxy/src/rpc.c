@@ -14,8 +14,6 @@
 #include "rpc.h"
 #include "rpc_int.h"
 
-#define RPC_TAG_GENERATIONS_SQL "SELECT pulse.tag_generations($1::text[])::text"
-
 uint64_t rpc_now_ms(void)
 {
     struct timeval tv;
@@ -150,8 +148,13 @@ static void on_db_result(void *data, const pulse_pgresult_t *res)
     rpc_req_t *r = data;
     pulse_worker_t *w = r->worker;
     r->trace.db_end_ns = pulse_trace_now_ns();
+    if (pulse_replicas_retry(w->replicas, &r->pick, res)) { /* a replica failed: the primary answers */
+        rpc_call_database(r);
+        return;
+    }
     if (res->sqlstate != NULL)
         snprintf(r->trace.sqlstate, sizeof(r->trace.sqlstate), "%s", res->sqlstate);
+    pulse_replicas_wrote(w->replicas, r->req, r->conf, r->route, res); /* a write's LSN: stamps, Pulse-LSN */
     if (res->after != NULL && w->gens != NULL &&
         pulse_generations_resync(w->gens, (const char *const *)r->route->tags, r->route->ntags, res->after, res->after_len) < 0)
         pulse_log_msg("error", r->request_id, "%s: unexpected pulse.tag_generations result", r->route->name);
@@ -167,11 +170,14 @@ static void on_db_result(void *data, const pulse_pgresult_t *res)
             if (pulse_cache_entry_init(&r->req->pool, &e, 200, h2o_iovec_init(H2O_STRLIT("application/json")), body, lv,
                                        rpc_now_ms(), r->ttl_ms) != 0)
                 pulse_log_msg("warning", r->request_id, "%s: gzip failed; cached without a gzip variant", r->route->name);
-            if (w->redis != NULL && pulse_cache_store(w->redis, &r->req->pool, r->key, &e,
-                                                      pulse_cache_redis_ttl_ms(r->ttl_ms, r->swr_ms, r->sie_ms)) != 0) {
+            /* a replica's answer older than a generation of the key is served, never stored (replicas.h) */
+            int store = pulse_replicas_may_store(w->replicas, &r->pick, r->route, res);
+            if (store && w->redis != NULL && pulse_cache_store(w->redis, &r->req->pool, r->key, &e,
+                                                               pulse_cache_redis_ttl_ms(r->ttl_ms, r->swr_ms, r->sie_ms)) != 0) {
                 /* Redis is down: answered from the database all the same */
             }
-            pulse_lcache_put(w->lcache, r->key, &e);
+            if (store)
+                pulse_lcache_put(w->lcache, r->key, &e);
             rpc_flight_done(r, &e);
             rpc_send_entry(r, &e, "miss", "db");
             return;
@@ -214,10 +220,18 @@ static void on_db_result(void *data, const pulse_pgresult_t *res)
     }
 }
 
+static void rpc_call_database_cb(void *r)
+{
+    rpc_call_database(r);
+}
+
 /* step 5: on_db_result continues */
 void rpc_call_database(rpc_req_t *r)
 {
     pulse_worker_t *w = r->worker;
+    /* a read may go to a replica; one may have to replay the call's LSN first: then this runs again, decided */
+    if (pulse_replicas_route(w->replicas, &r->pick, r->conf, r->route, r->key[0] != '\0', rpc_call_database_cb, r) != 0)
+        return;
     char trace_id[33];
     pulse_trace_hex(r->trace.trace_id, 16, trace_id);
     pulse_pgquery_t q = {.cls = r->route->cls,
@@ -234,12 +248,17 @@ void rpc_call_database(rpc_req_t *r)
     /* a write with tags reads their generations after its COMMIT, so that the next read through this proxy is fresh */
     if (w->gens != NULL && r->route->ntags != 0 && (r->route->cls == PULSE_CLASS_WRITE || r->route->cls == PULSE_CLASS_BATCH) &&
         (tags = pulse_generations_text_array((const char *const *)r->route->tags, r->route->ntags)) != NULL) {
-        q.after_sql = RPC_TAG_GENERATIONS_SQL;
+        q.after_sql = PULSE_REPLICAS_TAG_GENERATIONS_SQL;
         q.after_param = tags;
     }
+    pulse_pgpool_t *pool = pulse_replicas_pool(w->replicas, &r->pick, w->pgpool, r->route, r->key[0] != '\0', &q, &r->req->pool);
     pulse_pgstatus_t st = PULSE_PG_UNAVAILABLE;
-    int rc = w->pgpool != NULL ? pulse_pgpool_submit(w->pgpool, &q, on_db_result, r, &r->job, &st) : -1;
+    int rc = pool != NULL ? pulse_pgpool_submit(pool, &q, on_db_result, r, &r->job, &st) : -1;
     free(tags);
+    if (rc != 0 && pulse_replicas_retry(w->replicas, &r->pick, NULL)) {
+        rpc_call_database(r);
+        return;
+    }
     if (rc != 0) {
         if (st == PULSE_PG_UNAVAILABLE)
             pulse_metrics_observe_pg_unavailable(w->metrics);
@@ -256,6 +275,7 @@ static void rpc_dispose(void *p)
 {
     rpc_req_t *r = p;
     pulse_pgpool_cancel(r->job);
+    pulse_replicas_cancel(&r->pick);
     if (r->rl_pending != NULL)
         pulse_ratelimit_cancel(r->rl_pending);
     if (h2o_timeout_is_linked(&r->poll))
@@ -402,9 +422,15 @@ static void rpc_run(rpc_req_t *r)
         rpc_fail(r, 400, err, NULL);
         return;
     }
+    const char *lsn_err;
+    if (pulse_replicas_read_token(req, r->conf->replica_lsn_cookie, &r->pick, &lsn_err) != 0) {
+        rpc_fail(r, 400, lsn_err, NULL);
+        return;
+    }
 
-    /* step 4: a cacheable call is looked up in Redis (on_cache_fetch continues); when Redis cannot be asked, it is a miss */
-    switch (rpc_cache_lookup(r)) {
+    /* step 4: a cacheable call is looked up in Redis (on_cache_fetch continues); when Redis cannot be asked, it is a miss.
+       A read carrying a write's LSN skips the cache: it runs where that write is (replicas.h) */
+    switch (r->pick.min_lsn != 0 ? -1 : rpc_cache_lookup(r)) {
     case 0:
     case 2:
         break;

@@ -51,14 +51,17 @@ static int on_health(h2o_req_t *req, int ready)
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT("application/json"));
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL, H2O_STRLIT("no-store"));
     h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-request-id"), 0, NULL, rid, strlen(rid));
-    char body[96];
+    char body[160 + PULSE_REPLICAS_MAX * 160];
     int n;
     if (ready) {
-        /* Redis down is degraded (slower, answered by the database), not unready */
+        /* Redis or a replica down is degraded (slower, answered by the database or the primary), not unready */
         pulse_redis_t *redis = pulse_worker_of(req)->redis;
-        int up = redis == NULL || pulse_redis_is_up(redis);
-        n = snprintf(body, sizeof(body), "{\"status\":\"%s\",\"postgresql\":\"up\",\"redis\":\"%s\"}", up ? "ok" : "degraded",
-                     redis == NULL ? "off" : pulse_redis_state_name(pulse_redis_state(redis)));
+        char reps[PULSE_REPLICAS_MAX * 160];
+        int reps_up;
+        pulse_replicas_ready_json(pulse_replicas_of(pulse_worker_of(req)->replicas), reps, sizeof(reps), &reps_up);
+        int up = (redis == NULL || pulse_redis_is_up(redis)) && reps_up;
+        n = snprintf(body, sizeof(body), "{\"status\":\"%s\",\"postgresql\":\"up\",\"redis\":\"%s\"%s}", up ? "ok" : "degraded",
+                     redis == NULL ? "off" : pulse_redis_state_name(pulse_redis_state(redis)), reps);
     } else {
         n = snprintf(body, sizeof(body), "{\"status\":\"ok\"}");
     }
@@ -78,6 +81,7 @@ static int on_metrics(h2o_req_t *req)
     gettimeofday(&t0, NULL);
     pulse_respond_request_id_of(req, rid);
     pulse_metrics_sync(w->metrics, w->pgpool, w->redis, w->lcache);
+    pulse_metrics_sync_replicas(w->metrics, w->replicas);
     size_t len;
     char *text = pulse_metrics_render(&len);
     if (text == NULL) {
