@@ -172,8 +172,8 @@ static void on_db_result(void *data, const pulse_pgresult_t *res)
                 pulse_log_msg("warning", r->request_id, "%s: gzip failed; cached without a gzip variant", r->route->name);
             /* a replica's answer older than a generation of the key is served, never stored (replicas.h) */
             int store = pulse_replicas_may_store(w->replicas, &r->pick, r->route, res);
-            if (store && w->redis != NULL && pulse_cache_store(w->redis, &r->req->pool, r->key, &e,
-                                                               pulse_cache_redis_ttl_ms(r->ttl_ms, r->swr_ms, r->sie_ms)) != 0) {
+            uint64_t px_ms = pulse_cache_redis_ttl_ms(r->ttl_ms, r->swr_ms, r->sie_ms);
+            if (store && w->redis != NULL && pulse_cache_store(w->redis, &r->req->pool, r->key, &e, px_ms) != 0) {
                 /* Redis is down: answered from the database all the same */
             }
             if (store)
