@@ -58,17 +58,10 @@ $PY -c 'import psycopg2' 2>/dev/null || die "$PY cannot import psycopg2 (Debian:
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 
 PIDS=()
+# the replica first; then scripts/lib.sh's bench_cleanup: the proxies, the primary, $WORK
 cleanup() {
-	local p
-	for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-	for p in "${PIDS[@]}"; do
-		for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-		kill -KILL "$p" 2>/dev/null || true
-		wait "$p" 2>/dev/null || true
-	done
 	scripts/cluster.sh destroy "$WORK/replica" >/dev/null 2>&1 || true
-	scripts/cluster.sh destroy "$WORK/pg" >/dev/null 2>&1 || true
-	rm -rf "$WORK"
+	bench_cleanup
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
