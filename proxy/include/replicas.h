@@ -232,12 +232,12 @@ int pulse_replicas_may_store(pulse_replicas_loop_t *rl, const pulse_replicas_pic
 const char *pulse_replicas_server_name(const pulse_replicas_loop_t *rl, const pulse_replicas_pick_t *pick);
 
 /**
- * Stamps the generations in the pulse_invalidate notifications of `list` (a chain through PGnotify.next; others are
- * skipped) with pg_current_wal_insert_lsn() read on `pg` now, after they arrived: call it on the catalog thread before
- * applying them. Reading the LSN may receive further notifications: they stay for the next batch. A no-op for NULL `rs`
- * or an empty list.
+ * PQnotifies for the catalog thread, which applies what it returns: when no notification is pending, takes every one
+ * libpq has received as a batch and stamps the generations of its pulse_invalidate ones with pg_current_wal_insert_lsn()
+ * read on `pg` now, after they arrived, then hands the batch out one by one (the caller PQfreemem()s each). Reading the
+ * LSN may receive more notifications: they make the next batch. Plain PQnotifies for NULL `rs` or without a cache.
  */
-void pulse_replicas_stamp_notifications(pulse_replicas_t *rs, PGconn *pg, const PGnotify *list);
+PGnotify *pulse_replicas_notifies(pulse_replicas_t *rs, PGconn *pg);
 
 /**
  * Stamps `ntags` tags with `lsn` (the text of a pg_lsn; NULL or invalid: nothing happens).

@@ -23,9 +23,10 @@
 static pthread_t thread;
 static char *conninfo;
 static atomic_int stop_requested, reload_requested, ready, started;
-static int load_failed;            /* the last read of the catalog failed: retried every few seconds (catalog thread only) */
-static unsigned connect_failures;  /* in a row; only some are logged (catalog thread, or before it starts) */
-static pulse_generations_t *gens;  /* shared with the event loops; NULL: no cache */
+static int load_failed;           /* the last read of the catalog failed: retried every few seconds (catalog thread only) */
+static unsigned connect_failures; /* in a row; only some are logged (catalog thread, or before it starts) */
+static pulse_generations_t *gens; /* shared with the event loops; NULL: no cache */
+
 static pulse_replicas_t *replicas; /* stamps of the generations (replicas.h); NULL: no replicas */
 
 /*
@@ -166,15 +167,8 @@ static void *cat_main(void *arg)
                 pg = NULL;
                 continue;
             }
-            PGnotify *batch = NULL, **tail = &batch, *note, *next;
-            while ((note = PQnotifies(pg)) != NULL) {
-                *tail = note;
-                tail = &note->next;
-            }
-            *tail = NULL;
-            pulse_replicas_stamp_notifications(replicas, pg, batch); /* before they are applied (replicas.h) */
-            for (note = batch; note != NULL; note = next) {
-                next = note->next;
+            PGnotify *note;
+            while ((note = pulse_replicas_notifies(replicas, pg)) != NULL) { /* PQnotifies, each stamped first: replicas.h */
                 if (strcmp(note->relname, "pulse_invalidate") != 0)
                     reload = 1;
                 else if (gens != NULL && pulse_generations_apply_notify(gens, note->extra, strlen(note->extra)) < 0)

@@ -136,11 +136,11 @@ void pulse_replicas_stamp(pulse_replicas_t *rs, const char *const *tags, size_t 
             pulse_log_msg("error", NULL, "replicas: cannot stamp the cache tag %s (out of memory)", tags[i]);
 }
 
-void pulse_replicas_stamp_notifications(pulse_replicas_t *rs, PGconn *pg, const PGnotify *list)
+static PGnotify *cat_pending; /* the catalog thread's batch, being handed out (pulse_replicas_notifies) */
+
+/* stamps the generations in the pulse_invalidate notifications of `list` with the LSN read on `pg` now */
+static void stamp_batch(pulse_replicas_t *rs, PGconn *pg, const PGnotify *list)
 {
-    pulse_generations_t *stamps = pulse_replicas_stamps(rs);
-    if (stamps == NULL || list == NULL)
-        return;
     /* after the batch arrived: >= the commit of every bump in it (its NOTIFY is delivered after its commit) */
     PGresult *res = PQexec(pg, "SELECT pg_current_wal_insert_lsn()::text");
     uint64_t lsn;
@@ -158,9 +158,27 @@ void pulse_replicas_stamp_notifications(pulse_replicas_t *rs, PGconn *pg, const 
         uint64_t gen;
         if (strcmp(n->relname, "pulse_invalidate") == 0 &&
             pulse_generations_parse(n->extra, strlen(n->extra), &tag, &len, &gen) == 0 &&
-            pulse_generations_set(stamps, tag, len, lsn) < 0)
+            pulse_generations_set(pulse_replicas_stamps(rs), tag, len, lsn) < 0)
             pulse_log_msg("error", NULL, "replicas: cannot stamp the cache tag %.*s (out of memory)", (int)len, tag);
     }
+}
+
+PGnotify *pulse_replicas_notifies(pulse_replicas_t *rs, PGconn *pg)
+{
+    if (pulse_replicas_generations(rs) == NULL)
+        return PQnotifies(pg);
+    if (cat_pending == NULL) {
+        PGnotify **tail = &cat_pending;
+        while ((*tail = PQnotifies(pg)) != NULL)
+            tail = &(*tail)->next;
+        if (cat_pending == NULL)
+            return NULL;
+        stamp_batch(rs, pg, cat_pending);
+    }
+    PGnotify *n = cat_pending;
+    cat_pending = n->next;
+    n->next = NULL;
+    return n;
 }
 
 uint64_t pulse_replicas_required_lsn(pulse_replicas_t *rs, const char *const *tags, size_t ntags)
