@@ -12,7 +12,8 @@
 # skipped once over replica_max_lag_ms and reads still answer; both paused: the primary answers; a replica killed
 # and restarted under load: no client error; read-your-writes over RYW_PAIRS pairs with replay delayed
 # (recovery_min_apply_delay), and without the token the same pairs do miss their writes (the lag is real); the
-# cache never stores a paused replica's past, and serves no stale hit afterwards; tenant isolation (RLS) on the
+# cache never stores a paused replica's past, whichever way the generation arrived (a write through the proxy, the
+# NOTIFY, the resync after the listener reconnects), and serves no stale hit afterwards; tenant isolation (RLS) on the
 # replicas; a read endpoint that writes fails over to the primary; /ready and /metrics; a replica that is down
 # from the start.  Prints "ok N - ..." / "not ok N - ..." and ends with "N passed, M failed".
 set -uo pipefail
@@ -300,35 +301,54 @@ req GET /rpc/event_count "$T1"
 req GET /rpc/event_count "$T1"
 x0=$(header x-cache) n0=$(jq_ 'd["n"]')
 check "cached endpoint: filled by a replica, then a hit ($x0, n=$n0)" eval '[ "$x0" = hit ] && [ "$n0" = "$(truth)" ]'
-sql "$R1" "$R1PORT" "SELECT pg_wal_replay_pause()" >/dev/null
-sql "$R2" "$R2PORT" "SELECT pg_wal_replay_pause()" >/dev/null
+# Each cycle pauses both replicas, writes once, reads, and resumes them: a stamp set after the pause would cover any
+# later write (stamps only go up), so only a cycle's first write shows whether its way of learning a generation stamps
+# it.  The three ways: a write through the proxy (its after-statement), a write in SQL (the NOTIFY), and a write
+# while the listening connection is down (the resync after it reconnects).
+caught_up() { # both replicas replayed what the primary has flushed
+	local lsn
+	lsn=$(primary "SELECT pg_current_wal_flush_lsn()")
+	[ "$(sql "$R1" "$R1PORT" "SELECT pg_last_wal_replay_lsn() >= '$lsn'")" = t ] &&
+		[ "$(sql "$R2" "$R2PORT" "SELECT pg_last_wal_replay_lsn() >= '$lsn'")" = t ]
+}
+wait_for 20 caught_up
 stale_hits=0 stale_first=0 cycles=0
 refused_before=$(metric 'pulse_replica_fills_total{result="refused"}')
-for i in 1 2 3 4 5 6; do
-	if [ $((i % 2)) = 1 ]; then # through the proxy: its after-statement moves the generation before it answers
-		req POST /rpc/add_event "$T1" -H 'Content-Type: application/json' --data "{\"kind\": \"view\", \"note\": \"cache $i\"}"
-		want=$(truth)
+for kind in proxy sql resync proxy sql resync; do
+	sql "$R1" "$R1PORT" "SELECT pg_wal_replay_pause()" >/dev/null
+	sql "$R2" "$R2PORT" "SELECT pg_wal_replay_pause()" >/dev/null
+	case $kind in
+	proxy) # the after-statement moves the generation before the write answers; the listener is kept away meanwhile
+		# (no NOTIFY, no resync: the role may not connect, the pools' open connections stay) so that only it stamps
+		primary "ALTER ROLE pulse_proxy CONNECTION LIMIT 0; SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'pulse-proxy catalog'" >/dev/null
+		req POST /rpc/add_event "$T1" -H 'Content-Type: application/json' --data "{\"kind\": \"view\", \"note\": \"cache $cycles\"}"
 		req GET /rpc/event_count "$T1"
-	else # in SQL: the NOTIFY moves it (until then the old entry is a hit, as without replicas): the first miss after it
-		primary "INSERT INTO demo.events (tenant_id, created_at, kind) VALUES (1, now(), 'view')" >/dev/null
+		primary "ALTER ROLE pulse_proxy CONNECTION LIMIT -1" >/dev/null
 		want=$(truth)
-		wait_for 10 eval 'req GET /rpc/event_count "$T1"; [ "$(header x-cache)" != hit ]'
-	fi
-	[ "$(jq_ 'd["n"]')" = "$want" ] || { stale_first=$((stale_first + 1)); echo "#   cycle $i: first read n=$(jq_ 'd["n"]') $(header x-cache), truth $want"; }
+		;;
+	sql | resync) # the NOTIFY, or the resync, moves it: until then the old entry is a hit, as without replicas
+		kill_listener=
+		[ $kind = sql ] || kill_listener="SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'pulse-proxy catalog';"
+		primary "$kill_listener INSERT INTO demo.events (tenant_id, created_at, kind) VALUES (1, now(), 'view')" >/dev/null
+		want=$(truth)
+		wait_for 15 eval 'req GET /rpc/event_count "$T1"; [ "$(header x-cache)" != hit ]'
+		;;
+	esac
+	[ "$(jq_ 'd["n"]')" = "$want" ] || { stale_first=$((stale_first + 1)); echo "#   cycle $cycles ($kind): first read n=$(jq_ 'd["n"]') $(header x-cache), truth $want"; }
 	for _ in 1 2 3; do
 		req GET /rpc/event_count "$T1"
 		if [ "$(header x-cache)" = hit ] && [ "$(jq_ 'd["n"]')" != "$want" ]; then
 			stale_hits=$((stale_hits + 1))
-			echo "#   cycle $i: stale hit n=$(jq_ 'd["n"]'), truth $want"
+			echo "#   cycle $cycles ($kind): stale hit n=$(jq_ 'd["n"]'), truth $want"
 		fi
 	done
 	cycles=$((cycles + 1))
+	sql "$R1" "$R1PORT" "SELECT pg_wal_replay_resume()" >/dev/null
+	sql "$R2" "$R2PORT" "SELECT pg_wal_replay_resume()" >/dev/null
+	wait_for 20 caught_up # this cycle's stamps replayed: they cannot cover the next one
 done
-check "replicas paused, $cycles writes (proxy and SQL): every first read after a write sees it ($stale_first did not)" [ $stale_first = 0 ]
+check "replicas paused, $cycles writes (through the proxy, in SQL, while the listener was down): every first read after a write sees it ($stale_first did not)" [ $stale_first = 0 ]
 check "... and no stale entry is ever served as a hit ($stale_hits)" [ $stale_hits = 0 ]
-sql "$R1" "$R1PORT" "SELECT pg_wal_replay_resume()" >/dev/null
-sql "$R2" "$R2PORT" "SELECT pg_wal_replay_resume()" >/dev/null
-wait_for 20 replicas_fresh
 want=$(truth)
 req GET /rpc/event_count "$T1"
 check "replay resumed: still the right entry as a hit (n=$(jq_ 'd["n"]'), truth $want)" \
