@@ -58,6 +58,12 @@ typedef struct pulse_config_t {
     int live_retry_ms;                      /* the retry: hint of a stream (EventSource's reconnection delay) */
     char *live_allow_origin;                /* Access-Control-Allow-Origin of streams; empty: none */
     int slo_live_p95_ms, slo_live_p99_ms;   /* SLO of the live class: notification to client, p95 and p99 */
+    char *replica_urls;                     /* libpq connection strings of the read replicas, one per line; "": none */
+    int replica_max_lag_ms;                 /* a replica lagging more gets no reads */
+    int replica_wait_ms;                    /* longest wait for a replica to replay a call's required LSN, then the primary */
+    int replica_check_ms;                   /* how often each server's WAL position is measured */
+    char *replica_lsn_cookie;               /* name of the cookie carrying a write's LSN; "": none */
+    int replica_lsn_cookie_max_age;         /* its Max-Age, seconds */
     int _refcnt;                            /* see pulse_config_acquire */
 } pulse_config_t;
 

@@ -16,6 +16,7 @@
 #include "pgpool.h"
 #include "ratelimit.h"
 #include "redis.h"
+#include "replicas.h"
 #include "trace.h"
 
 /* One event loop with its HTTP context and its PostgreSQL pool; owned by its thread (main.c). */
@@ -38,7 +39,8 @@ typedef struct pulse_worker_t {
     struct pulse_live_loop_t *live; /* this loop's live streams and refreshes (live.h) */
     int inflight;                   /* /rpc requests not yet disposed (SIGTERM waits for 0) */
     int index;
-    int disposed; /* its context and loop were freed at exit */
+    int disposed;                    /* its context and loop were freed at exit */
+    pulse_replicas_loop_t *replicas; /* this loop's pools to the read replicas; NULL: none configured */
 } pulse_worker_t;
 
 /**
