@@ -55,9 +55,11 @@ void pulse_live_destroy(void);
 /**
  * A pulse_invalidate notification (its payload, "tag:generation", `len` bytes) was applied to the generations map and
  * the keyed tags: marks every key that depends on the tag dirty and wakes its owner. Called by the catalog thread after
- * pulse_generations_apply_notify (so a key indexed after this call's lookup sees the bump in the keyed map).
+ * pulse_generations_apply_notify (so a key indexed after this call's lookup sees the bump in the keyed map). `lsn`: the
+ * stamp of the notification (an LSN read on the primary after it arrived, UINT64_MAX unknown, 0 without replicas): the
+ * key's next refresh goes to a replica only when the replica replayed it (replicas.h).
  */
-void pulse_live_notify(const char *payload, size_t len);
+void pulse_live_notify(const char *payload, size_t len, uint64_t lsn);
 
 /**
  * The catalog thread read the generations of every route's tag again (after a (re)connect of the listening

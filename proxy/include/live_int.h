@@ -84,6 +84,8 @@ struct live_key_t {
     int scheduled; /* the owner will look at `dirty` (a refresh runs, or its timer is linked) */
     int queued;    /* msg_refresh is on its way to the owner */
     uint64_t dirty_us;
+    uint64_t need_lsn;            /* the largest stamp of the notifications that marked it (never lowered): a refresh
+                                     goes to a replica only once it replayed it (UINT64_MAX: the primary) */
     live_event_t *result, *error; /* the latest result, and an error of a refresh since (NULL: none) */
     uint64_t errors;
     unsigned nstreams, waiting;
@@ -113,6 +115,7 @@ struct live_refresh_t {
     uint8_t trace_id[16], span_id[8];
     uint64_t notified_us, start_ns;
     unsigned streams; /* of the key when it started */
+    pulse_replicas_pick_t pick; /* its server: a replica that replayed the key's need_lsn and its tags' stamps, or the primary */
 };
 
 /* one name to index a key under: a tag, or a family */

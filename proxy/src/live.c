@@ -252,11 +252,13 @@ static int key_send(live_key_t *k, int i, live_msg_t *m)
     return 1;
 }
 
-/* a notification (at `now_us`; 0: a resync) concerns `k`: its owner refreshes it */
-static void key_mark(live_key_t *k, uint64_t now_us)
+/* a notification (at `now_us`; 0: a resync) stamped `lsn` concerns `k`: its owner refreshes it */
+static void key_mark(live_key_t *k, uint64_t now_us, uint64_t lsn)
 {
     if (k->removed)
         return;
+    if (lsn > k->need_lsn)
+        k->need_lsn = lsn;
     if (!k->dirty) {
         k->dirty = 1;
         k->dirty_us = now_us;
@@ -382,7 +384,7 @@ int live_subscribe(pulse_live_loop_t *l, live_stream_t *s, const char *query, si
     } else {
         s->waiting = 1;
         k->waiting++;
-        key_mark(k, 0);
+        key_mark(k, 0, 0);
     }
 out:
     if (status != 0 && tenant != NULL && tenant->n == 0) {
@@ -444,6 +446,7 @@ static void owner_release(pulse_live_loop_t *l, live_key_t *k)
     }
     if (k->refresh != NULL) {
         pulse_pgpool_cancel(k->refresh->job);
+        pulse_replicas_cancel(&k->refresh->pick);
         live_refresh_free(k->refresh);
         k->refresh = NULL;
         k->refs--;
@@ -513,7 +516,7 @@ static void on_messages(h2o_multithread_receiver_t *receiver, h2o_linklist_t *me
 
 /* --- notifications (the catalog thread) --------------------------------------------------------------------------- */
 
-void pulse_live_notify(const char *payload, size_t len)
+void pulse_live_notify(const char *payload, size_t len, uint64_t lsn)
 {
     const char *tag;
     size_t tlen;
@@ -526,13 +529,13 @@ void pulse_live_notify(const char *payload, size_t len)
     if (n != NULL) {
         live_tag_t *t = H2O_STRUCT_FROM_MEMBER(live_tag_t, node, n);
         for (h2o_linklist_t *l = t->refs.next; l != &t->refs; l = l->next)
-            key_mark(H2O_STRUCT_FROM_MEMBER(live_ref_t, link, l)->key, now);
+            key_mark(H2O_STRUCT_FROM_MEMBER(live_ref_t, link, l)->key, now, lsn);
     }
     for (size_t i = 0; i < nfamilies; i++) {
         live_tag_t *f = family_v[i];
         if (tlen > f->node.len && tag[f->node.len] == '=' && memcmp(tag, f->name, f->node.len) == 0)
             for (h2o_linklist_t *l = f->refs.next; l != &f->refs; l = l->next)
-                key_mark(H2O_STRUCT_FROM_MEMBER(live_ref_t, link, l)->key, now);
+                key_mark(H2O_STRUCT_FROM_MEMBER(live_ref_t, link, l)->key, now, lsn);
     }
     pthread_mutex_unlock(&live_lock);
 }
@@ -544,7 +547,7 @@ void pulse_live_resynced(void)
     pthread_mutex_lock(&live_lock);
     for (size_t i = 0; i < keys.nb; i++)
         for (live_node_t *n = keys.b[i]; n != NULL; n = n->next)
-            key_mark(H2O_STRUCT_FROM_MEMBER(live_key_t, node, n), 0);
+            key_mark(H2O_STRUCT_FROM_MEMBER(live_key_t, node, n), 0, 0);
     pthread_mutex_unlock(&live_lock);
 }
 

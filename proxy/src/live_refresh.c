@@ -257,21 +257,22 @@ static void refresh_done(live_refresh_t *rf, const pulse_pgresult_t *res)
     pthread_mutex_unlock(&live_lock);
 }
 
+static void refresh_submit(live_refresh_t *rf);
+
 static void on_refresh_result(void *data, const pulse_pgresult_t *res)
 {
-    refresh_done(data, res);
-}
-
-/*
- * Where a refresh runs: the primary (this loop's pool). HOOK for read replicas (replicas.h, not merged on this branch):
- * a refresh is a cache fill, so it may go to a replica only when pulse_replicas_route(..., cache_fill=1, ...) picks one
- * that replayed the stamps of the route's tags, and one that replayed at least the LSN of the key's previous result
- * (refreshes of a key must not go back in time across servers); otherwise the primary.
- */
-static pulse_pgpool_t *live_refresh_server(pulse_worker_t *w, const pulse_route_t *route)
-{
-    (void)route;
-    return w->pgpool;
+    live_refresh_t *rf = data;
+    pulse_replicas_loop_t *rl = rf->loop->w->replicas;
+    rf->job = NULL;
+    /* a replica failed, or answered from before the generations this proxy knows (the cache fill's check): the primary
+       makes the call again */
+    if (pulse_replicas_retry(rl, &rf->pick, res) ||
+        (res->status == PULSE_PG_OK && !pulse_replicas_may_store(rl, &rf->pick, rf->call.route, res) &&
+         pulse_replicas_retry(rl, &rf->pick, NULL))) {
+        refresh_submit(rf);
+        return;
+    }
+    refresh_done(rf, res);
 }
 
 /* a failure before the call was sent */
@@ -333,6 +334,37 @@ void live_refresh_start(pulse_live_loop_t *l, live_key_t *k)
         if (rpc_call_key(&rf->pool, &rf->call, k->tenant, g, rf->cache_key) != 0)
             rf->cache_key[0] = '\0';
     }
+    pulse_config_release(conf);
+    /* where it runs (replicas.h): a refresh is a cache fill, so a replica only once it replayed the stamps of the route's
+       tags, and the stamps of the notifications that marked the key (keyed value tags have no stamp of their own) */
+    pthread_mutex_lock(&live_lock);
+    uint64_t need = k->need_lsn;
+    pthread_mutex_unlock(&live_lock);
+    if (need == UINT64_MAX) {
+        rf->pick.decided = 1;
+        rf->pick.server = 0;
+    } else {
+        rf->pick.min_lsn = need;
+    }
+    refresh_submit(rf);
+}
+
+static void refresh_submit_cb(void *data)
+{
+    refresh_submit(data);
+}
+
+/* sends the prepared call of `rf` to its server (once it is decided: pulse_replicas_route may wait for a replica) */
+static void refresh_submit(live_refresh_t *rf)
+{
+    pulse_worker_t *w = rf->loop->w;
+    live_key_t *k = rf->key;
+    const pulse_route_t *rt = rf->call.route;
+    pulse_config_t *conf = pulse_config_acquire();
+    if (pulse_replicas_route(w->replicas, &rf->pick, conf, rt, 1, refresh_submit_cb, rf) != 0) {
+        pulse_config_release(conf);
+        return;
+    }
     char trace_id[33];
     pulse_trace_hex(rf->trace_id, 16, trace_id);
     pulse_pgquery_t q = {.cls = rt->cls,
@@ -345,10 +377,15 @@ void live_refresh_start(pulse_live_loop_t *l, live_key_t *k)
                          .nparams = rf->call.nparams,
                          .params = rf->call.params};
     pulse_config_release(conf);
-    pulse_pgpool_t *pool = live_refresh_server(w, rt);
+    pulse_pgpool_t *pool = pulse_replicas_pool(w->replicas, &rf->pick, w->pgpool, rt, 1, &q, &rf->pool);
     pulse_pgstatus_t st = PULSE_PG_UNAVAILABLE;
-    if (pool == NULL || pulse_pgpool_submit(pool, &q, on_refresh_result, rf, &rf->job, &st) != 0)
-        refresh_abort(rf, st, "the call could not be queued");
+    if (pool != NULL && pulse_pgpool_submit(pool, &q, on_refresh_result, rf, &rf->job, &st) == 0)
+        return;
+    if (pulse_replicas_retry(w->replicas, &rf->pick, NULL)) { /* a replica's pool refused it: the primary */
+        refresh_submit(rf);
+        return;
+    }
+    refresh_abort(rf, st, "the call could not be queued");
 }
 
 /* a span per refresh, exported as a request's are: sampled, failed or slow */
