@@ -147,10 +147,10 @@ void rpc_miss(rpc_req_t *r);
 
 /* live_stream.c (live.h) */
 
-/* step 1 of a GET of a read or search endpoint: a request that accepts text/event-stream is a stream (r->live), whose
-   token may come as the query's access_token (taken out of the path: neither the arguments nor the access log see it).
-   Returns 0 to go on, -1 when the request was answered (400) */
-int rpc_live_accept(rpc_req_t *r);
+/* step 1: a GET of a read or search endpoint (`readonly`) that accepts text/event-stream is a stream (r->live), whose
+   token may come as the query's access_token (taken out of the path: neither the arguments nor the access log see it);
+   any other request that asks for text/event-stream is refused (406). Returns 0 to go on, -1 when it was answered */
+int rpc_live_accept(rpc_req_t *r, int readonly);
 
 /* step 4 of a stream: subscribes it; its response starts with its first result */
 void rpc_live_open(rpc_req_t *r);

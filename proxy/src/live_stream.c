@@ -60,15 +60,19 @@ static int accepts_event_stream(h2o_iovec_t v)
     return 0;
 }
 
-int rpc_live_accept(rpc_req_t *r)
+int rpc_live_accept(rpc_req_t *r, int readonly)
 {
     h2o_req_t *req = r->req;
     int live = 0;
     for (ssize_t i = -1; (i = h2o_find_header(&req->headers, H2O_TOKEN_ACCEPT, i)) >= 0;)
         live |= accepts_event_stream(req->headers.entries[i].value);
-    if (!live || r->conf->live_max_streams == 0)
+    if (!live)
         return 0;
-    r->live = 1;
+    if (!r->is_get || !readonly) { /* a write cannot be a stream, nor can a POST: the client would wait for events */
+        rpc_fail(r, 406, "a live stream (Accept: text/event-stream) is a GET of a read or search endpoint", NULL);
+        return -1;
+    }
+    r->live = 1; /* with live_max_streams 0, rpc_live_open refuses it */
     if (req->query_at == SIZE_MAX)
         return 0;
     /* the query without its access_token (RFC 6750 2.3), which becomes the stream's token */
@@ -158,8 +162,8 @@ void rpc_live_open(rpc_req_t *r)
 {
     h2o_req_t *req = r->req;
     pulse_live_loop_t *l = r->worker->live;
-    if (l == NULL || !pulse_live_enabled()) {
-        rpc_fail(r, 503, "live endpoints need the invalidation channel: set live_max_streams above 0 and restart", NULL);
+    if (l == NULL || !pulse_live_enabled() || r->conf->live_max_streams == 0) {
+        rpc_fail(r, 503, "live endpoints are off on this proxy (live_max_streams is 0)", NULL);
         return;
     }
     if (r->route->ntags == 0) {

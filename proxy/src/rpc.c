@@ -122,7 +122,7 @@ int pulse_rpc_handle(h2o_req_t *req)
         return 0;
     }
     /* Accept: text/event-stream makes a GET a live stream (live_stream.c), whose token may be the query's access_token */
-    if (r->is_get && readonly && rpc_live_accept(r) != 0)
+    if (rpc_live_accept(r, readonly) != 0)
         return 0;
 
     /* step 2 */

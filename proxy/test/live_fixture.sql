@@ -62,3 +62,11 @@ SELECT pulse.expose('api.lv_tenant()', 'read', '60 s', ARRAY['lv:tenant_id={tena
 SELECT pulse.expose('api.lv_total()', 'search', NULL, ARRAY['lv']);
 SELECT pulse.expose('api.lv_set(bigint, bigint)', 'write');
 SELECT pulse.expose('api.lv_untagged()', 'read');
+-- a large result (~200 kB): a slow consumer's socket fills after a few of them (conflation, proxy/test/live.sh)
+CREATE FUNCTION api.lv_big(grp int) RETURNS json LANGUAGE sql STABLE AS $$
+    SELECT json_build_object('pad', repeat('x', 200000),
+                             'rows', (SELECT coalesce(json_agg(json_build_object('id', i.id, 'v', i.v) ORDER BY i.id), '[]')
+                                        FROM lv.items i WHERE i.grp = lv_big.grp))
+$$;
+GRANT EXECUTE ON FUNCTION api.lv_big(int) TO api;
+SELECT pulse.expose('api.lv_big(int)', 'read', NULL, ARRAY['lv:grp={grp}']);
