@@ -9,6 +9,8 @@ import hashlib, hmac, base64, json, os, re, signal, socket, sys, time
 
 import psycopg2
 
+from sse import parse_block
+
 DSN, SECRET, A, C, D = sys.argv[1:6]
 PID_A, PID_D = int(sys.argv[6]), int(sys.argv[7])
 
@@ -131,19 +133,7 @@ class Stream:
             self._dechunk()
             if "\n\n" in self.text:
                 block, self.text = self.text.split("\n\n", 1)
-                f = {"data": []}
-                for line in block.split("\n"):
-                    if line.startswith(":"):
-                        f["comment"] = line[1:].strip()
-                        continue
-                    k, _, v = line.partition(":")
-                    v = v[1:] if v.startswith(" ") else v
-                    if k == "data":
-                        f["data"].append(v)
-                    else:
-                        f[k] = v
-                f["data"] = "\n".join(f["data"]) if f["data"] else None
-                return f
+                return parse_block(block)
             if self.ended or time.time() >= deadline:
                 return None
             self._recv(deadline)

@@ -30,19 +30,9 @@ proxy_test_db pulse_live
 psql_su -d pulse_live -f proxy/test/live_fixture.sql >/dev/null || proxy_test_abort "cannot load the live fixture"
 
 start_proxy() { # start_proxy NAME PORT THREADS [extra config lines]
-	cat >"$TMP/$1.yaml" <<CONF
-listen: 127.0.0.1:$2
-pg_url: host=127.0.0.1 port=$PGPORT dbname=pulse_live user=pulse_proxy connect_timeout=2
-threads: $3
-pool_size: 4
-access_log: "off"
-invalidation_delivery_ms: 1000
-invalidation_reconnect_ms: 500
-$4
-CONF
-	PULSE_JWT_SECRET=$SECRET "$BIN" --config "$TMP/$1.yaml" 2>>"$TMP/$1.err" &
-	PIDS[$1]=$!
-	wait_for 20 curl -sf "http://127.0.0.1:$2/ready" || proxy_test_abort "proxy $1 did not become ready: $(tail -n 5 "$TMP/$1.err")"
+	proxy_test_start "$1" "$2" "$3" pulse_live "invalidation_reconnect_ms: 500
+${4:-}"
+	PIDS[$1]=$STARTED_PID
 }
 PORT_A=$HTTP_PORT
 PORT_C=$(free_port $((PORT_A + 1)))

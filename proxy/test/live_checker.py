@@ -33,6 +33,8 @@ import base64, hashlib, hmac, json, os, random, selectors, socket, sys, threadin
 
 import psycopg2
 
+from sse import parse_block
+
 DSN, SECRET, OUT = sys.argv[1], sys.argv[2], sys.argv[3]
 URLS = sys.argv[4:]
 SEED = int(os.environ.get("LIVE_SEED") or random.randrange(1, 2**31))
@@ -182,18 +184,9 @@ class Sub:
                 self.event(block, now)
 
     def event(self, block, now):
-        fields = {"data": []}
-        for line in block.split("\n"):
-            if line.startswith(":"):
-                continue
-            name, _, value = line.partition(":")
-            value = value[1:] if value.startswith(" ") else value
-            if name == "data":
-                fields["data"].append(value)
-            else:
-                fields[name] = value
+        fields = parse_block(block)
         if fields.get("event") == "result":
-            data = "\n".join(fields["data"])
+            data = fields["data"] or ""
             self.events.append((now, fields.get("id"), data, self.conn_no))
             self.last_id = fields.get("id")
         elif fields.get("event"):
@@ -434,7 +427,7 @@ for what in ["a pushed state the database never had", "the event's id is not the
              "a resume got the state of its Last-Event-ID again", "the last state is not the final one",
              "an unexpected answer"]:
     bad = kinds.get(what, [])
-    tap(not bad, f"no subscriber saw: {what}" + (f" ({len(bad)} subscribers)" if bad else ""))
+    tap(not bad, f"no subscriber saw: {what}" + (f" ({len({f['subscriber'] for f in bad})} subscribers)" if bad else ""))
 tap(writes > 100 and pushed > 2 * NSUBS and sum(1 for s in subs if len(s.events) >= 3) > NSUBS // 2,
     f"not vacuous: {writes} commits, {pushed} events, most subscribers got 3 or more")
 changed = metrics.get('pulse_live_refreshes_total{result="changed"}', 0)

@@ -37,18 +37,8 @@ wait_for 10 redis-cli -p "$REDIS_PORT" ping || proxy_test_abort "cannot start re
 
 PORT_B=$(free_port $((REDIS_PORT + 1)))
 start_proxy() { # start_proxy NAME PORT THREADS [extra config lines]
-	cat >"$TMP/$1.yaml" <<CONF
-listen: 127.0.0.1:$2
-pg_url: host=127.0.0.1 port=$PGPORT dbname=pulse_live user=pulse_proxy connect_timeout=2
-threads: $3
-pool_size: 4
-access_log: "off"
-invalidation_delivery_ms: 1000
-$4
-CONF
-	PULSE_JWT_SECRET=$SECRET "$BIN" --config "$TMP/$1.yaml" 2>>"$TMP/$1.err" &
-	PIDS+=($!)
-	wait_for 20 curl -sf "http://127.0.0.1:$2/ready" || proxy_test_abort "proxy $1 did not become ready: $(tail -n 5 "$TMP/$1.err")"
+	proxy_test_start "$1" "$2" "$3" pulse_live "${4:-}"
+	PIDS+=("$STARTED_PID")
 }
 start_proxy a "$HTTP_PORT" 2 "redis_url: redis://127.0.0.1:$REDIS_PORT"
 start_proxy b "$PORT_B" 1 ""
