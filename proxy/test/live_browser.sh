@@ -105,7 +105,7 @@ tap_check "the page (origin $PAGE) gets the first result of its EventSource on $
 tap_check "a psql write pushes the new result to the page" check "o['after_write']['saw77'] and o['after_write']['events'] == 2"
 tap_check "after the proxy restarts, the EventSource reconnects by itself" check "o['reconnected']['opens'] >= 2"
 tap_check "the reconnect sends Last-Event-ID: the last result is not sent again" \
-	check "o['after_reconnect']['events'] == o['after_reconnect']['before']"
+	check "o['reconnected']['opens'] >= 2 and o['after_reconnect']['before'] >= 2 and o['after_reconnect']['events'] == o['after_reconnect']['before']"
 tap_check "the next write reaches the page through the new connection" \
 	check "o['after_second_write']['saw78'] and o['after_second_write']['events'] == o['after_reconnect']['events'] + 1"
 tap_done
