@@ -478,9 +478,9 @@ void pulse_replicas_wrote(pulse_replicas_loop_t *rl, h2o_req_t *req, const pulse
 int pulse_replicas_may_store(pulse_replicas_loop_t *rl, const pulse_replicas_pick_t *pick, const pulse_route_t *route,
                              const pulse_pgresult_t *res)
 {
-    pulse_generations_t *gens = pulse_replicas_generations(pulse_replicas_of(rl));
     if (rl == NULL || !pick->decided || pick->server == 0)
         return 1;
+    pulse_generations_t *gens = pulse_replicas_generations(pulse_replicas_of(rl));
     int ok = 1;
     if (gens != NULL && route->ntags != 0) {
         uint64_t buf[16], *cur = route->ntags <= 16 ? buf : malloc(route->ntags * sizeof(*cur));
