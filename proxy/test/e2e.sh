@@ -85,7 +85,8 @@ access_log: $TMP/access.log
 redis_url: redis://127.0.0.1:$REDIS_PORT
 redis_command_timeout_ms: 200
 redis_backoff_max_ms: 500
-cache_swr_read_ms: 2000
+# a stale-while-revalidate window wide enough for two requests a loaded machine keeps seconds apart
+cache_swr_read_ms: 5000
 cache_sie_read_ms: 600000
 # a heartbeat late on a loaded machine must not turn the hits checked here into misses (cache_history.sh tests the bound)
 invalidation_delivery_ms: 1000
@@ -270,7 +271,7 @@ SF_PID=
 check "single-flight across 2 proxies x 2 loops: 10 concurrent identical misses, all 200 with one body, $((after - before)) database call(s)" \
 	eval '[ "$(grep -c "^200$" "$TMP/sf_status")" = 10 ] && [ "$(md5sum "$TMP"/sf.[0-9]* | cut -d" " -f1 | sort -u | wc -l)" = 1 ] && [ $((after - before)) = 1 ] && [ $sf_rc = 0 ]'
 
-# stale-while-revalidate (counted: ttl 1 s, cache_swr_read_ms 2000): served stale, refreshed once in the background
+# stale-while-revalidate (counted: ttl 1 s, cache_swr_read_ms 5000): served stale, refreshed once in the background
 req GET "/rpc/counted?k=swr" "$T1"
 c1=$(jq_ 'd["call"]')
 sleep 1.2
@@ -288,7 +289,7 @@ for _ in $(seq 30); do
 	sleep 0.1
 done
 refreshes=$(($(calls) - before))
-check "stale-while-revalidate: stale answer, background refresh ($refreshes; at most one per loop), then a hit with the new body" \
+check "stale-while-revalidate: stale answer ($x1), background refresh ($refreshes; at most one per loop), then a hit ($hit_ok) with the new body" \
 	eval '[ "$x1" = stale ] && [ "$c2" = "$c1" ] && [ $hit_ok = 1 ] && [ "$(jq_ "d[\"call\"]")" = "$(calls)" ] && [ $refreshes -ge 1 ] && [ $refreshes -le 2 ]'
 
 # Redis slow, then killed and restarted: the database answers, caching resumes by itself
@@ -535,7 +536,8 @@ check "shedding proxy stops cleanly" [ $? = 0 ]
 # --- rate limits ---------------------------------------------------------------------------
 T3=$(token "{\"tenant\": 3, \"exp\": $((NOW + 3600))}")
 T4=$(token "{\"tenant\": 4, \"exp\": $((NOW + 3600))}")
-RL_CONF=$(printf 'ratelimit_read: tenant=0.5/4\nratelimit_search: ip=0.5/3\nthreads: 2')
+# slow refills (one token per 10 s): a loaded machine may take seconds over a burst without refilling the bucket
+RL_CONF=$(printf 'ratelimit_read: tenant=0.1/4\nratelimit_search: ip=0.1/3\nthreads: 2')
 extra_proxy rla "$RL_CONF"
 RLA=$XP RLA_PID=$XP_PID
 extra_proxy rlb "$RL_CONF"
@@ -551,20 +553,20 @@ rl() {
 }
 : >"$TMP/rl1"
 for _ in 1 2 3 4 5 6; do rl "$RLA/rpc/whoami" "$T1" >>"$TMP/rl1"; done
-check "rate limit (tenant=0.5/4): a burst of 4, then 429 with RateLimit-* and Retry-After ($(tr '\n' ',' <"$TMP/rl1"))" \
+check "rate limit (tenant=0.1/4): a burst of 4, then 429 with RateLimit-* and Retry-After ($(tr '\n' ',' <"$TMP/rl1"))" \
 	eval '[ "$(cut -d" " -f1 "$TMP/rl1" | tr "\n" " ")" = "200 200 200 200 429 429 " ] && [ "$(sed -n 4p "$TMP/rl1")" = "200 4 0 -" ] && [ "$(sed -n 5p "$TMP/rl1" | cut -d" " -f2,3)" = "4 0" ] && [ "$(sed -n 6p "$TMP/rl1" | cut -d" " -f4)" -ge 1 ]'
 status=$(rl "$RLA/rpc/whoami" "$T1" | cut -d' ' -f1)
 check "the 429 is a problem document naming the bucket" eval 'is_problem 429 && grep -q "tenant bucket" "$TMP/body"'
 check "another tenant has its own bucket" eval '[ "$(rl "$RLA/rpc/whoami" "$T2" | cut -d" " -f1)" = 200 ]'
-sleep 2.1
-check "the bucket refills at its rate: allowed again after 2 s" eval '[ "$(rl "$RLA/rpc/whoami" "$T1" | cut -d" " -f1)" = 200 ]'
+sleep 10.1
+check "the bucket refills at its rate: allowed again after 10 s" eval '[ "$(rl "$RLA/rpc/whoami" "$T1" | cut -d" " -f1)" = 200 ]'
 : >"$TMP/rl2"
 for p in "$RLA" "$RLB" "$RLA" "$RLB" "$RLA" "$RLB"; do rl "$p/rpc/whoami" "$T3" >>"$TMP/rl2"; done
 check "two proxies share one bucket in Redis: 4 allowed across both, then 429 from either" \
 	eval '[ "$(cut -d" " -f1 "$TMP/rl2" | tr "\n" " ")" = "200 200 200 200 429 429 " ]'
 : >"$TMP/rl3"
 for t in "$T1" "$T2" "$T3" "$T4"; do rl "$RLA/rpc/events_page?kind=rl-$$" "$t" >>"$TMP/rl3"; done
-check "per-IP bucket (search ip=0.5/3): the 4th search from this address is limited whatever the tenant" \
+check "per-IP bucket (search ip=0.1/3): the 4th search from this address is limited whatever the tenant" \
 	eval '[ "$(cut -d" " -f1 "$TMP/rl3" | tr "\n" " ")" = "200 200 200 429 " ] && grep -q "ip bucket" "$TMP/body"'
 kill -STOP "$REDIS_PID"
 : >"$TMP/rl4"
@@ -712,8 +714,8 @@ sleep 1.2 # past the staleness bound (heartbeat 100 + delivery 1000 ms)
 req GET "/rpc/events_page?page_size=7" "$T1"
 # (the invalidation channel went down with it: the entry cannot be vouched for, only stale-if-error serves it)
 check "PostgreSQL down: a fresh cached entry is still served (stale-if-error)" eval '[ "$status" = 200 ] && [ "$(xcache)" = stale ] && cmp -s "$TMP/fresh" "$TMP/body"'
-# past ttl (1 s) + stale-while-revalidate (2 s): only stale-if-error may serve it
-while [ $(( ($(date +%s%N) - t_sie) / 1000000 )) -lt 3200 ]; do sleep 0.1; done
+# past ttl (1 s) + stale-while-revalidate (5 s): only stale-if-error may serve it
+while [ $(( ($(date +%s%N) - t_sie) / 1000000 )) -lt 6200 ]; do sleep 0.1; done
 req GET "/rpc/counted?k=sie" "$T1"
 check "PostgreSQL down: an expired entry is served stale-if-error" 	eval '[ "$status" = 200 ] && [ "$(xcache)" = stale ] && [ "$(cat "$TMP/body")" = "$sie_body" ]'
 req GET /rpc/whoami "$T1"
@@ -736,7 +738,7 @@ printf 'GET /health HTTP/1.1\r\nHost: x\r\n\r\n' >&7
 for k in a b c d e f; do req GET "/rpc/events_page?page_size=1&kind=prep-$k" "$T1"; done
 dealloc=$(curl -s "$BASE/metrics" | awk '$1 == "pulse_pool_statements_deallocated_total" { print $2 }')
 check "prepared statements beyond pool_max_prepared are deallocated ($dealloc so far), none failed" \
-	eval '[ "${dealloc:-0}" -gt 10 ] && ! grep -q "DEALLOCATE failed\|42P05\|26000" "$TMP/proxy.err"'
+	eval '[ "${dealloc:-0}" -gt 10 ] && ! grep -q "DEALLOCATE failed\|SQLSTATE 42P05\|SQLSTATE 26000" "$TMP/proxy.err"'
 exec 8<>"/dev/tcp/127.0.0.1/$HTTP_PORT"
 printf 'GET /hea' >&8
 curl -s -o "$TMP/drain" -w '%{http_code}' -H "Authorization: Bearer $T1" "$BASE/rpc/slow?seconds=0.7" >"$TMP/drain_status" &
