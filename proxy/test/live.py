@@ -9,7 +9,8 @@ import hashlib, hmac, base64, json, os, re, signal, socket, sys, time
 
 import psycopg2
 
-from sse import parse_block
+sys.dont_write_bytecode = True  # no __pycache__ in the tree for sse.py
+from sse import parse_block  # noqa: E402
 
 DSN, SECRET, A, C, D = sys.argv[1:6]
 PID_A, PID_D = int(sys.argv[6]), int(sys.argv[7])

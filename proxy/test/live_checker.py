@@ -33,7 +33,8 @@ import base64, hashlib, hmac, json, os, random, selectors, socket, sys, threadin
 
 import psycopg2
 
-from sse import parse_block
+sys.dont_write_bytecode = True  # no __pycache__ in the tree for sse.py
+from sse import parse_block  # noqa: E402
 
 DSN, SECRET, OUT = sys.argv[1], sys.argv[2], sys.argv[3]
 URLS = sys.argv[4:]
