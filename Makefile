@@ -50,7 +50,7 @@ PG_CPPFLAGS = -I$(srcdir)/extension
 SHLIB_LINK = -lcrypto
 
 # pg_regress: sql/<feature>.sql <-> expected/<feature>.out
-REGRESS = upgrade fingerprint normalize cursor page page_shapes page_writes explain_page errors tags keyed_tags endpoints jobs aggregates
+REGRESS = upgrade fingerprint normalize cursor page page_shapes page_writes explain_page errors tags keyed_tags endpoints openapi_catalog jobs aggregates
 override CONTRIB_TESTDB = pulse_regress
 REGRESS_OPTS = --inputdir=. --load-extension=pulse
 
