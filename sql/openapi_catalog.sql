@@ -119,3 +119,5 @@ SELECT count(pulse.unexpose(fn)) FROM pulse.endpoint WHERE fn::text LIKE 'oa.%';
 SELECT * FROM oa_notifications();
 SELECT dblink_disconnect('oa_listener');
 DROP SCHEMA oa CASCADE;
+DROP FUNCTION oa_notifications();
+DROP EXTENSION dblink;
