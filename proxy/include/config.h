@@ -51,6 +51,7 @@ typedef struct pulse_config_t {
     int trace_sample_ppm;                   /* head sampling of new traces, parts per million */
     int trace_slow_ms;                      /* a request slower than this is always traced; 0: its class's p99 SLO */
     int request_timeout_ms;                 /* longest time to receive a request's head and body; keep-alive idle time */
+    int ratelimit_legacy_headers;           /* also send draft-06's RateLimit-Limit, -Remaining, -Reset (ratelimit.h) */
     int _refcnt;                            /* see pulse_config_acquire */
 } pulse_config_t;
 

@@ -93,6 +93,7 @@ static const opt_t options[] = {
     {"trace_sample_ppm",  OPT_INT, OFF(trace_sample_ppm),               "10000",          0,   1000000, 1},
     {"trace_slow_ms",     OPT_INT, OFF(trace_slow_ms),                  "0",              0,   INT_MAX, 1},
     {"request_timeout_ms", OPT_INT, OFF(request_timeout_ms),            "10000",          100, 600000,  0},
+    {"ratelimit_legacy_headers", OPT_INT, OFF(ratelimit_legacy_headers), "0",             0,   1,       1},
 };
 /* clang-format on */
 #define NOPTIONS (sizeof(options) / sizeof(options[0]))

@@ -66,8 +66,8 @@ static void rpc_run(rpc_req_t *r);
 static void rpc_ratelimited(rpc_req_t *r, const pulse_ratelimit_result_t *res)
 {
     h2o_req_t *req = r->req;
-    if (res->limited)
-        pulse_ratelimit_add_headers(&req->pool, &req->res.headers, res);
+    pulse_ratelimit_subject_t who = {.cls = r->route->cls, .tenant = r->tenant, .ip = r->remote};
+    pulse_ratelimit_add_headers(&req->pool, &req->res.headers, res, &who, r->conf->ratelimit_legacy_headers);
     if (res->allowed) {
         rpc_run(r);
         return;
