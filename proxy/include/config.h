@@ -52,6 +52,8 @@ typedef struct pulse_config_t {
     int trace_slow_ms;                      /* a request slower than this is always traced; 0: its class's p99 SLO */
     int request_timeout_ms;                 /* longest time to receive a request's head and body; keep-alive idle time */
     int ratelimit_legacy_headers;           /* also send draft-06's RateLimit-Limit, -Remaining, -Reset (ratelimit.h) */
+    char *cors_origins;                     /* origins allowed by CORS: comma-separated, "*" for any; empty: none (cors.h) */
+    int cors_max_age;                       /* Access-Control-Max-Age of preflight answers, seconds */
     int _refcnt;                            /* see pulse_config_acquire */
 } pulse_config_t;
 

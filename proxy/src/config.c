@@ -19,6 +19,7 @@
 #include <string.h>
 #include <yaml.h>
 #include "config.h"
+#include "cors.h"
 #include "log.h"
 
 typedef enum { OPT_STR, OPT_INT } opt_type_t;
@@ -94,6 +95,8 @@ static const opt_t options[] = {
     {"trace_slow_ms",     OPT_INT, OFF(trace_slow_ms),                  "0",              0,   INT_MAX, 1},
     {"request_timeout_ms", OPT_INT, OFF(request_timeout_ms),            "10000",          100, 600000,  0},
     {"ratelimit_legacy_headers", OPT_INT, OFF(ratelimit_legacy_headers), "0",             0,   1,       1},
+    {"cors_origins",      OPT_STR, OFF(cors_origins),                   "",               0,   0,       1},
+    {"cors_max_age",      OPT_INT, OFF(cors_max_age),                   "600",            0,   86400,   1},
 };
 /* clang-format on */
 #define NOPTIONS (sizeof(options) / sizeof(options[0]))
@@ -252,6 +255,8 @@ pulse_config_t *pulse_config_load(const char *path, char *err, size_t errlen)
         snprintf(err, errlen, "jwt_secret is not set (option jwt_secret or PULSE_JWT_SECRET)");
         goto fail;
     }
+    if (pulse_cors_check_origins(conf->cors_origins, err, errlen) != 0)
+        goto fail;
     return conf;
 fail:
     pulse_config_free(conf);
