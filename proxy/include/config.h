@@ -54,6 +54,8 @@ typedef struct pulse_config_t {
     int ratelimit_legacy_headers;           /* also send draft-06's RateLimit-Limit, -Remaining, -Reset (ratelimit.h) */
     char *cors_origins;                     /* origins allowed by CORS: comma-separated, "*" for any; empty: none (cors.h) */
     int cors_max_age;                       /* Access-Control-Max-Age of preflight answers, seconds */
+    int openapi;                            /* serve GET /openapi.json (openapi.h) */
+    char *docs_dir;                         /* directory holding redoc.standalone.js for GET /docs; empty: no /docs */
     int _refcnt;                            /* see pulse_config_acquire */
 } pulse_config_t;
 

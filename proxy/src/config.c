@@ -97,6 +97,8 @@ static const opt_t options[] = {
     {"ratelimit_legacy_headers", OPT_INT, OFF(ratelimit_legacy_headers), "0",             0,   1,       1},
     {"cors_origins",      OPT_STR, OFF(cors_origins),                   "",               0,   0,       1},
     {"cors_max_age",      OPT_INT, OFF(cors_max_age),                   "600",            0,   86400,   1},
+    {"openapi",           OPT_INT, OFF(openapi),                        "1",              0,   1,       1},
+    {"docs_dir",          OPT_STR, OFF(docs_dir),                       "",               0,   0,       1},
 };
 /* clang-format on */
 #define NOPTIONS (sizeof(options) / sizeof(options[0]))

@@ -1,8 +1,9 @@
 /*
  * site.c: the paths pulse-proxy answers and what is not an endpoint call:
  * /rpc/<name> goes to rpc.c, /health and /ready (liveness, readiness),
- * /metrics (Prometheus), OPTIONS (cors.c, which also adds the CORS
- * headers to every answer), a problem document for any other path, the header
+ * /metrics (Prometheus), /openapi.json and /docs (openapi.c), OPTIONS
+ * (cors.c, which also adds the CORS headers to every answer), a problem
+ * document for any other path, the header
  * size limit before any of them, and a filter that turns the errors h2o
  * answers by itself into problem documents.
  */
@@ -13,13 +14,14 @@
 #include "cors.h"
 #include "framing.h"
 #include "guard.h"
+#include "openapi.h"
 #include "problem.h"
 #include "respond.h"
 #include "rpc.h"
 #include "site.h"
 #include "worker.h"
 
-enum { HANDLER_RPC, HANDLER_HEALTH, HANDLER_READY, HANDLER_METRICS, HANDLER_NOT_FOUND };
+enum { HANDLER_RPC, HANDLER_HEALTH, HANDLER_READY, HANDLER_METRICS, HANDLER_OPENAPI, HANDLER_DOCS, HANDLER_NOT_FOUND };
 
 /* logs an answer that is not an endpoint call; `counted`: in the request metrics (not for /health, /ready, /metrics) */
 static void site_log(h2o_req_t *req, const char *rid, const struct timeval *t0, int counted, size_t bytes)
@@ -147,6 +149,10 @@ static int site_route(const char *path, size_t len)
         return HANDLER_READY;
     if (h2o_memis(path, len, H2O_STRLIT("/metrics")))
         return HANDLER_METRICS;
+    if (h2o_memis(path, len, H2O_STRLIT("/openapi.json")))
+        return HANDLER_OPENAPI;
+    if (h2o_memis(path, len, H2O_STRLIT("/docs")) || h2o_memis(path, len, H2O_STRLIT("/docs/redoc.standalone.js")))
+        return HANDLER_DOCS;
     return HANDLER_NOT_FOUND;
 }
 
@@ -196,6 +202,10 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         return on_health(req, 1);
     case HANDLER_METRICS:
         return on_metrics(req);
+    case HANDLER_OPENAPI:
+        return pulse_openapi_serve(req);
+    case HANDLER_DOCS:
+        return pulse_openapi_docs(req, req->path.base, path_len);
     default:
         return site_refuse(req, 404, "no such resource", NULL);
     }
