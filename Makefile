@@ -83,7 +83,7 @@ build-ext: deps
 	@echo "build: pulse.so built (log: build/build.log)"
 
 run: build-ext
-	@RUN_DIR=$(RUN_DIR) RUN_PORT=$(RUN_PORT) METRICS=$(METRICS) scripts/run.sh
+	@RUN_DIR=$(RUN_DIR) RUN_PORT=$(RUN_PORT) METRICS=$(METRICS) REPLICAS=$(REPLICAS) scripts/run.sh
 
 stop:
 	@RUN_DIR=$(RUN_DIR) scripts/run.sh stop

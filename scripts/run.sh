@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # `make run`: a throwaway PostgreSQL 15 with the pulse extension and the demo
 # dataset, ready for psql, and pulse-proxy serving its API over HTTP with a
-# redis-server on loopback as its response cache.
-# `make stop` (scripts/run.sh stop) stops all three.
+# redis-server on loopback as its response cache.  REPLICAS=1 adds a streaming
+# replica of the database (pg_basebackup -R, port RUN_REPLICA_PORT) that
+# answers the proxy's reads.
+# `make stop` (scripts/run.sh stop) stops them all.
 # Idempotent: running it again reuses what is already there (the proxy is
 # restarted, so a rebuilt binary is picked up).
 set -euo pipefail
@@ -12,7 +14,10 @@ RUN_PORT=${RUN_PORT:-54329}
 RUN_PROXY_PORT=${RUN_PROXY_PORT:-8089}
 RUN_REDIS_PORT=${RUN_REDIS_PORT:-6389}
 RUN_PROM_PORT=${RUN_PROM_PORT:-9099}
+RUN_REPLICA_PORT=${RUN_REPLICA_PORT:-54330}
 METRICS=${METRICS:-}
+REPLICAS=${REPLICAS:-}
+[ "$REPLICAS" != 0 ] || REPLICAS=
 
 # stop_pidfile NAME [TENTHS]: SIGTERM the process in $RUN_DIR/NAME.pid, wait up to TENTHS x 0.1 s for it to go
 stop_pidfile() {
@@ -33,6 +38,7 @@ if [ "${1:-}" = stop ]; then
 	stop_prometheus
 	stop_proxy
 	stop_redis
+	PGBIN="$RUN_DIR/pgroot/usr/lib/postgresql/15/bin" scripts/cluster.sh stop "$RUN_DIR/replica1"
 	PGBIN="$RUN_DIR/pgroot/usr/lib/postgresql/15/bin" scripts/cluster.sh stop "$RUN_DIR/pg"
 	exit 0
 fi
@@ -46,9 +52,16 @@ export PGBIN
 so_sum=$(sha256sum "$RUN_DIR/pgroot/usr/lib/postgresql/15/lib/pulse.so" | cut -d' ' -f1)
 if [ -f "$RUN_DIR/pg/data/postmaster.pid" ] && [ "$(cat "$RUN_DIR/pulse.so.sha256" 2>/dev/null)" != "$so_sum" ]; then
 	echo "run: restarting PostgreSQL to load the new build of pulse"
+	scripts/cluster.sh stop "$RUN_DIR/replica1" >/dev/null
 	scripts/cluster.sh stop "$RUN_DIR/pg" >/dev/null
 fi
 PULSE_CRON_DB=pulse scripts/cluster.sh start "$RUN_DIR/pg" "$RUN_PORT"
+# REPLICAS=1: a streaming replica of it, from the same private PostgreSQL tree (kept across runs, like the primary)
+if [ -n "$REPLICAS" ]; then
+	scripts/cluster.sh replica "$RUN_DIR/replica1" "$RUN_REPLICA_PORT" "$RUN_DIR/pg"
+else
+	scripts/cluster.sh stop "$RUN_DIR/replica1" >/dev/null
+fi
 echo "$so_sum" >"$RUN_DIR/pulse.so.sha256"
 export PGHOST="$RUN_DIR/pg" PGPORT="$RUN_PORT" PGUSER=postgres
 export PGOPTIONS="-c client_min_messages=warning"
@@ -103,6 +116,14 @@ ratelimit_search: tenant=50/100,ip=100/200
 ratelimit_write: tenant=20/40
 ratelimit_batch: tenant=1/5
 CONF
+if [ -n "$REPLICAS" ]; then
+	cat >>"$RUN_DIR/proxy.yaml" <<CONF
+# reads go to the streaming replica when it is fresh enough (Replicas in proxy/README.md)
+replica_urls:
+  - host=$RUN_DIR/replica1 port=$RUN_REPLICA_PORT dbname=pulse user=pulse_proxy
+replica_lsn_cookie: pulse_lsn
+CONF
+fi
 stop_proxy >/dev/null
 PULSE_JWT_SECRET=$(cat "$RUN_DIR/proxy.secret") nohup build/pulse-proxy --config "$RUN_DIR/proxy.yaml" \
 	>>"$RUN_DIR/proxy.log" 2>&1 </dev/null &
@@ -144,6 +165,21 @@ Prometheus scrapes the proxy every 5 s (rules: proxy/prometheus/pulse-rules.yml;
 else
 	stop_prometheus >/dev/null
 fi
+replica_msg=
+if [ -n "$REPLICAS" ]; then
+	replica_msg="
+A streaming replica (pg_basebackup -R) runs on port $RUN_REPLICA_PORT and answers the reads while its lag
+is under replica_max_lag_ms; writes answer their LSN (Pulse-LSN), and a read carrying it runs
+where that write is replayed:
+
+  psql \"host=$RUN_DIR/replica1 port=$RUN_REPLICA_PORT user=postgres dbname=pulse\" -c 'SELECT pg_is_in_recovery()'
+  curl -s http://127.0.0.1:$RUN_PROXY_PORT/ready                     # the replica and its lag
+  # a read that must see everything committed so far (as a write's Pulse-LSN would ask)
+  curl -s -H \"Pulse-Min-LSN: \$(psql -Atc 'SELECT pg_current_wal_insert_lsn()' 'host=$RUN_DIR/pg port=$RUN_PORT user=postgres dbname=pulse')\" \\
+       -H \"Authorization: Bearer \$TOKEN\" 'http://127.0.0.1:$RUN_PROXY_PORT/rpc/events_page?page_size=3'
+  curl -s http://127.0.0.1:$RUN_PROXY_PORT/metrics | grep -E '^pulse_(server|replica)_'
+"
+fi
 TOKEN=$(python3 proxy/test/token.py "$(cat "$RUN_DIR/proxy.secret")" \
 	"{\"tenant\": 7, \"exp\": $(($(date +%s) + 30 * 86400))}")
 
@@ -179,5 +215,6 @@ A token for tenant 7, valid 30 days:
   curl -s 'http://127.0.0.1:$RUN_PROXY_PORT/rpc/events_page'          # 401 problem+json
   curl -s http://127.0.0.1:$RUN_PROXY_PORT/metrics                     # Prometheus text format
 $prom_msg
+$replica_msg
 Stop it with: make stop
 MSG

@@ -18,6 +18,7 @@
 #include "config.h"
 #include "generations.h"
 #include "keyed.h"
+#include "replicas.h"
 
 typedef enum {
     PULSE_CATALOG_CHANNEL_OFF,        /* no cache: the channel is not listened to */
@@ -41,12 +42,14 @@ typedef struct pulse_catalog_channel_stats_t {
 /**
  * Starts the catalog thread on `conf->pg_control_url`, feeding `gens` and `keyed` (NULL: no cache, pulse_invalidate is
  * ignored and no heartbeat runs; `keyed` forgets everything at every (re)connect and gets its coverage snapshots from this
- * connection, keyed.h). With a cache and `conf->invalidation_heartbeat_ms` > 0 it also starts the heartbeat (channel.h)
+ * connection, keyed.h), and stamping each generation for `replicas` before it is applied (NULL: none; replicas.h). With
+ * a cache and `conf->invalidation_heartbeat_ms` > 0 it also starts the heartbeat (channel.h)
  * and sets the map's max lag to invalidation_heartbeat_ms + invalidation_delivery_ms. The first load is attempted
  * before returning (so a proxy that can reach its database starts with its routes); failures are logged and retried
  * every half second. Returns 0, or -1 when a thread cannot be created.
  */
-int pulse_catalog_start(const pulse_config_t *conf, pulse_generations_t *gens, pulse_keyed_t *keyed) PULSE_WUR;
+int pulse_catalog_start(const pulse_config_t *conf, pulse_generations_t *gens, pulse_keyed_t *keyed,
+                        pulse_replicas_t *replicas) PULSE_WUR;
 
 /**
  * Stops the catalog thread and the heartbeat, and closes their connections.

@@ -51,6 +51,12 @@ typedef struct pulse_config_t {
     int trace_sample_ppm;                   /* head sampling of new traces, parts per million */
     int trace_slow_ms;                      /* a request slower than this is always traced; 0: its class's p99 SLO */
     int request_timeout_ms;                 /* longest time to receive a request's head and body; keep-alive idle time */
+    char *replica_urls;                     /* libpq connection strings of the read replicas, one per line; "": none */
+    int replica_max_lag_ms;                 /* a replica lagging more gets no reads */
+    int replica_wait_ms;                    /* longest wait for a replica to replay a call's required LSN, then the primary */
+    int replica_check_ms;                   /* how often each server's WAL position is measured */
+    char *replica_lsn_cookie;               /* name of the cookie carrying a write's LSN; "": none */
+    int replica_lsn_cookie_max_age;         /* its Max-Age, seconds */
     int ratelimit_legacy_headers;           /* also send draft-06's RateLimit-Limit, -Remaining, -Reset (ratelimit.h) */
     char *cors_origins;                     /* origins allowed by CORS: comma-separated, "*" for any; empty: none (cors.h) */
     int cors_max_age;                       /* Access-Control-Max-Age of preflight answers, seconds */

@@ -20,6 +20,7 @@
 #include "localcache.h"
 #include "ratelimit.h"
 #include "redis.h"
+#include "replicas.h"
 #include "trace.h"
 
 /* upper bounds (seconds) of the latency histogram's buckets, +Inf excluded; every default SLO threshold is one of them */
@@ -48,6 +49,17 @@ int pulse_metrics_init(int nshards) PULSE_WUR;
  * Call it before the loops start.
  */
 void pulse_metrics_set_sources(pulse_ratelimit_t *ratelimit, pulse_tracer_t *tracer);
+
+/**
+ * Tells /metrics where the read replicas' monitors are (NULL: none; then no pulse_replica_* or pulse_server_* metric is
+ * rendered). Call it before the loops start.
+ */
+void pulse_metrics_set_replicas(pulse_replicas_t *replicas);
+
+/**
+ * Copies the counters of a loop's replica routing (NULL: none) into the shard; on the shard's thread.
+ */
+void pulse_metrics_sync_replicas(pulse_metrics_shard_t *s, const pulse_replicas_loop_t *rl);
 
 /**
  * Frees the shards and resets the SLO state; call it after every loop stopped.

@@ -33,6 +33,10 @@ typedef struct pulse_pgresult_t {
     const char *after; /* the text of pulse_pgquery_t.after_sql's first column (NULL when none, or it failed); valid during the
                           callback only */
     size_t after_len;
+    const char *after2; /* ... of its second column (NULL when none) */
+    size_t after2_len;
+    const char *before; /* the text of pulse_pgquery_t.before_sql's first column (NULL when none); valid during the callback */
+    size_t before_len;
 } pulse_pgresult_t;
 
 /* Why a call was shed (answered PULSE_PG_BUSY): the queue was full; its estimated wait was over its class's budget when
@@ -53,9 +57,13 @@ typedef struct pulse_pgquery_t {
     const char *sql;
     int nparams;
     const char *const *params; /* text parameters, NULL for SQL NULL */
-    const char *after_sql;     /* NULL, or a statement with one parameter run after the call's transaction ended, in the same
-                                  pipeline (a write's tag generations, read after its COMMIT); its errors are only logged */
-    const char *after_param;
+    const char *after_sql;     /* NULL, or a statement with one parameter (none when after_param is NULL) run after the call's
+                                  transaction ended, in the same pipeline (what a write bumped, and its LSN, read after its
+                                  COMMIT); its errors are only logged */
+    const char *after_param;   /* its one parameter ($1), or NULL when it has none */
+    const char *before_sql;    /* NULL, or a statement with one parameter run in the call's transaction just before the call (a
+                                  replica's tag generations); its error fails the call */
+    const char *before_param;
 } pulse_pgquery_t;
 
 /* The pool's state and counters (pulse_pgpool_stats). */
@@ -80,6 +88,13 @@ typedef void (*pulse_pgjob_cb)(void *data, const pulse_pgresult_t *res);
  * fails with PULSE_PG_UNAVAILABLE. Returns NULL when out of memory.
  */
 pulse_pgpool_t *pulse_pgpool_create(int id, h2o_loop_t *loop, const pulse_config_t *conf) PULSE_WUR;
+
+/**
+ * The same as pulse_pgpool_create, to `conninfo` instead of `conf->pg_url`; `server` (NULL: none) follows the id in log
+ * messages ("pgpool 0 replica1: ...").
+ */
+pulse_pgpool_t *pulse_pgpool_create_server(int id, const char *server, const char *conninfo, h2o_loop_t *loop,
+                                           const pulse_config_t *conf) PULSE_WUR;
 
 /**
  * Closes every connection and frees the pool; jobs still pending are answered PULSE_PG_UNAVAILABLE. Call it on the
@@ -107,6 +122,11 @@ void pulse_pgpool_cancel(pulse_pgjob_t *job);
  * Returns how many connections are up (idle or running a call).
  */
 int pulse_pgpool_alive(const pulse_pgpool_t *pool);
+
+/**
+ * Returns how many calls run or wait on the pool.
+ */
+int pulse_pgpool_load(const pulse_pgpool_t *pool);
 
 /**
  * Copies the pool's state and counters into `out` (for /metrics); on the loop's thread.

@@ -62,7 +62,8 @@ struct rpc_req_t {
     pulse_config_t *conf;   /* held until dispose */
     pulse_routes_t *routes; /* held until dispose: `route` points into it */
     const pulse_route_t *route;
-    pulse_pgjob_t *job; /* pending database call; NULLed by the pool when it ends */
+    pulse_pgjob_t *job;         /* pending database call; NULLed by the pool when it ends */
+    pulse_replicas_pick_t pick; /* the server of the database call (replicas.h) */
     pulse_call_t call;
     char request_id[65];
     char tenant[PULSE_AUTH_MAX_TENANT + 1];

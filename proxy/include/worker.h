@@ -16,6 +16,7 @@
 #include "pgpool.h"
 #include "ratelimit.h"
 #include "redis.h"
+#include "replicas.h"
 #include "trace.h"
 
 /* One event loop with its HTTP context and its PostgreSQL pool; owned by its thread (main.c). */
@@ -37,7 +38,8 @@ typedef struct pulse_worker_t {
     pulse_tracer_t *tracer;         /* the process's span exporter; NULL: no tracing */
     int inflight;                   /* /rpc requests not yet disposed (SIGTERM waits for 0) */
     int index;
-    int disposed; /* its context and loop were freed at exit */
+    int disposed;                    /* its context and loop were freed at exit */
+    pulse_replicas_loop_t *replicas; /* this loop's pools to the read replicas; NULL: none configured */
 } pulse_worker_t;
 
 /**

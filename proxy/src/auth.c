@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "auth.h"
+#include "digest.h"
 
 #define AUTH_CACHE_SLOTS 2048
 
@@ -191,7 +192,7 @@ int pulse_auth_verify(const char *token, size_t len, const char *secret, time_t 
     unsigned char digest[32];
     uint64_t secret_hash = fnv1a(secret, strlen(secret)), slot;
     auth_cache_entry_t *ce = NULL;
-    if (EVP_Digest(token, len, digest, NULL, EVP_sha256(), NULL) == 1) {
+    if (pulse_digest(token, len, digest) == 0) {
         memcpy(&slot, digest, sizeof(slot));
         ce = &auth_cache[slot % AUTH_CACHE_SLOTS];
     }

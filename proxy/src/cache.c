@@ -14,6 +14,7 @@
 #include <strings.h>
 #include <zlib.h>
 #include "cache.h"
+#include "digest.h"
 
 #define CACHE_MAGIC "PLC"
 #define CACHE_VERSION 1
@@ -116,7 +117,7 @@ int pulse_cache_key(char *buf, const char *tenant, const char *endpoint, const p
         qsort(sorted_tags, ntags, sizeof(*sorted_tags), cache_cmp_tag);
 
     /* every field is typed and length-prefixed, so distinct inputs give distinct hash inputs */
-    if (EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1)
+    if (EVP_DigestInit_ex(md, pulse_digest_sha256(), NULL) != 1)
         goto Exit;
     EVP_DigestUpdate(md, PULSE_CACHE_KEY_PREFIX, sizeof(PULSE_CACHE_KEY_PREFIX) - 1);
     cache_hash_bytes(md, tenant, strlen(tenant));
@@ -158,7 +159,7 @@ int pulse_cache_key(char *buf, const char *tenant, const char *endpoint, const p
     } else {
         unsigned char th[EVP_MAX_MD_SIZE];
         unsigned int thlen = 0;
-        if (EVP_Digest(tenant, strlen(tenant), th, &thlen, EVP_sha256(), NULL) != 1)
+        if (EVP_Digest(tenant, strlen(tenant), th, &thlen, pulse_digest_sha256(), NULL) != 1)
             goto Exit;
         *p++ = '~';
         cache_hex(p, th, 8);
@@ -182,7 +183,7 @@ void pulse_cache_etag(const void *body, size_t len, char *out)
 {
     unsigned char d[EVP_MAX_MD_SIZE];
     unsigned int dlen = 0;
-    if (EVP_Digest(body, len, d, &dlen, EVP_sha256(), NULL) != 1)
+    if (EVP_Digest(body, len, d, &dlen, pulse_digest_sha256(), NULL) != 1)
         memset(d, 0, 16); /* cannot happen with the default provider; an all-zero tag is still a valid tag */
     out[0] = '"';
     cache_hex(out + 1, d, 16);

@@ -49,9 +49,10 @@ static char *conninfo;
 static atomic_int stop_requested, reload_requested, started, connected;
 static atomic_int ready; /* the routes were loaded from the database once: /ready (the connection may be down since) */
 static _Atomic uint64_t resyncs, connects;
-static pulse_generations_t *gens; /* shared with the event loops; NULL: no cache */
-static pulse_keyed_t *keyed;      /* the keyed tags known (keyed.h), shared with the event loops; NULL: no cache */
-static pulse_channel_t *chan;     /* the heartbeat; NULL: none (no cache, or invalidation_heartbeat_ms 0) */
+static pulse_generations_t *gens;  /* shared with the event loops; NULL: no cache */
+static pulse_keyed_t *keyed;       /* the keyed tags known (keyed.h), shared with the event loops; NULL: no cache */
+static pulse_replicas_t *replicas; /* stamps of the generations (replicas.h); NULL: no replicas */
+static pulse_channel_t *chan;      /* the heartbeat; NULL: none (no cache, or invalidation_heartbeat_ms 0) */
 static uint64_t query_timeout_us, beat_timeout_us, max_lag_us;
 static int poll_ms = 250;
 /* catalog thread only (or before it starts) */
@@ -82,12 +83,37 @@ static void cat_beat(const char *payload)
     }
 }
 
-/* acts on every notification libpq has read: invalidations, heartbeats, reloads (in the order they were sent) */
-static void cat_drain(PGconn *pg, void *arg)
+/* stamps the generations of the invalidations in `batch` with an LSN read on the primary after they arrived: an upper
+   bound of each bump's commit (replicas.h: a fill may go to a replica only once it replayed the stamps of its tags) */
+static void cat_stamp(PGconn *pg, PGnotify *batch)
 {
-    PGnotify *note;
-    (void)arg;
+    PGresult *res = pulse_channel_exec(pg, "SELECT pg_current_wal_insert_lsn()::text", 0, NULL, query_timeout_us, NULL, NULL);
+    const char *lsn = res != NULL && PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 ? PQgetvalue(res, 0, 0) : NULL;
+    for (PGnotify *note = batch; note != NULL; note = note->next)
+        if (strcmp(note->relname, "pulse_invalidate") == 0) /* no LSN (the connection broke): the maximum, so that no fill of
+                                                              the tag goes to a replica before a resync */
+            pulse_replicas_stamp_bumps(replicas, note->extra, strlen(note->extra), lsn != NULL ? lsn : "FFFFFFFF/FFFFFFFF");
+    PQclear(res);
+}
+
+/*
+ * Acts on every notification libpq has read: invalidations, heartbeats, reloads, in the order they were sent. Called
+ * with no query in flight (cat_query drains after its answer): with replicas, the batch's generations are stamped
+ * first, by a query of its own (notifications it brings make the next batch).
+ */
+static void cat_drain(PGconn *pg)
+{
+    PGnotify *batch = NULL, **tail = &batch, *note;
+    int invalidations = 0;
     while ((note = PQnotifies(pg)) != NULL) {
+        *tail = note;
+        tail = &note->next;
+        invalidations += strcmp(note->relname, "pulse_invalidate") == 0;
+    }
+    if (invalidations != 0 && replicas != NULL && gens != NULL)
+        cat_stamp(pg, batch);
+    while ((note = batch) != NULL) {
+        batch = note->next;
         if (strcmp(note->relname, "pulse_invalidate") == 0) {
             if (gens != NULL && pulse_generations_apply_notify(gens, keyed, note->extra, strlen(note->extra)) < 0)
                 pulse_log_msg("warning", NULL, "catalog: ignoring the pulse_invalidate payload \"%.80s\"", note->extra);
@@ -100,10 +126,14 @@ static void cat_drain(PGconn *pg, void *arg)
     }
 }
 
-/* a query on the catalog connection; NULL: no answer in time or the connection broke (reset it) */
+/* a query on the catalog connection, then the notifications that came with its answer (libpq keeps those that arrive
+   while it runs: poll() would not report them again); NULL: no answer in time or the connection broke (reset it) */
 static PGresult *cat_query(PGconn *pg, const char *sql, int nparams, const char *const *params)
 {
-    return pulse_channel_exec(pg, sql, nparams, params, query_timeout_us, cat_drain, NULL);
+    PGresult *res = pulse_channel_exec(pg, sql, nparams, params, query_timeout_us, NULL, NULL);
+    if (res != NULL)
+        cat_drain(pg);
+    return res;
 }
 
 /*
@@ -141,8 +171,9 @@ static int cat_resync(PGconn *pg, const pulse_routes_t *routes, uint64_t *sent_u
         goto out;
     pulse_generations_watch(gens, tags, ntags); /* a bump notified while the query runs is applied */
     const char *params[1] = {lit};
-    PGresult *res = cat_query(pg, "SELECT pulse.tag_generations($1::text[])::text", 1, params);
+    PGresult *res = cat_query(pg, PULSE_REPLICAS_TAG_GENERATIONS_SQL, 1, params);
     if (res != NULL && PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
+        pulse_replicas_stamp(replicas, tags, ntags, PQgetvalue(res, 0, 1)); /* before they move (replicas.h) */
         int moved = pulse_generations_resync(gens, tags, ntags, PQgetvalue(res, 0, 0), (size_t)PQgetlength(res, 0, 0));
         if (moved < 0)
             pulse_log_msg("error", NULL, "catalog: unexpected pulse.tag_generations result");
@@ -350,7 +381,7 @@ static void *cat_main(void *arg)
             pg = NULL;
             continue;
         }
-        cat_drain(pg, NULL);
+        cat_drain(pg);
         int rc = PQstatus(pg) == CONNECTION_BAD ? -1 : 0;
         reload |= reload_pending;
         reload_pending = 0;
@@ -377,10 +408,11 @@ static void *cat_main(void *arg)
     return NULL;
 }
 
-int pulse_catalog_start(const pulse_config_t *conf, pulse_generations_t *g, pulse_keyed_t *k)
+int pulse_catalog_start(const pulse_config_t *conf, pulse_generations_t *g, pulse_keyed_t *k, pulse_replicas_t *rs)
 {
     gens = g;
     keyed = k;
+    replicas = rs;
     if ((conninfo = strdup(conf->pg_control_url)) == NULL)
         return -1;
     beat_timeout_us = (uint64_t)conf->invalidation_reconnect_ms * 1000;

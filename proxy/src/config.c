@@ -22,7 +22,9 @@
 #include "cors.h"
 #include "log.h"
 
-typedef enum { OPT_STR, OPT_INT } opt_type_t;
+/* OPT_LIST: a string holding one entry per line; a YAML sequence of scalars, or a scalar whose entries are separated by
+   ';' (the environment) */
+typedef enum { OPT_STR, OPT_INT, OPT_LIST } opt_type_t;
 
 typedef struct {
     const char *name;
@@ -94,6 +96,12 @@ static const opt_t options[] = {
     {"trace_sample_ppm",  OPT_INT, OFF(trace_sample_ppm),               "10000",          0,   1000000, 1},
     {"trace_slow_ms",     OPT_INT, OFF(trace_slow_ms),                  "0",              0,   INT_MAX, 1},
     {"request_timeout_ms", OPT_INT, OFF(request_timeout_ms),            "10000",          100, 600000,  0},
+    {"replica_urls",      OPT_LIST, OFF(replica_urls),                  "",               0,   0,       0},
+    {"replica_max_lag_ms", OPT_INT, OFF(replica_max_lag_ms),            "1000",           0,   INT_MAX, 1},
+    {"replica_wait_ms",   OPT_INT, OFF(replica_wait_ms),                "50",             0,   60000,   1},
+    {"replica_check_ms",  OPT_INT, OFF(replica_check_ms),               "100",            10,  60000,   0},
+    {"replica_lsn_cookie", OPT_STR, OFF(replica_lsn_cookie),            "",               0,   0,       1},
+    {"replica_lsn_cookie_max_age", OPT_INT, OFF(replica_lsn_cookie_max_age), "10",        1,   86400,   1},
     {"ratelimit_legacy_headers", OPT_INT, OFF(ratelimit_legacy_headers), "0",             0,   1,       1},
     {"cors_origins",      OPT_STR, OFF(cors_origins),                   "",               0,   0,       1},
     {"cors_max_age",      OPT_INT, OFF(cors_max_age),                   "600",            0,   86400,   1},
@@ -114,11 +122,43 @@ static const opt_t *find_option(const char *name)
     return NULL;
 }
 
+/* a list's text, one entry per line, from entries separated by `sep` (spaces around them and empty ones dropped); appended
+   to `prev` (NULL: none); NULL when out of memory */
+static char *list_text(const char *prev, const char *value, char sep)
+{
+    size_t plen = prev != NULL ? strlen(prev) : 0;
+    char *out = malloc(plen + strlen(value) + 2), *o = out;
+    if (out == NULL)
+        return NULL;
+    if (plen != 0)
+        memcpy(o, prev, plen);
+    o += plen;
+    for (const char *p = value; *p != '\0';) {
+        const char *end = strchr(p, sep);
+        if (end == NULL)
+            end = p + strlen(p);
+        const char *b = p, *e = end;
+        while (b < e && isspace((unsigned char)*b))
+            b++;
+        while (e > b && isspace((unsigned char)e[-1]))
+            e--;
+        if (e > b) {
+            if (o != out)
+                *o++ = '\n';
+            memcpy(o, b, (size_t)(e - b));
+            o += e - b;
+        }
+        p = *end != '\0' ? end + 1 : end;
+    }
+    *o = '\0';
+    return out;
+}
+
 static int set_option(pulse_config_t *conf, const opt_t *o, const char *value, char *err, size_t errlen)
 {
     char *slot = (char *)conf + o->offset;
-    if (o->type == OPT_STR) {
-        char *copy = strdup(value);
+    if (o->type == OPT_STR || o->type == OPT_LIST) {
+        char *copy = o->type == OPT_LIST ? list_text(NULL, value, ';') : strdup(value);
         if (copy == NULL) {
             snprintf(err, errlen, "out of memory");
             return -1;
@@ -155,7 +195,7 @@ void pulse_config_free(pulse_config_t *conf)
     if (conf == NULL)
         return;
     for (size_t i = 0; i < NOPTIONS; i++)
-        if (options[i].type == OPT_STR)
+        if (options[i].type != OPT_INT)
             free(*(char **)((char *)conf + options[i].offset));
     free(conf);
 }
@@ -172,6 +212,7 @@ static int load_file(pulse_config_t *conf, const char *path, char *err, size_t e
     yaml_event_t ev;
     int rc = -1, depth = 0, done = 0;
     char *key = NULL;
+    char **list = NULL; /* the list option whose sequence is being read */
     yaml_parser_initialize(&parser);
     yaml_parser_set_input_file(&parser, fp);
     while (!done) {
@@ -194,11 +235,34 @@ static int load_file(pulse_config_t *conf, const char *path, char *err, size_t e
         case YAML_MAPPING_END_EVENT:
             depth--;
             break;
-        case YAML_SEQUENCE_START_EVENT:
-            snprintf(err, errlen, "%s:%zu: lists are not options", path, ev.start_mark.line + 1);
-            yaml_event_delete(&ev);
-            goto out;
+        case YAML_SEQUENCE_START_EVENT: {
+            const opt_t *o = key != NULL && list == NULL && depth == 1 ? find_option(key) : NULL;
+            if (o == NULL || o->type != OPT_LIST) {
+                snprintf(err, errlen, "%s:%zu: lists are not options", path, ev.start_mark.line + 1);
+                yaml_event_delete(&ev);
+                goto out;
+            }
+            list = (char **)((char *)conf + o->offset);
+            (*list)[0] = '\0';
+            break;
+        }
+        case YAML_SEQUENCE_END_EVENT:
+            list = NULL;
+            free(key);
+            key = NULL;
+            break;
         case YAML_SCALAR_EVENT:
+            if (list != NULL) { /* one entry, taken whole (';' included) */
+                char *v = (char *)ev.data.scalar.value, *next;
+                if (strchr(v, '\n') != NULL || (next = list_text(*list, v, '\n')) == NULL) {
+                    snprintf(err, errlen, "%s:%zu: %s: an entry must be one line", path, ev.start_mark.line + 1, key);
+                    yaml_event_delete(&ev);
+                    goto out;
+                }
+                free(*list);
+                *list = next;
+                break;
+            }
             if (depth != 1) {
                 snprintf(err, errlen, "%s: the file must be a mapping of option: value", path);
                 yaml_event_delete(&ev);
@@ -257,6 +321,11 @@ pulse_config_t *pulse_config_load(const char *path, char *err, size_t errlen)
         snprintf(err, errlen, "jwt_secret is not set (option jwt_secret or PULSE_JWT_SECRET)");
         goto fail;
     }
+    if (strspn(conf->replica_lsn_cookie, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-.") !=
+        strlen(conf->replica_lsn_cookie)) {
+        snprintf(err, errlen, "replica_lsn_cookie: a cookie name is letters, digits, '_', '-' and '.'");
+        goto fail;
+    }
     if (pulse_cors_check_origins(conf->cors_origins, err, errlen) != 0)
         goto fail;
     return conf;
@@ -267,7 +336,6 @@ fail:
 
 pulse_config_t *pulse_config_merge_reload(const pulse_config_t *cur, const pulse_config_t *next)
 {
-    char err[256];
     pulse_config_t *m = calloc(1, sizeof(*m));
     if (m == NULL)
         return NULL;
@@ -276,8 +344,9 @@ pulse_config_t *pulse_config_merge_reload(const pulse_config_t *cur, const pulse
         const pulse_config_t *src = o->reloadable ? next : cur;
         const char *slot = (const char *)src + o->offset;
         const char *other = (const char *)(o->reloadable ? cur : next) + o->offset;
-        if (o->type == OPT_STR) {
-            if (set_option(m, o, *(char *const *)slot, err, sizeof(err)) != 0) {
+        if (o->type != OPT_INT) {
+            char **dst = (char **)((char *)m + o->offset);
+            if ((*dst = strdup(*(char *const *)slot)) == NULL) {
                 pulse_config_free(m);
                 return NULL;
             }

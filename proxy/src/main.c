@@ -39,6 +39,7 @@ static pulse_generations_t *gens;             /* cache tag generations: fed by t
 static pulse_keyed_t *keyed;                  /* keyed cache tags known: fed by the catalog thread and writes, read by hits */
 static pulse_ratelimit_t *ratelimit;          /* token buckets, shared by the workers */
 static pulse_tracer_t *tracer;                /* span exporter; NULL: no tracing */
+static pulse_replicas_t *replicas;            /* read replicas' monitors; NULL: none configured */
 
 /* parses the ratelimit_<class> options; returns 0, or -1 with the reason in `err` */
 static int ratelimit_policies(const pulse_config_t *conf, pulse_ratelimit_policy_t out[PULSE_CLASS_COUNT], char *err, size_t errlen)
@@ -136,7 +137,8 @@ static void *worker_main(void *arg)
     w->accept_ctx.ctx = &w->ctx;
     w->accept_ctx.hosts = globalconf.hosts;
     w->pgpool = pulse_pgpool_create(w->index, w->loop, conf);
-    if (w->pgpool == NULL) {
+    if (w->pgpool == NULL ||
+        (replicas != NULL && (w->replicas = pulse_replicas_loop_create(replicas, w->index, w->loop, conf, w->pgpool)) == NULL)) {
         pulse_log_msg("error", NULL, "worker %d: out of memory", w->index);
         exit(1);
     }
@@ -172,6 +174,7 @@ static void *worker_main(void *arg)
     while (!atomic_load(&stopping)) {
         h2o_evloop_run(w->loop, 100);
         pulse_metrics_sync(w->metrics, w->pgpool, w->redis, w->lcache);
+        pulse_metrics_sync_replicas(w->metrics, w->replicas);
         if (w->index == 0 && pulse_metrics_slo_due(h2o_now(w->loop))) { /* worker 0 evaluates the SLO windows */
             conf = pulse_config_acquire();
             pulse_metrics_slo_tick(h2o_now(w->loop), conf);
@@ -213,6 +216,9 @@ static void *worker_main(void *arg)
     }
     pulse_lcache_destroy(w->lcache);
     w->lcache = NULL;
+    pulse_replicas_loop_t *rl = w->replicas; /* its calls fail over to the primary's pool, destroyed next */
+    pulse_replicas_loop_destroy(rl);
+    w->replicas = NULL;
     pulse_pgpool_destroy(w->pgpool); /* answers what is still pending with 503 */
     w->pgpool = NULL;
     for (int i = 0; i < 5; i++)
@@ -321,6 +327,10 @@ int main(int argc, char **argv)
             return 1;
         }
     }
+    if ((replicas = pulse_replicas_create(conf, gens, err, sizeof(err))) == NULL && err[0] != '\0') {
+        fprintf(stderr, "pulse-proxy: %s\n", err);
+        return 2;
+    }
     int nthreads = conf->threads;
     if (nthreads == 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
@@ -354,13 +364,14 @@ int main(int argc, char **argv)
     if (pulse_metrics_init(nthreads) != 0)
         return 1;
     pulse_metrics_set_sources(ratelimit, tracer);
+    pulse_metrics_set_replicas(replicas);
     for (int i = 0; i < nthreads; i++) {
         workers[i].index = i;
         workers[i].metrics = pulse_metrics_shard(i);
         if ((workers[i].listen_fd = open_listener(conf->listen)) < 0)
             return 1;
     }
-    if (pulse_catalog_start(conf, gens, keyed) != 0) {
+    if (pulse_catalog_start(conf, gens, keyed, replicas) != 0) {
         fprintf(stderr, "pulse-proxy: cannot start the catalog thread\n");
         return 1;
     }
@@ -397,6 +408,8 @@ int main(int argc, char **argv)
     if (all_disposed) /* otherwise a kept loop may still count into its shard */
         pulse_metrics_free();
     pulse_catalog_stop();
+    if (all_disposed) /* no loop routes by its figures any more */
+        pulse_replicas_destroy(replicas);
     pulse_generations_destroy(gens);
     pulse_keyed_destroy(keyed);
     if (all_disposed) /* every loop's Redis client is gone, and no check is pending */

@@ -66,6 +66,8 @@ struct pulse_metrics_shard_t {
     ctr_t pool_shed[PULSE_CLASS_COUNT][PULSE_PGPOOL_SHED_REASONS];
     _Atomic int redis_present, redis_state;
     ctr_t redis_commands, redis_failures, redis_timeouts, redis_fast_fails, redis_opens, redis_connects;
+    ctr_t rep_calls[PULSE_REPLICAS_MAX + 1], rep_retries[PULSE_REPLICAS_MAX + 1], rep_decisions[PULSE_REPLICAS_DECISIONS];
+    ctr_t rep_fills_stored, rep_fills_refused;
 };
 
 static pulse_metrics_shard_t *shards;
@@ -94,6 +96,28 @@ static inline void ctr_set(ctr_t *c, uint64_t v)
 
 static pulse_ratelimit_t *src_ratelimit;
 static pulse_tracer_t *src_tracer;
+static pulse_replicas_t *src_replicas;
+
+void pulse_metrics_set_replicas(pulse_replicas_t *replicas)
+{
+    src_replicas = replicas;
+}
+
+void pulse_metrics_sync_replicas(pulse_metrics_shard_t *s, const pulse_replicas_loop_t *rl)
+{
+    if (rl == NULL)
+        return;
+    pulse_replicas_stats_t st;
+    pulse_replicas_loop_stats(rl, &st);
+    for (size_t i = 0; i < st.nservers && i <= PULSE_REPLICAS_MAX; i++) {
+        ctr_set(&s->rep_calls[i], st.calls[i]);
+        ctr_set(&s->rep_retries[i], st.retries[i]);
+    }
+    for (int k = 0; k < PULSE_REPLICAS_DECISIONS; k++)
+        ctr_set(&s->rep_decisions[k], st.decisions[k]);
+    ctr_set(&s->rep_fills_stored, st.fills_stored);
+    ctr_set(&s->rep_fills_refused, st.fills_refused);
+}
 
 void pulse_metrics_set_sources(pulse_ratelimit_t *ratelimit, pulse_tracer_t *tracer)
 {
@@ -113,6 +137,7 @@ void pulse_metrics_free(void)
 {
     src_ratelimit = NULL;
     src_tracer = NULL;
+    src_replicas = NULL;
     for (int i = 0; i < nshards; i++) {
         metrics_ep_t *e = atomic_load(&shards[i].eps);
         while (e != NULL) {
@@ -456,6 +481,63 @@ static const char *cls_label(int cls)
     return cls == NO_CLASS ? "" : pulse_config_class_name((pulse_class_t)cls);
 }
 
+/* the pulse_server_* and pulse_replica_* families, when replicas are configured */
+static void render_replicas(buf_t *b)
+{
+    static const char *const decisions[PULSE_REPLICAS_DECISIONS] = {"fresh", "lagging", "down", "min_lsn_wait", "min_lsn_primary"};
+    size_t n = pulse_replicas_count(src_replicas);
+    pulse_replicas_status_t st[PULSE_REPLICAS_MAX + 1];
+    for (size_t i = 0; i <= n; i++)
+        pulse_replicas_status(src_replicas, i, &st[i]);
+    family(b, "pulse_server_calls_total", "counter", "Database calls sent to each server: the primary or a replica.");
+    for (size_t i = 0; i <= n; i++) {
+        uint64_t v = 0;
+        for (int k = 0; k < nshards; k++)
+            v += ctr_get(&shards[k].rep_calls[i]);
+        bprintf(b, "pulse_server_calls_total{server=\"%s\"} %llu\n", st[i].name, (unsigned long long)v);
+    }
+    family(b, "pulse_replica_routing_total", "counter",
+           "Routing decisions of read and search calls: fresh (a replica at once), lagging (no replica within "
+           "replica_max_lag_ms), down (no replica up), min_lsn_wait (a replica after waiting for its replay), min_lsn_primary "
+           "(none replayed the call's LSN in replica_wait_ms).");
+    for (int d = 0; d < PULSE_REPLICAS_DECISIONS; d++) {
+        uint64_t v = 0;
+        for (int k = 0; k < nshards; k++)
+            v += ctr_get(&shards[k].rep_decisions[d]);
+        bprintf(b, "pulse_replica_routing_total{decision=\"%s\"} %llu\n", decisions[d], (unsigned long long)v);
+    }
+    family(b, "pulse_replica_retries_total", "counter",
+           "Calls a replica failed (connection, recovery conflict, ...) that the primary ran again.");
+    for (size_t i = 1; i <= n; i++) {
+        uint64_t v = 0;
+        for (int k = 0; k < nshards; k++)
+            v += ctr_get(&shards[k].rep_retries[i]);
+        bprintf(b, "pulse_replica_retries_total{server=\"%s\"} %llu\n", st[i].name, (unsigned long long)v);
+    }
+    uint64_t stored = 0, refused = 0;
+    for (int k = 0; k < nshards; k++) {
+        stored += ctr_get(&shards[k].rep_fills_stored);
+        refused += ctr_get(&shards[k].rep_fills_refused);
+    }
+    family(b, "pulse_replica_fills_total", "counter",
+           "Cache fills answered by a replica: stored, or refused (served, not stored: the replica had not replayed a "
+           "generation of the key).");
+    bprintf(b, "pulse_replica_fills_total{result=\"stored\"} %llu\n", (unsigned long long)stored);
+    bprintf(b, "pulse_replica_fills_total{result=\"refused\"} %llu\n", (unsigned long long)refused);
+    family(b, "pulse_replica_up", "gauge", "1 when the replica answers its monitor and is in recovery.");
+    for (size_t i = 1; i <= n; i++)
+        bprintf(b, "pulse_replica_up{server=\"%s\"} %d\n", st[i].name, st[i].state == PULSE_REPLICAS_STATE_UP);
+    family(b, "pulse_replica_lag_seconds", "gauge",
+           "Upper bound of a replica's replay lag at its last measurement (-1: unknown; 0: it replayed the primary's latest "
+           "sample).");
+    for (size_t i = 1; i <= n; i++)
+        bprintf(b, "pulse_replica_lag_seconds{server=\"%s\"} %.3f\n", st[i].name,
+                st[i].lag_ms < 0 ? -1.0 : (double)st[i].lag_ms / 1000.0);
+    family(b, "pulse_replica_lag_bytes", "gauge", "The primary's flushed WAL position minus a replica's replay position.");
+    for (size_t i = 1; i <= n; i++)
+        bprintf(b, "pulse_replica_lag_bytes{server=\"%s\"} %llu\n", st[i].name, (unsigned long long)st[i].lag_bytes);
+}
+
 char *pulse_metrics_render(size_t *len)
 {
     buf_t b = {NULL, 0, 0, 0}, scratch = {malloc(256), 0, 256, 0};
@@ -696,6 +778,8 @@ char *pulse_metrics_render(size_t *len)
         family(&b, "pulse_trace_spans_queued", "gauge", "Spans waiting for the exporter.");
         bprintf(&b, "pulse_trace_spans_queued %llu\n", (unsigned long long)st.spans_queued);
     }
+    if (src_replicas != NULL)
+        render_replicas(&b);
     if (b.oom)
         goto oom;
     free(all);

@@ -30,10 +30,10 @@
     "SELECT set_config('pulse.tenant', $1, true), set_config('application_name', $2, true), "                                      \
     "set_config('statement_timeout', $3, true)"
 #define RECONNECT_MS 500
-#define MAX_CMDS 6
+#define MAX_CMDS 7
 
 typedef enum { CONN_DOWN, CONN_CONNECTING, CONN_IDLE, CONN_BUSY } conn_state_t;
-typedef enum { CMD_PREP_SETUP, CMD_SETUP, CMD_PREP_CALL, CMD_CALL, CMD_AFTER, CMD_DEALLOC } cmd_kind_t;
+typedef enum { CMD_PREP_SETUP, CMD_SETUP, CMD_BEFORE, CMD_PREP_CALL, CMD_CALL, CMD_AFTER, CMD_DEALLOC } cmd_kind_t;
 
 typedef struct prepared_t {
     char name[PULSE_PGPOOL_STMT_NAME_MAX];
@@ -50,7 +50,7 @@ typedef struct conn_t {
     cmd_kind_t cmds[MAX_CMDS];
     int ncmds, cur;
     int syncs; /* Syncs still expected for the running job */
-    PGresult *error, *result, *after;
+    PGresult *error, *result, *after, *before;
     int setup_prepared;
     unsigned failures;    /* connection attempts failed in a row: only some are logged */
     prepared_t *prepared; /* the statements prepared on this connection (max_prepared slots, allocated on first use) */
@@ -70,14 +70,15 @@ struct pulse_pgjob_t {
     void *data;
     pulse_pgjob_t **ref; /* the caller's pointer to this job, cleared when it ends */
     uint64_t queued_at;  /* h2o_now() when it was queued */
-    char *tenant, *request_id, *app_name, *timeout, *stmt_name, *sql, *after_sql, *after_param;
+    char *tenant, *request_id, *app_name, *timeout, *stmt_name, *sql, *after_sql, *after_param, *before_sql, *before_param;
     int nparams;
     char **params;
     /* the strings follow in the same allocation */
 };
 
 struct pulse_pgpool_t {
-    int id; /* the worker's index, in log messages */
+    int id;         /* the worker's index */
+    char label[48]; /* "<id>" or "<id> <server>", in log messages */
     h2o_loop_t *loop;
     char *conninfo;
     int size, queue_limit, queue_len;
@@ -244,7 +245,7 @@ static void conn_close(conn_t *c, const char *reason)
     /* a database that stays down would otherwise log twice a second per connection */
     if (was_up || c->failures % 20 == 1)
         pulse_log_msg(was_up ? "error" : "warning", c->job != NULL ? c->job->request_id : NULL,
-                      "pgpool %d: closing connection %d: %s%s", pool->id, c->index, reason,
+                      "pgpool %s: closing connection %d: %s%s", pool->label, c->index, reason,
                       was_up ? "" : " (retrying every 500 ms)");
     if (h2o_timeout_is_linked(&c->call_timer))
         h2o_timeout_unlink(&c->call_timer);
@@ -256,7 +257,8 @@ static void conn_close(conn_t *c, const char *reason)
     PQclear(c->error);
     PQclear(c->result);
     PQclear(c->after);
-    c->error = c->result = c->after = NULL;
+    PQclear(c->before);
+    c->error = c->result = c->after = c->before = NULL;
     c->nprepared = 0;
     c->setup_prepared = 0;
     c->state = CONN_DOWN;
@@ -326,7 +328,7 @@ static void conn_poll_connect(conn_t *c)
     }
     c->state = CONN_IDLE;
     if (c->failures != 0)
-        pulse_log_msg("info", NULL, "pgpool %d: connection %d is up again", c->pool->id, c->index);
+        pulse_log_msg("info", NULL, "pgpool %s: connection %d is up again", c->pool->label, c->index);
     c->failures = 0;
     c->pool->failing = 0;
     h2o_socket_read_start(c->sock, on_readable);
@@ -337,7 +339,7 @@ static void conn_poll_connect(conn_t *c)
 static void on_notice(void *arg, const char *message)
 {
     conn_t *c = arg;
-    pulse_log_msg("info", NULL, "pgpool %d: connection %d: %.*s", c->pool->id, c->index, (int)strcspn(message, "\n"), message);
+    pulse_log_msg("info", NULL, "pgpool %s: connection %d: %.*s", c->pool->label, c->index, (int)strcspn(message, "\n"), message);
 }
 
 static void conn_start(conn_t *c)
@@ -433,6 +435,11 @@ static void conn_run(conn_t *c, pulse_pgjob_t *job)
     }
     ok = ok && PQsendQueryPrepared(c->pg, SETUP_STMT, 3, setup_params, NULL, NULL, 0);
     c->cmds[c->ncmds++] = CMD_SETUP;
+    if (job->before_sql != NULL) { /* in the call's transaction, before it: unnamed statement, parsed every time */
+        const char *p[1] = {job->before_param};
+        ok = ok && PQsendQueryParams(c->pg, job->before_sql, 1, NULL, p, NULL, NULL, 0);
+        c->cmds[c->ncmds++] = CMD_BEFORE;
+    }
     char evict[PULSE_PGPOOL_STMT_NAME_MAX];
     int evicting = 0;
     if (!conn_is_prepared(c, job->stmt_name)) {
@@ -447,7 +454,7 @@ static void conn_run(conn_t *c, pulse_pgjob_t *job)
     if (job->after_sql != NULL) {
         /* a new implicit transaction: it sees what the call committed; unnamed statement, parsed every time */
         const char *p[1] = {job->after_param};
-        ok = ok && PQsendQueryParams(c->pg, job->after_sql, 1, NULL, p, NULL, NULL, 0);
+        ok = ok && PQsendQueryParams(c->pg, job->after_sql, job->after_param != NULL ? 1 : 0, NULL, p, NULL, NULL, 0);
         c->cmds[c->ncmds++] = CMD_AFTER;
         ok = ok && PQpipelineSync(c->pg);
         c->syncs++;
@@ -497,17 +504,26 @@ static void conn_complete(conn_t *c)
         res.after = PQgetvalue(c->after, 0, 0);
         res.after_len = (size_t)PQgetlength(c->after, 0, 0);
     }
+    if (c->after != NULL && PQntuples(c->after) == 1 && PQnfields(c->after) >= 2 && !PQgetisnull(c->after, 0, 1)) {
+        res.after2 = PQgetvalue(c->after, 0, 1);
+        res.after2_len = (size_t)PQgetlength(c->after, 0, 1);
+    }
+    if (c->before != NULL && PQntuples(c->before) == 1 && PQnfields(c->before) >= 1 && !PQgetisnull(c->before, 0, 0)) {
+        res.before = PQgetvalue(c->before, 0, 0);
+        res.before_len = (size_t)PQgetlength(c->before, 0, 0);
+    }
     h2o_timeout_unlink(&c->call_timer);
     double us = elapsed_us(&c->started);
     c->pool->call_us = c->pool->call_us == 0 ? us : c->pool->call_us + (us - c->pool->call_us) / 16;
     c->job = NULL;
     c->state = CONN_IDLE;
-    PGresult *error = c->error, *result = c->result, *after = c->after;
-    c->error = c->result = c->after = NULL; /* the callback may start another job on this connection */
+    PGresult *error = c->error, *result = c->result, *after = c->after, *before = c->before;
+    c->error = c->result = c->after = c->before = NULL; /* the callback may start another job on this connection */
     job_finish(job, &res);
     PQclear(error);
     PQclear(result);
     PQclear(after);
+    PQclear(before);
 }
 
 /* reads whatever results arrived; completes the job at the Sync */
@@ -534,15 +550,20 @@ static void conn_read_results(conn_t *c)
         cmd_kind_t kind = c->cur < c->ncmds ? c->cmds[c->cur] : CMD_CALL;
         if (kind == CMD_DEALLOC) {
             if (st == PGRES_FATAL_ERROR)
-                pulse_log_msg("warning", c->job->request_id, "pgpool %d: DEALLOCATE failed: %s", c->pool->id,
+                pulse_log_msg("warning", c->job->request_id, "pgpool %s: DEALLOCATE failed: %s", c->pool->label,
                               PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY));
         } else if (kind == CMD_AFTER) {
             if (st == PGRES_TUPLES_OK && c->after == NULL) {
                 c->after = r;
                 r = NULL;
             } else if (st == PGRES_FATAL_ERROR) {
-                pulse_log_msg("warning", c->job->request_id, "pgpool %d: statement after the call failed: %s", c->pool->id,
+                pulse_log_msg("warning", c->job->request_id, "pgpool %s: statement after the call failed: %s", c->pool->label,
                               PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY));
+            }
+        } else if (kind == CMD_BEFORE && st == PGRES_TUPLES_OK) {
+            if (c->before == NULL) {
+                c->before = r;
+                r = NULL;
             }
         } else if (st == PGRES_FATAL_ERROR) {
             if (c->error == NULL) {
@@ -607,12 +628,21 @@ static void pool_dispatch(pulse_pgpool_t *pool)
 
 pulse_pgpool_t *pulse_pgpool_create(int id, h2o_loop_t *loop, const pulse_config_t *conf)
 {
-    const char *conninfo = conf->pg_url;
+    return pulse_pgpool_create_server(id, NULL, conf->pg_url, loop, conf);
+}
+
+pulse_pgpool_t *pulse_pgpool_create_server(int id, const char *server, const char *conninfo, h2o_loop_t *loop,
+                                           const pulse_config_t *conf)
+{
     int size = conf->pool_size, queue_limit = conf->queue_limit;
     pulse_pgpool_t *pool = calloc(1, sizeof(*pool));
     if (pool == NULL)
         return NULL;
     pool->id = id;
+    if (server != NULL)
+        snprintf(pool->label, sizeof(pool->label), "%d %s", id, server);
+    else
+        snprintf(pool->label, sizeof(pool->label), "%d", id);
     pool->loop = loop;
     pool->size = size;
     pool->queue_limit = queue_limit;
@@ -666,6 +696,7 @@ void pulse_pgpool_destroy(pulse_pgpool_t *pool)
         PQclear(c->error);
         PQclear(c->result);
         PQclear(c->after);
+        PQclear(c->before);
         free(c->prepared);
     }
     for (int k = 0; k < PULSE_CLASS_COUNT; k++)
@@ -722,6 +753,8 @@ int pulse_pgpool_submit(pulse_pgpool_t *pool, const pulse_pgquery_t *q, pulse_pg
                   strlen(app) + 1 + strlen(timeout) + 1 + strlen(q->stmt_name) + 1 + strlen(q->sql) + 1;
     if (q->after_sql != NULL)
         size += strlen(q->after_sql) + 1 + (q->after_param != NULL ? strlen(q->after_param) + 1 : 0);
+    if (q->before_sql != NULL)
+        size += strlen(q->before_sql) + 1 + (q->before_param != NULL ? strlen(q->before_param) + 1 : 0);
     for (int i = 0; i < q->nparams; i++)
         size += q->params[i] != NULL ? strlen(q->params[i]) + 1 : 0;
     pulse_pgjob_t *job = calloc(1, size);
@@ -745,6 +778,8 @@ int pulse_pgpool_submit(pulse_pgpool_t *pool, const pulse_pgquery_t *q, pulse_pg
     job->sql = copy_into(&p, q->sql);
     job->after_sql = copy_into(&p, q->after_sql);
     job->after_param = copy_into(&p, q->after_param);
+    job->before_sql = copy_into(&p, q->before_sql);
+    job->before_param = copy_into(&p, q->before_param);
     for (int i = 0; i < q->nparams; i++)
         job->params[i] = copy_into(&p, q->params[i]);
     job->_timeout.cb = on_queue_timeout;
@@ -780,6 +815,14 @@ void pulse_pgpool_cancel(pulse_pgjob_t *job)
 int pulse_pgpool_alive(const pulse_pgpool_t *pool)
 {
     return pool_alive(pool);
+}
+
+int pulse_pgpool_load(const pulse_pgpool_t *pool)
+{
+    int n = pool->queue_len;
+    for (int i = 0; i < pool->size; i++)
+        n += pool->conns[i].state == CONN_BUSY;
+    return n;
 }
 
 void pulse_pgpool_stats(const pulse_pgpool_t *pool, pulse_pgpool_stats_t *out)

@@ -38,6 +38,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include "digest.h"
 #include "ratelimit.h"
 
 #define RL_DEFAULT_PREFIX "pulse:rl"
@@ -382,7 +383,7 @@ size_t pulse_ratelimit_key(const pulse_ratelimit_t *rl, pulse_class_t cls, pulse
         unsigned char md[EVP_MAX_MD_SIZE];
         unsigned mdlen = 0;
         char hex[33];
-        if (EVP_Digest(id, strlen(id), md, &mdlen, EVP_sha256(), NULL) != 1 || mdlen < 16)
+        if (EVP_Digest(id, strlen(id), md, &mdlen, pulse_digest_sha256(), NULL) != 1 || mdlen < 16)
             memset(md, 0, 16);
         for (int i = 0; i != 16; ++i)
             snprintf(hex + 2 * i, 3, "%02x", md[i]);

@@ -18,6 +18,7 @@ static void rpc_dispose(void *p)
 {
     rpc_req_t *r = p;
     pulse_pgpool_cancel(r->job);
+    pulse_replicas_cancel(&r->pick);
     if (r->rl_pending != NULL)
         pulse_ratelimit_cancel(r->rl_pending);
     if (h2o_timeout_is_linked(&r->poll))
@@ -182,9 +183,15 @@ static void rpc_run(rpc_req_t *r)
         rpc_fail(r, 400, err, NULL);
         return;
     }
+    const char *lsn_err;
+    if (pulse_replicas_read_token(req, r->conf->replica_lsn_cookie, &r->pick, &lsn_err) != 0) {
+        rpc_fail(r, 400, lsn_err, NULL);
+        return;
+    }
 
-    /* step 4: a cacheable call is looked up in Redis (on_cache_fetch continues); when Redis cannot be asked, it is a miss */
-    switch (rpc_cache_lookup(r)) {
+    /* step 4: a cacheable call is looked up in Redis (on_cache_fetch continues); when Redis cannot be asked, it is a miss.
+       A read carrying a write's LSN skips the cache: it runs where that write is (replicas.h) */
+    switch (r->pick.min_lsn != 0 ? -1 : rpc_cache_lookup(r)) {
     case 0:
     case 2:
         break;

@@ -12,9 +12,6 @@
 #include "problem.h"
 #include "rpc_int.h"
 
-/* what a write's transaction bumped, read after its COMMIT in the same session (pulse--1.1--1.2.sql) */
-#define RPC_LAST_BUMPS_SQL "SELECT pulse.last_bumps()"
-
 void rpc_flight_done(rpc_req_t *r, const pulse_cache_entry_t *result)
 {
     if (!r->leader)
@@ -64,6 +61,11 @@ static void on_db_result(void *data, const pulse_pgresult_t *res)
     rpc_req_t *r = data;
     pulse_worker_t *w = r->worker;
     r->trace.db_end_ns = pulse_trace_now_ns();
+    if (pulse_replicas_retry(w->replicas, &r->pick, res)) { /* a replica failed: the primary answers */
+        rpc_call_database(r);
+        return;
+    }
+    pulse_replicas_wrote(w->replicas, r->req, r->conf, r->route, res); /* a write's LSN: stamps, Pulse-LSN */
     if (res->sqlstate != NULL)
         snprintf(r->trace.sqlstate, sizeof(r->trace.sqlstate), "%s", res->sqlstate);
     if (res->after != NULL && w->gens != NULL && pulse_generations_apply_bumps(w->gens, w->keyed, res->after, res->after_len) < 0)
@@ -120,10 +122,18 @@ static void on_db_result(void *data, const pulse_pgresult_t *res)
     }
 }
 
+static void rpc_call_database_cb(void *r)
+{
+    rpc_call_database(r);
+}
+
 /* step 5: on_db_result continues */
 void rpc_call_database(rpc_req_t *r)
 {
     pulse_worker_t *w = r->worker;
+    /* a read may go to a replica; one may have to replay the call's LSN first: then this runs again, decided */
+    if (pulse_replicas_route(w->replicas, &r->pick, r->conf, r->route, r->key[0] != '\0', rpc_call_database_cb, r) != 0)
+        return;
     char trace_id[33];
     pulse_trace_hex(r->trace.trace_id, 16, trace_id);
     pulse_pgquery_t q = {.cls = r->route->cls,
@@ -139,9 +149,14 @@ void rpc_call_database(rpc_req_t *r)
     /* a write reads what its transaction bumped after its COMMIT, so that the next read through this proxy is fresh (the
        other proxies hear it from pulse_invalidate) */
     if (w->gens != NULL && (r->route->cls == PULSE_CLASS_WRITE || r->route->cls == PULSE_CLASS_BATCH))
-        q.after_sql = RPC_LAST_BUMPS_SQL;
+        q.after_sql = PULSE_REPLICAS_AFTER_WRITE_SQL;
+    pulse_pgpool_t *pool = pulse_replicas_pool(w->replicas, &r->pick, w->pgpool, r->route, r->key[0] != '\0', &q, &r->req->pool);
     pulse_pgstatus_t st = PULSE_PG_UNAVAILABLE;
-    int rc = w->pgpool != NULL ? pulse_pgpool_submit(w->pgpool, &q, on_db_result, r, &r->job, &st) : -1;
+    int rc = pool != NULL ? pulse_pgpool_submit(pool, &q, on_db_result, r, &r->job, &st) : -1;
+    if (rc != 0 && pulse_replicas_retry(w->replicas, &r->pick, NULL)) {
+        rpc_call_database(r);
+        return;
+    }
     if (rc != 0) {
         if (st == PULSE_PG_UNAVAILABLE)
             pulse_metrics_observe_pg_unavailable(w->metrics);

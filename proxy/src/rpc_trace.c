@@ -79,6 +79,7 @@ void rpc_trace_export(rpc_req_t *r, double ms)
         pulse_span_set_str(s, "db.system", "postgresql");
         pulse_span_set_str(s, "db.statement", r->call.sql != NULL ? r->call.sql : "");
         pulse_span_set_str(s, "pulse.fingerprint", r->call.stmt_name + 6); /* "pulse_" + the statement's hash */
+        pulse_span_set_str(s, "pulse.server", pulse_replicas_server_name(r->worker->replicas, &r->pick));
         if (t->sqlstate[0] != '\0') {
             pulse_span_set_str(s, "db.response.status_code", t->sqlstate);
             pulse_span_set_status(s, PULSE_SPAN_STATUS_ERROR, t->sqlstate);

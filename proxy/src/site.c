@@ -52,18 +52,21 @@ static int on_health(h2o_req_t *req, int ready)
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT("application/json"));
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL, H2O_STRLIT("no-store"));
     h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-request-id"), 0, NULL, rid, strlen(rid));
-    char body[160];
+    char body[192 + PULSE_REPLICAS_MAX * 160];
     int n;
     if (ready) {
-        /* Redis down, or an invalidation channel that cannot vouch for the cache, is degraded (slower, answered by the
-           database), not unready */
+        /* Redis down, a replica down, or an invalidation channel that cannot vouch for the cache, is degraded (slower,
+           answered by the database or the primary), not unready */
         pulse_redis_t *redis = pulse_worker_of(req)->redis;
         pulse_catalog_channel_state_t ch = pulse_catalog_channel_state();
-        int up = (redis == NULL || pulse_redis_is_up(redis)) &&
+        char reps[PULSE_REPLICAS_MAX * 160];
+        int reps_up;
+        pulse_replicas_ready_json(pulse_replicas_of(pulse_worker_of(req)->replicas), reps, sizeof(reps), &reps_up);
+        int up = (redis == NULL || pulse_redis_is_up(redis)) && reps_up &&
                  (ch == PULSE_CATALOG_CHANNEL_OFF || ch == PULSE_CATALOG_CHANNEL_VERIFIED || ch == PULSE_CATALOG_CHANNEL_UNCHECKED);
-        n = snprintf(body, sizeof(body), "{\"status\":\"%s\",\"postgresql\":\"up\",\"redis\":\"%s\",\"invalidation\":\"%s\"}",
+        n = snprintf(body, sizeof(body), "{\"status\":\"%s\",\"postgresql\":\"up\",\"redis\":\"%s\",\"invalidation\":\"%s\"%s}",
                      up ? "ok" : "degraded", redis == NULL ? "off" : pulse_redis_state_name(pulse_redis_state(redis)),
-                     pulse_catalog_channel_state_name(ch));
+                     pulse_catalog_channel_state_name(ch), reps);
     } else {
         n = snprintf(body, sizeof(body), "{\"status\":\"ok\"}");
     }
@@ -83,6 +86,7 @@ static int on_metrics(h2o_req_t *req)
     gettimeofday(&t0, NULL);
     pulse_respond_request_id_of(req, rid);
     pulse_metrics_sync(w->metrics, w->pgpool, w->redis, w->lcache);
+    pulse_metrics_sync_replicas(w->metrics, w->replicas);
     size_t len;
     char *text = pulse_metrics_render(&len);
     if (text == NULL) {
