@@ -3,8 +3,9 @@
  * protocol) for browsers calling pulse-proxy from pages of other origins.
  *
  * The allowed origins are the `cors_origins` option: empty (the default)
- * turns CORS off, "*" allows every origin, otherwise a comma-separated list
- * of serialized origins (scheme "://" host [":" port], no path), compared
+ * turns CORS off, "*" allows every origin, otherwise a list (a YAML
+ * sequence, or one string with the items separated by ',' or ';') of
+ * serialized origins (scheme "://" host [":" port], no path), compared
  * case-insensitively with the request's Origin.  Reloadable: every answer
  * reads the current configuration.
  *
@@ -31,12 +32,13 @@
 #include "config.h"
 
 /* request headers a preflight allows */
-#define PULSE_CORS_ALLOW_HEADERS "Authorization, Content-Type, If-None-Match, X-Request-Id, traceparent, tracestate, Last-Event-ID"
+#define PULSE_CORS_ALLOW_HEADERS                                                                                                   \
+    "Authorization, Content-Type, If-None-Match, Pulse-Min-LSN, X-Request-Id, traceparent, tracestate, Last-Event-ID"
 /* response headers a page may read */
 #define PULSE_CORS_EXPOSE_HEADERS "Link, ETag, RateLimit, RateLimit-Policy, Retry-After, X-Request-Id, X-Cache, Pulse-LSN"
 
 /**
- * Checks a cors_origins value: empty, or comma-separated items (blanks around them ignored), each "*" or an origin
+ * Checks a cors_origins value: empty, or items separated by "," or lines (blanks around them ignored), each "*" or an origin
  * scheme://host[:port] (scheme [A-Za-z][A-Za-z0-9+.-]*, host of letters, digits, "-", "." or a bracketed IPv6
  * address, port 1-65535, nothing after it: no path, no "/"). Returns 0, or -1 with a one-line reason in `err`.
  */

@@ -103,7 +103,7 @@ static const opt_t options[] = {
     {"replica_lsn_cookie", OPT_STR, OFF(replica_lsn_cookie),            "",               0,   0,       1},
     {"replica_lsn_cookie_max_age", OPT_INT, OFF(replica_lsn_cookie_max_age), "10",        1,   86400,   1},
     {"ratelimit_legacy_headers", OPT_INT, OFF(ratelimit_legacy_headers), "0",             0,   1,       1},
-    {"cors_origins",      OPT_STR, OFF(cors_origins),                   "",               0,   0,       1},
+    {"cors_origins",      OPT_LIST,OFF(cors_origins),                   "",               0,   0,       1},
     {"cors_max_age",      OPT_INT, OFF(cors_max_age),                   "600",            0,   86400,   1},
     {"openapi",           OPT_INT, OFF(openapi),                        "1",              0,   1,       1},
     {"docs_dir",          OPT_STR, OFF(docs_dir),                       "",               0,   0,       1},

@@ -17,12 +17,14 @@ static int cors_is_blank(char c)
     return c == ' ' || c == '\t';
 }
 
-/* calls `fn` on each item of `list` (trimmed, possibly empty); stops at the first non-zero return and returns it */
+/* calls `fn` on each item of `list` (separated by ',' or by lines, trimmed, possibly empty); stops at the first non-zero
+   return and returns it */
 static int cors_each(const char *list, int (*fn)(const char *item, size_t len, void *arg), void *arg)
 {
     const char *p = list != NULL ? list : "";
     while (1) {
-        const char *comma = strchr(p, ','), *end = comma != NULL ? comma : p + strlen(p), *a = p, *b = end;
+        size_t n = strcspn(p, ",\n");
+        const char *comma = p[n] != '\0' ? p + n : NULL, *end = p + n, *a = p, *b = end;
         while (a != b && cors_is_blank(*a))
             ++a;
         while (b != a && cors_is_blank(b[-1]))

@@ -67,6 +67,7 @@ static void test_check(void)
 
 static void test_match(void)
 {
+    char err[256];
     const char *list = "https://a.example, http://127.0.0.1:8080";
     CHECK(allowed(list, "https://a.example") == 2, "match: a listed origin");
     CHECK(allowed(list, "http://127.0.0.1:8080") == 2, "match: a listed origin with a port (second item, blanks trimmed)");
@@ -83,6 +84,13 @@ static void test_match(void)
     CHECK(allowed("*", "null") == 0, "match: * does not answer null with its origin");
     CHECK(allowed("https://b.example, *", "https://c.example") == 1, "match: * anywhere in the list");
     CHECK(allowed("", "https://a.example") == 0, "match: an empty list allows nothing");
+    CHECK(allowed("https://b.example\nhttps://a.example", "https://a.example") == 2 &&
+              allowed("https://b.example\nhttps://a.example", "https://b.example") == 2 &&
+              allowed("https://b.example\nhttps://a.example", "https://c.example") == 0,
+          "match: one origin per line (a YAML sequence)");
+    CHECK(pulse_cors_check_origins("https://b.example\n*", err, sizeof(err)) == 0 &&
+              pulse_cors_check_origins("https://b.example\nhttps://a.example/x", err, sizeof(err)) == -1,
+          "check: one origin per line, each checked");
     CHECK(pulse_cors_origin_allowed(NULL, "https://a.example", 17) == 0, "match: no list allows nothing");
     CHECK(pulse_cors_origin_allowed(list, "https://a.examplex", 17) == 2, "match: by length, not by NUL");
 }
