@@ -201,10 +201,15 @@ static json_t *oa_components(void)
                                 "RFC 9457 problem details", "required", "type", "title", "status", "properties", "type", "type",
                                 "string", "title", "type", "string", "status", "type", "integer", "detail", "type", "string",
                                 "request_id", "type", "string");
-    return json_pack("{s:{s:{s:s, s:s, s:s, s:s}}, s:{s:o}, s:o, s:o}", "securitySchemes", "bearer", "type", "http", "scheme",
+    json_t *min_lsn = json_pack("{s:s, s:s, s:b, s:s, s:{s:s, s:s}}", "name", "Pulse-Min-LSN", "in", "header", "required", 0,
+                                "description",
+                                "Read-your-writes: the Pulse-LSN of an earlier write; the call is answered by a server that has "
+                                "replayed it (a replica, or the primary).",
+                                "schema", "type", "string", "pattern", "^[0-9A-Fa-f]+/[0-9A-Fa-f]+$");
+    return json_pack("{s:{s:{s:s, s:s, s:s, s:s}}, s:{s:o}, s:{s:o}, s:o, s:o}", "securitySchemes", "bearer", "type", "http", "scheme",
                      "bearer", "bearerFormat", "JWT", "description",
                      "An HS256 JWT signed with the proxy's jwt_secret, with exp and a tenant claim (an integer or a string).",
-                     "schemas", "Problem", problem, "headers", headers, "responses", responses);
+                     "schemas", "Problem", problem, "parameters", "PulseMinLSN", min_lsn, "headers", headers, "responses", responses);
 }
 
 /* ---- one endpoint -------------------------------------------------------------------------------------------------------- */
@@ -348,10 +353,15 @@ static json_t *oa_operation(const pulse_route_t *r, json_t *meta, int post)
     json_t *op = json_pack("{s:s, s:s, s:[s]}", "operationId", id, "description", desc, "tags", pulse_config_class_name(r->cls));
     if (summary[0] != '\0')
         OA_SET(op, "summary", json_string(summary));
+    json_t *params = post ? json_array() : oa_parameters(r, defaults);
+    if (readonly) /* reads may go to a replica (replicas.h) */
+        json_array_append_new(params, oa_ref("parameters", "PulseMinLSN"));
     if (post)
         OA_SET(op, "requestBody", oa_request_body(r, defaults));
+    if (json_array_size(params) != 0)
+        OA_SET(op, "parameters", params);
     else
-        OA_SET(op, "parameters", oa_parameters(r, defaults));
+        json_decref(params);
     OA_SET(op, "responses", oa_responses(r, meta, !post, post));
     OA_SET(op, "x-pulse-class", json_string(pulse_config_class_name(r->cls)));
     OA_SET(op, "x-pulse-function", json_incref(json_object_get(meta, "signature")));

@@ -182,7 +182,9 @@ for e in cat:
         if e["description"] and not op["description"].startswith(e["description"]):
             bad.append(e["name"] + ": description")
     if readonly:
-        params = path["get"]["parameters"]
+        params = [p for p in path["get"]["parameters"] if "$ref" not in p]
+        if {"$ref": "#/components/parameters/PulseMinLSN"} not in path["get"]["parameters"]:
+            bad.append(e["name"] + ": no Pulse-Min-LSN")
         if [p["name"] for p in params] != e["arg_names"]:
             bad.append(e["name"] + ": parameters %r" % [p["name"] for p in params])
         for k, (p, t) in enumerate(zip(params, e["arg_types"])):
@@ -209,8 +211,8 @@ tap_check "the cursor parameter is marked x-pulse-cursor, defaults are shown, th
 	python3 -c '
 import json, sys
 d = json.load(open(sys.argv[1]))
-p = {x["name"]: x for x in d["paths"]["/rpc/events_page"]["get"]["parameters"]}
-t = {x["name"]: x for x in d["paths"]["/rpc/typed"]["get"]["parameters"]}
+p = {x.get("name"): x for x in d["paths"]["/rpc/events_page"]["get"]["parameters"]}
+t = {x.get("name"): x for x in d["paths"]["/rpc/typed"]["get"]["parameters"]}
 assert p["cursor"].get("x-pulse-cursor") is True and "x-pulse-cursor" not in p["kind"]
 assert p["page_size"]["schema"]["default"] == 20 and t["lim"]["schema"]["default"] == 10
 assert t["since"]["schema"]["x-pulse-default-expression"] == "now()" and t["tags"]["schema"]["x-pulse-default"] == ["a", "b"]

@@ -95,7 +95,12 @@ static json_t *param(json_t *o, const char *name)
 {
     size_t i;
     json_t *p;
-    json_array_foreach(json_object_get(o, "parameters"), i, p) if (strcmp(json_string_value(json_object_get(p, "name")), name) == 0) return p;
+    json_array_foreach(json_object_get(o, "parameters"), i, p)
+    {
+        const char *n = json_string_value(json_object_get(p, "name"));
+        if (n != NULL && strcmp(n, name) == 0)
+            return p;
+    }
     return NULL;
 }
 
@@ -128,7 +133,16 @@ static void test_document(void)
               "a write endpoint's POST is the name");
 
     json_t *get = op(doc, "events_page", "get");
-    CHECK(json_array_size(json_object_get(get, "parameters")) == 6, "a query parameter per argument");
+    CHECK(json_array_size(json_object_get(get, "parameters")) == 7, "a query parameter per argument, and Pulse-Min-LSN");
+    CHECK_STR(text_of(json_array_get(json_object_get(get, "parameters"), 6)), "{\"$ref\":\"#/components/parameters/PulseMinLSN\"}",
+              "a read's GET takes the Pulse-Min-LSN header (read-your-writes on replicas)");
+    CHECK(json_array_size(json_object_get(op(doc, "events_page", "post"), "parameters")) == 1 &&
+              json_object_get(op(doc, "add_event", "post"), "parameters") == NULL,
+          "a read's POST takes Pulse-Min-LSN too, a write's POST has no parameters");
+    CHECK_STR(json_string_value(json_object_get(json_object_get(json_object_get(json_object_get(doc, "components"), "parameters"),
+                                                                "PulseMinLSN"),
+                                                "in")),
+              "header", "Pulse-Min-LSN is a header parameter");
     CHECK_STR(text_of(param(get, "since")), "{\"in\":\"query\",\"name\":\"since\",\"required\":true,\"schema\":{\"format\":\"date\","
                                             "\"type\":\"string\",\"x-pulse-type\":\"date\"}}",
               "an argument without a default is required, typed");
