@@ -191,8 +191,8 @@ int pulse_cors_options(h2o_req_t *req, const char *methods)
         h2o_set_header_token(&req->pool, &req->res.headers, H2O_TOKEN_VARY, H2O_STRLIT("Access-Control-Request-Headers"));
         if (!allowed) {
             char detail[160];
-            snprintf(detail, sizeof(detail), "the origin %.*s may not call this API (cors_origins)", (int)(origin->len > 80 ? 80 : origin->len),
-                     origin->base);
+            snprintf(detail, sizeof(detail), "the origin %.*s may not call this API (cors_origins)",
+                     (int)(origin->len > 80 ? 80 : origin->len), origin->base);
             cors_log(req, rid, &t0, pulse_respond_problem(req, rid, 403, detail, 0, NULL));
             pulse_config_release(conf);
             return 0;

@@ -35,9 +35,9 @@ static json_t *oa_scalar_schema(const char *t, pulse_openapi_use_t use)
     if (strcmp(t, "integer") == 0)
         return json_pack("{s:s, s:s}", "type", "integer", "format", "int32");
     if (strcmp(t, "bigint") == 0)
-        return use == PULSE_OPENAPI_OUTPUT ? json_pack("{s:s, s:s}", "type", "integer", "format", "int64")
-                                           : json_pack("{s:[ss], s:s, s:s}", "type", "integer", "string", "format", "int64",
-                                                       "pattern", "^-?[0-9]+$");
+        return use == PULSE_OPENAPI_OUTPUT
+                   ? json_pack("{s:s, s:s}", "type", "integer", "format", "int64")
+                   : json_pack("{s:[ss], s:s, s:s}", "type", "integer", "string", "format", "int64", "pattern", "^-?[0-9]+$");
     if (strcmp(t, "numeric") == 0)
         return json_pack("{s:[ss], s:s}", "type", "number", "string", "pattern",
                          "^[-+]?([0-9]+(\\.[0-9]*)?|\\.[0-9]+)([eE][-+]?[0-9]+)?$|^[-+]?(Infinity|NaN)$");
@@ -156,25 +156,31 @@ static json_t *oa_components(void)
            oa_header("The request id (the client's when it was 1-64 characters of [A-Za-z0-9._:-]); also in the access log and "
                      "PostgreSQL's application_name.",
                      json_pack("{s:s}", "type", "string")));
-    OA_SET(headers, "ETag", oa_header("Strong entity tag of the representation (gzip and identity differ).", json_pack("{s:s}", "type", "string")));
-    OA_SET(headers, "Cache-Control", oa_header("private, max-age, stale-while-revalidate and stale-if-error of the cache entry.",
-                                               json_pack("{s:s}", "type", "string")));
-    OA_SET(headers, "X-Cache", oa_header("Where the answer came from.", json_pack("{s:s, s:[sss]}", "type", "string", "enum", "hit",
-                                                                                 "miss", "stale")));
+    OA_SET(headers, "ETag",
+           oa_header("Strong entity tag of the representation (gzip and identity differ).", json_pack("{s:s}", "type", "string")));
+    OA_SET(headers, "Cache-Control",
+           oa_header("private, max-age, stale-while-revalidate and stale-if-error of the cache entry.",
+                     json_pack("{s:s}", "type", "string")));
+    OA_SET(headers, "X-Cache",
+           oa_header("Where the answer came from.", json_pack("{s:s, s:[sss]}", "type", "string", "enum", "hit", "miss", "stale")));
     OA_SET(headers, "Link",
            oa_header("RFC 8288 link to the next page: </rpc/<name>?<same arguments>&cursor=<next_cursor>>; rel=\"next\".",
                      json_pack("{s:s}", "type", "string")));
-    OA_SET(headers, "RateLimit",
-           oa_header("draft-ietf-httpapi-ratelimit-headers-12: per bucket that applies, \"<class>-<scope>\";r=<remaining>;t=<seconds "
-                     "until the next token>;pk=:<partition key>:. Present when a rate limit applies to the endpoint's class.",
-                     json_pack("{s:s}", "type", "string")));
-    OA_SET(headers, "RateLimit-Policy",
-           oa_header("draft-ietf-httpapi-ratelimit-headers-12: per bucket that applies, \"<class>-<scope>\";q=<burst>;w=<seconds to "
-                     "refill>;pk=:<partition key>:.",
-                     json_pack("{s:s}", "type", "string")));
-    OA_SET(headers, "Retry-After", oa_header("Seconds to wait before trying again.", json_pack("{s:s, s:i}", "type", "integer", "minimum", 0)));
-    OA_SET(headers, "Pulse-LSN", oa_header("The commit LSN of the write (read-your-writes across read replicas).",
-                                           json_pack("{s:s, s:s}", "type", "string", "pattern", "^[0-9A-F]+/[0-9A-F]+$")));
+    OA_SET(
+        headers, "RateLimit",
+        oa_header("draft-ietf-httpapi-ratelimit-headers-12: per bucket that applies, \"<class>-<scope>\";r=<remaining>;t=<seconds "
+                  "until the next token>;pk=:<partition key>:. Present when a rate limit applies to the endpoint's class.",
+                  json_pack("{s:s}", "type", "string")));
+    OA_SET(
+        headers, "RateLimit-Policy",
+        oa_header("draft-ietf-httpapi-ratelimit-headers-12: per bucket that applies, \"<class>-<scope>\";q=<burst>;w=<seconds to "
+                  "refill>;pk=:<partition key>:.",
+                  json_pack("{s:s}", "type", "string")));
+    OA_SET(headers, "Retry-After",
+           oa_header("Seconds to wait before trying again.", json_pack("{s:s, s:i}", "type", "integer", "minimum", 0)));
+    OA_SET(headers, "Pulse-LSN",
+           oa_header("The commit LSN of the write (read-your-writes across read replicas).",
+                     json_pack("{s:s, s:s}", "type", "string", "pattern", "^[0-9A-F]+/[0-9A-F]+$")));
     OA_SET(headers, "WWW-Authenticate", oa_header("Bearer challenge.", json_pack("{s:s}", "type", "string")));
     OA_SET(headers, "Allow", oa_header("The methods the resource takes.", json_pack("{s:s}", "type", "string")));
     for (size_t i = 0; i < sizeof(oa_problems) / sizeof(oa_problems[0]); i++) {
@@ -197,19 +203,20 @@ static json_t *oa_components(void)
     OA_SET(responses, "NotModified",
            json_pack("{s:s, s:{s:o, s:o}}", "description", "If-None-Match matched the representation's ETag.", "headers", "ETag",
                      oa_ref("headers", "ETag"), "X-Request-Id", oa_ref("headers", "X-Request-Id")));
-    json_t *problem = json_pack("{s:s, s:s, s:[sss], s:{s:{s:s}, s:{s:s}, s:{s:s}, s:{s:s}, s:{s:s}}}", "type", "object", "description",
-                                "RFC 9457 problem details", "required", "type", "title", "status", "properties", "type", "type",
-                                "string", "title", "type", "string", "status", "type", "integer", "detail", "type", "string",
-                                "request_id", "type", "string");
-    json_t *min_lsn = json_pack("{s:s, s:s, s:b, s:s, s:{s:s, s:s}}", "name", "Pulse-Min-LSN", "in", "header", "required", 0,
-                                "description",
-                                "Read-your-writes: the Pulse-LSN of an earlier write; the call is answered by a server that has "
-                                "replayed it (a replica, or the primary).",
-                                "schema", "type", "string", "pattern", "^[0-9A-Fa-f]+/[0-9A-Fa-f]+$");
-    return json_pack("{s:{s:{s:s, s:s, s:s, s:s}}, s:{s:o}, s:{s:o}, s:o, s:o}", "securitySchemes", "bearer", "type", "http", "scheme",
-                     "bearer", "bearerFormat", "JWT", "description",
+    json_t *problem = json_pack("{s:s, s:s, s:[sss], s:{s:{s:s}, s:{s:s}, s:{s:s}, s:{s:s}, s:{s:s}}}", "type", "object",
+                                "description", "RFC 9457 problem details", "required", "type", "title", "status", "properties",
+                                "type", "type", "string", "title", "type", "string", "status", "type", "integer", "detail", "type",
+                                "string", "request_id", "type", "string");
+    json_t *min_lsn =
+        json_pack("{s:s, s:s, s:b, s:s, s:{s:s, s:s}}", "name", "Pulse-Min-LSN", "in", "header", "required", 0, "description",
+                  "Read-your-writes: the Pulse-LSN of an earlier write; the call is answered by a server that has "
+                  "replayed it (a replica, or the primary).",
+                  "schema", "type", "string", "pattern", "^[0-9A-Fa-f]+/[0-9A-Fa-f]+$");
+    return json_pack("{s:{s:{s:s, s:s, s:s, s:s}}, s:{s:o}, s:{s:o}, s:o, s:o}", "securitySchemes", "bearer", "type", "http",
+                     "scheme", "bearer", "bearerFormat", "JWT", "description",
                      "An HS256 JWT signed with the proxy's jwt_secret, with exp and a tenant claim (an integer or a string).",
-                     "schemas", "Problem", problem, "parameters", "PulseMinLSN", min_lsn, "headers", headers, "responses", responses);
+                     "schemas", "Problem", problem, "parameters", "PulseMinLSN", min_lsn, "headers", headers, "responses",
+                     responses);
 }
 
 /* ---- one endpoint -------------------------------------------------------------------------------------------------------- */
@@ -234,7 +241,8 @@ static json_t *oa_arg_schema(const pulse_route_t *r, size_t i, json_t *defaults,
     return s;
 }
 
-static const char *oa_cursor_description = "The opaque cursor of the next page: the previous answer's next_cursor, or its Link header.";
+static const char *oa_cursor_description =
+    "The opaque cursor of the next page: the previous answer's next_cursor, or its Link header.";
 
 static json_t *oa_parameters(const pulse_route_t *r, json_t *defaults)
 {
@@ -270,8 +278,8 @@ static json_t *oa_request_body(const pulse_route_t *r, json_t *defaults)
     else
         json_decref(required);
     return json_pack("{s:b, s:s, s:{s:{s:o}}}", "required", r->nrequired != 0, "description",
-                     "The arguments by name; null is SQL NULL; an omitted argument takes its default.", "content", "application/json",
-                     "schema", schema);
+                     "The arguments by name; null is SQL NULL; an omitted argument takes its default.", "content",
+                     "application/json", "schema", schema);
 }
 
 /* the schema of a 200 body: the function's JSON, or its rows as an array of objects (or of scalars) */
@@ -323,9 +331,15 @@ static json_t *oa_responses(const pulse_route_t *r, json_t *meta, int get, int p
     static const struct {
         const char *status, *name;
         int post_only;
-    } errs[] = {{"400", "BadRequest", 0},   {"401", "Unauthorized", 0},       {"403", "Forbidden", 0},
-                {"404", "NotFound", 0},     {"409", "Conflict", 0},           {"413", "PayloadTooLarge", 1},
-                {"415", "UnsupportedMediaType", 1}, {"429", "TooManyRequests", 0}, {"500", "InternalError", 0},
+    } errs[] = {{"400", "BadRequest", 0},
+                {"401", "Unauthorized", 0},
+                {"403", "Forbidden", 0},
+                {"404", "NotFound", 0},
+                {"409", "Conflict", 0},
+                {"413", "PayloadTooLarge", 1},
+                {"415", "UnsupportedMediaType", 1},
+                {"429", "TooManyRequests", 0},
+                {"500", "InternalError", 0},
                 {"503", "ServiceUnavailable", 0}};
     for (size_t i = 0; i < sizeof(errs) / sizeof(errs[0]); i++)
         if (!errs[i].post_only || post)
@@ -347,8 +361,8 @@ static json_t *oa_operation(const pulse_route_t *r, json_t *meta, int post)
         snprintf(summary, sizeof(summary), "%.*s", (int)(n > 120 ? 120 : n), comment);
     }
     char desc[512];
-    snprintf(desc, sizeof(desc), "%s%sCalls %s.%s as a %s endpoint%s.", comment != NULL ? comment : "", comment != NULL ? "\n\n" : "",
-             r->schema, r->function, pulse_config_class_name(r->cls),
+    snprintf(desc, sizeof(desc), "%s%sCalls %s.%s as a %s endpoint%s.", comment != NULL ? comment : "",
+             comment != NULL ? "\n\n" : "", r->schema, r->function, pulse_config_class_name(r->cls),
              readonly && r->ttl_ms > 0 ? ", cached when the proxy has a response cache" : "");
     json_t *op = json_pack("{s:s, s:s, s:[s]}", "operationId", id, "description", desc, "tags", pulse_config_class_name(r->cls));
     if (summary[0] != '\0')
@@ -378,8 +392,9 @@ static void oa_builtin_paths(json_t *paths)
     static const struct {
         const char *path, *id, *description, *type;
     } b[] = {{"/health", "health", "200 while the process runs.", "application/json"},
-             {"/ready", "ready", "200 when the routes are loaded and PostgreSQL answers (the body tells Redis's and the invalidation "
-                                 "channel's state), 503 otherwise.",
+             {"/ready", "ready",
+              "200 when the routes are loaded and PostgreSQL answers (the body tells Redis's and the invalidation "
+              "channel's state), 503 otherwise.",
               "application/json"},
              {"/metrics", "metrics", "Prometheus metrics, text format 0.0.4.", "text/plain"},
              {"/openapi.json", "openapi", "This document.", "application/json"}};
@@ -411,19 +426,21 @@ static json_t *oa_document(const pulse_routes_t *routes, json_t *catalog, const 
         OA_SET(paths, path, item);
         classes[r->cls] = 1;
     }
-    static const char *class_desc[PULSE_CLASS_COUNT] = {"Read endpoints: GET or POST, cacheable.", "Search endpoints: GET or POST, cacheable.",
-                                                        "Write endpoints: POST.", "Batch endpoints: POST, long statement timeout."};
+    static const char *class_desc[PULSE_CLASS_COUNT] = {"Read endpoints: GET, HEAD or POST, cacheable.",
+                                                        "Search endpoints: GET, HEAD or POST, cacheable.", "Write endpoints: POST.",
+                                                        "Batch endpoints: POST, long statement timeout."};
     for (int c = 0; c < PULSE_CLASS_COUNT; c++)
         if (classes[c])
-            json_array_append_new(tags, json_pack("{s:s, s:s}", "name", pulse_config_class_name((pulse_class_t)c), "description",
-                                                  class_desc[c]));
+            json_array_append_new(
+                tags, json_pack("{s:s, s:s}", "name", pulse_config_class_name((pulse_class_t)c), "description", class_desc[c]));
     json_array_append_new(tags, json_pack("{s:s, s:s}", "name", "proxy", "description", "The proxy's own resources."));
     oa_builtin_paths(paths);
     return json_pack(
-        "{s:s, s:{s:s, s:s, s:s}, s:[{s:[]}], s:o, s:o, s:o}", "openapi", "3.1.0", "info", "title", "pulse-proxy", "version", version,
-        "description",
+        "{s:s, s:{s:s, s:s, s:s}, s:[{s:[]}], s:o, s:o, s:o}", "openapi", "3.1.0", "info", "title", "pulse-proxy", "version",
+        version, "description",
         "The SQL functions of the pulse endpoint catalog, served by pulse-proxy. Every error is an application/problem+json "
-        "document. Read and search endpoints take GET (and HEAD) with query parameters and POST with a JSON object; write and batch "
+        "document. Read and search endpoints take GET (and HEAD) with query parameters and POST with a JSON object; write and "
+        "batch "
         "endpoints take POST. Other methods are answered 405, OPTIONS by the proxy (CORS). Rate limited answers carry RateLimit "
         "and RateLimit-Policy (draft-ietf-httpapi-ratelimit-headers-12).",
         "security", "bearer", "tags", tags, "paths", paths, "components", oa_components());
@@ -517,7 +534,8 @@ int pulse_openapi_serve(h2o_req_t *req)
         oa_log(req, rid, &t0, pulse_respond_problem(req, rid, 503, "the endpoint catalog is not loaded yet", retry, NULL));
         return 0;
     }
-    ssize_t ae = h2o_find_header(&req->headers, H2O_TOKEN_ACCEPT_ENCODING, -1), inm = h2o_find_header(&req->headers, H2O_TOKEN_IF_NONE_MATCH, -1);
+    ssize_t ae = h2o_find_header(&req->headers, H2O_TOKEN_ACCEPT_ENCODING, -1),
+            inm = h2o_find_header(&req->headers, H2O_TOKEN_IF_NONE_MATCH, -1);
     pulse_cache_repr_t rep;
     pulse_cache_select(&req->pool, &routes->openapi->entry, ae >= 0 ? req->headers.entries[ae].value.base : NULL,
                        ae >= 0 ? req->headers.entries[ae].value.len : 0, inm >= 0 ? req->headers.entries[inm].value.base : NULL,
@@ -529,8 +547,8 @@ int pulse_openapi_serve(h2o_req_t *req)
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ETAG, NULL, etag.base, etag.len);
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL, H2O_STRLIT("no-cache"));
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_VARY, NULL, H2O_STRLIT("Accept-Encoding"));
-    h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-request-id"), 0, NULL, h2o_strdup(&req->pool, rid, SIZE_MAX).base,
-                          strlen(rid));
+    h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-request-id"), 0, NULL,
+                          h2o_strdup(&req->pool, rid, SIZE_MAX).base, strlen(rid));
     if (rep.not_modified) {
         req->res.status = 304;
         req->res.reason = "Not Modified";
@@ -570,8 +588,8 @@ int pulse_openapi_docs(h2o_req_t *req, const char *path, size_t len)
         oa_log(req, rid, &t0, pulse_respond_problem(req, rid, 404, "no such resource", 0, NULL));
         return 0;
     }
-    h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-request-id"), 0, NULL, h2o_strdup(&req->pool, rid, SIZE_MAX).base,
-                          strlen(rid));
+    h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-request-id"), 0, NULL,
+                          h2o_strdup(&req->pool, rid, SIZE_MAX).base, strlen(rid));
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL, H2O_STRLIT("no-cache"));
     if (script) {
         if (h2o_file_send(req, 200, "OK", file, h2o_iovec_init(H2O_STRLIT("text/javascript; charset=utf-8")), 0) != 0) {

@@ -87,7 +87,8 @@ static void rlf_structured(const pulse_ratelimit_result_t *r, const pulse_rateli
         out->policy[0] = out->ratelimit[0] = '\0';
 }
 
-void pulse_ratelimit_headers(const pulse_ratelimit_result_t *r, const pulse_ratelimit_subject_t *who, pulse_ratelimit_headers_t *out)
+void pulse_ratelimit_headers(const pulse_ratelimit_result_t *r, const pulse_ratelimit_subject_t *who,
+                             pulse_ratelimit_headers_t *out)
 {
     memset(out, 0, sizeof(*out));
     if (!r->limited)
@@ -116,9 +117,9 @@ void pulse_ratelimit_add_headers(h2o_mem_pool_t *pool, h2o_headers_t *headers, c
         size_t namelen;
         const char *value;
         int legacy;
-    } list[] = {{H2O_STRLIT("ratelimit-policy"), h.policy, 0},      {H2O_STRLIT("ratelimit"), h.ratelimit, 0},
-                {H2O_STRLIT("ratelimit-limit"), h.limit, 1},        {H2O_STRLIT("ratelimit-remaining"), h.remaining, 1},
-                {H2O_STRLIT("ratelimit-reset"), h.reset, 1},        {H2O_STRLIT("retry-after"), h.retry_after, 0}};
+    } list[] = {{H2O_STRLIT("ratelimit-policy"), h.policy, 0}, {H2O_STRLIT("ratelimit"), h.ratelimit, 0},
+                {H2O_STRLIT("ratelimit-limit"), h.limit, 1},   {H2O_STRLIT("ratelimit-remaining"), h.remaining, 1},
+                {H2O_STRLIT("ratelimit-reset"), h.reset, 1},   {H2O_STRLIT("retry-after"), h.retry_after, 0}};
     for (size_t i = 0; i != sizeof(list) / sizeof(list[0]); ++i) {
         if (list[i].value[0] == '\0' || (list[i].legacy && !legacy))
             continue;

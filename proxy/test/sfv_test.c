@@ -44,8 +44,8 @@ static void test_items(void)
     CHECK_STR(ONE(pulse_sfv_token(s, "a\"", 2)), "(refused)", "token with a quote is refused");
 
     /* RFC 9651 4.1.8 and the RFC 4648 test vectors */
-    CHECK_STR(ONE(pulse_sfv_bytes(s, "pretend this is binary content.", 31)), ":cHJldGVuZCB0aGlzIGlzIGJpbmFyeSBjb250ZW50Lg==:",
-              "byte sequence: the RFC's example");
+    CHECK_STR(ONE(pulse_sfv_bytes(s, "pretend this is binary content.", 31)),
+              ":cHJldGVuZCB0aGlzIGlzIGJpbmFyeSBjb250ZW50Lg==:", "byte sequence: the RFC's example");
     CHECK_STR(ONE(pulse_sfv_bytes(s, "", 0)), "::", "empty byte sequence");
     CHECK_STR(ONE(pulse_sfv_bytes(s, "f", 1)), ":Zg==:", "bytes f");
     CHECK_STR(ONE(pulse_sfv_bytes(s, "fo", 2)), ":Zm8=:", "bytes fo");
