@@ -137,15 +137,23 @@ build/pulse-proxy: $(PROXY_SRCS) $(PROXY_HDRS)
 	@mkdir -p $(@D)
 	$(CC) -O2 $(PROXY_CFLAGS) $(PROXY_SRCS) -o $@ $(PROXY_LDLIBS)
 
-build/asan/pulse-proxy: $(PROXY_SRCS) $(PROXY_HDRS)
+# The ASan/UBSan build is compiled once per source file: the proxy and every
+# unit test link the same objects (compiling all sources into each of the
+# tests cost minutes of every `make test`).
+ASAN_OBJS     = $(patsubst proxy/src/%.c,build/asan/obj/%.o,$(PROXY_LIBSRCS))
+
+build/asan/obj/%.o: proxy/src/%.c $(PROXY_HDRS)
 	@mkdir -p $(@D)
-	$(CC) -O1 $(SANITIZE) $(PROXY_CFLAGS) $(PROXY_SRCS) -o $@ $(PROXY_LDLIBS)
+	$(CC) -O1 $(SANITIZE) $(PROXY_CFLAGS) -c $< -o $@
+
+build/asan/pulse-proxy: build/asan/obj/main.o $(ASAN_OBJS)
+	$(CC) -O1 $(SANITIZE) $^ -o $@ $(PROXY_LDLIBS)
 
 # Unit tests of the proxy's pure pieces, under ASan/UBSan: one binary per
-# proxy/test/<name>_test.c, linked with every proxy source but main.c.
-build/proxy-test/%: proxy/test/%.c $(PROXY_LIBSRCS) $(PROXY_HDRS) proxy/test/test.h proxy/test/redis_server.h
+# proxy/test/<name>_test.c, linked with every proxy object but main.o.
+build/proxy-test/%: proxy/test/%.c $(ASAN_OBJS) $(PROXY_HDRS) proxy/test/test.h proxy/test/redis_server.h
 	@mkdir -p $(@D)
-	$(CC) -O1 $(SANITIZE) $(PROXY_CFLAGS) $< $(PROXY_LIBSRCS) -o $@ $(PROXY_LDLIBS)
+	$(CC) -O1 $(SANITIZE) $(PROXY_CFLAGS) $< $(ASAN_OBJS) -o $@ $(PROXY_LDLIBS)
 
 proxy-unit: $(PROXY_TESTS)
 	@rc=0; for t in $(PROXY_TESTS); do echo "--- $$t"; $$t || rc=1; done; exit $$rc

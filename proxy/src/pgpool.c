@@ -744,8 +744,9 @@ int pulse_pgpool_submit(pulse_pgpool_t *pool, const pulse_pgquery_t *q, pulse_pg
         *status = PULSE_PG_BUSY;
         return -1;
     }
-    char app[112], timeout[24];
-    /* PostgreSQL keeps 63 bytes of it: the trace id (the key to join the server's log with the traces) comes first */
+    char app[64], timeout[24];
+    /* PostgreSQL keeps 63 bytes of it (NAMEDATALEN - 1): cut here, so the server never has to; the trace id (the key to
+     * join the server's log with the traces) comes first and always fits */
     snprintf(app, sizeof(app), "pulse %s %s", q->trace_id != NULL ? q->trace_id : "-", q->request_id != NULL ? q->request_id : "-");
     snprintf(timeout, sizeof(timeout), "%d", q->statement_timeout_ms);
     const char *rid = q->request_id != NULL ? q->request_id : "-";

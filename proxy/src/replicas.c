@@ -46,37 +46,6 @@ struct pulse_replicas_loop_t {
 
 /* ---- LSNs, tokens, stamps ---------------------------------------------------------------------------------------- */
 
-static int hex_part(const char *s, size_t len, uint32_t *out)
-{
-    if (len == 0 || len > 8)
-        return -1;
-    uint32_t v = 0;
-    for (size_t i = 0; i < len; i++) {
-        char c = s[i];
-        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
-        if (d < 0)
-            return -1;
-        v = v << 4 | (uint32_t)d;
-    }
-    *out = v;
-    return 0;
-}
-
-int pulse_replicas_lsn_parse(const char *s, size_t len, uint64_t *lsn)
-{
-    const char *slash = memchr(s, '/', len);
-    uint32_t hi, lo;
-    if (slash == NULL || hex_part(s, (size_t)(slash - s), &hi) != 0 || hex_part(slash + 1, len - (size_t)(slash - s) - 1, &lo) != 0)
-        return -1;
-    *lsn = (uint64_t)hi << 32 | lo;
-    return 0;
-}
-
-void pulse_replicas_lsn_format(uint64_t lsn, char buf[PULSE_REPLICAS_LSN_SIZE])
-{
-    snprintf(buf, PULSE_REPLICAS_LSN_SIZE, "%X/%X", (unsigned)(lsn >> 32), (unsigned)(lsn & 0xffffffffu));
-}
-
 static h2o_iovec_t trim(h2o_iovec_t v)
 {
     while (v.len != 0 && (v.base[0] == ' ' || v.base[0] == '\t'))
@@ -478,9 +447,9 @@ void pulse_replicas_wrote(pulse_replicas_loop_t *rl, h2o_req_t *req, const pulse
 int pulse_replicas_may_store(pulse_replicas_loop_t *rl, const pulse_replicas_pick_t *pick, const pulse_route_t *route,
                              const pulse_pgresult_t *res)
 {
-    pulse_generations_t *gens = pulse_replicas_generations(pulse_replicas_of(rl));
     if (rl == NULL || !pick->decided || pick->server == 0)
         return 1;
+    pulse_generations_t *gens = pulse_replicas_generations(pulse_replicas_of(rl));
     int ok = 1;
     if (gens != NULL && route->ntags != 0) {
         uint64_t buf[16], *cur = route->ntags <= 16 ? buf : malloc(route->ntags * sizeof(*cur));

@@ -28,8 +28,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <libpq-fe.h>
 #include "log.h"
-#include "replicas.h"
+#include "replicas_monitor.h"
 
 #define HIST_MAX 1024         /* samples of the primary's WAL position kept (about 100 s at 100 ms) */
 #define QUERY_TIMEOUT_MS 1000 /* a measuring query unanswered for this long: the server is down */
@@ -78,6 +79,39 @@ static uint64_t mono_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* ---- LSNs --------------------------------------------------------------------------------------------------------- */
+
+static int hex_part(const char *s, size_t len, uint32_t *out)
+{
+    if (len == 0 || len > 8)
+        return -1;
+    uint32_t v = 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = s[i];
+        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+        if (d < 0)
+            return -1;
+        v = v << 4 | (uint32_t)d;
+    }
+    *out = v;
+    return 0;
+}
+
+int pulse_replicas_lsn_parse(const char *s, size_t len, uint64_t *lsn)
+{
+    const char *slash = memchr(s, '/', len);
+    uint32_t hi, lo;
+    if (slash == NULL || hex_part(s, (size_t)(slash - s), &hi) != 0 || hex_part(slash + 1, len - (size_t)(slash - s) - 1, &lo) != 0)
+        return -1;
+    *lsn = (uint64_t)hi << 32 | lo;
+    return 0;
+}
+
+void pulse_replicas_lsn_format(uint64_t lsn, char buf[PULSE_REPLICAS_LSN_SIZE])
+{
+    snprintf(buf, PULSE_REPLICAS_LSN_SIZE, "%X/%X", (unsigned)(lsn >> 32), (unsigned)(lsn & 0xffffffffu));
 }
 
 int64_t pulse_replicas_lag_ms(const pulse_replicas_sample_t *hist, size_t n, uint64_t now_ms, uint64_t replay, int64_t ts_lag_ms)

@@ -76,8 +76,10 @@ static void on_db_result(void *data, const pulse_pgresult_t *res)
             res->body != NULL ? h2o_strdup(&r->req->pool, res->body, res->body_len) : h2o_iovec_init(H2O_STRLIT("null"));
         const char *link = rpc_next_link(&r->req->pool, &r->call, body);
         pulse_cache_entry_t e;
-        if (r->key[0] != '\0' && rpc_store(w, &r->req->pool, r->route, r->key, body, link, res, r->ttl_ms,
-                                           pulse_cache_redis_ttl_ms(r->ttl_ms, r->swr_ms, r->sie_ms), &e) == 0) {
+        /* a replica's answer older than a generation of the key is served, never stored (replicas.h) */
+        if (r->key[0] != '\0' && pulse_replicas_may_store(w->replicas, &r->pick, r->route, res) &&
+            rpc_store(w, &r->req->pool, r->route, r->key, body, link, res, r->ttl_ms,
+                      pulse_cache_redis_ttl_ms(r->ttl_ms, r->swr_ms, r->sie_ms), &e) == 0) {
             /* step 6: stored; answer the flight's waiters, answer */
             rpc_flight_done(r, &e);
             rpc_send_entry(r, &e, "miss", "db");
