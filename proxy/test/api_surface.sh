@@ -36,7 +36,7 @@ REDIS_PID=
 PAGE_PID=
 cleanup() {
 	proxy_test_kill "$PROXY_PID"
-	[ -z "$PAGE_PID" ] || kill -KILL "$PAGE_PID" 2>/dev/null
+	[ -z "$PAGE_PID" ] || { kill -KILL "$PAGE_PID" 2>/dev/null; wait "$PAGE_PID" 2>/dev/null; }
 	[ -z "$REDIS_PID" ] || { kill -KILL "$REDIS_PID" 2>/dev/null; wait "$REDIS_PID" 2>/dev/null; }
 	scripts/cluster.sh destroy "$PG" >/dev/null 2>&1
 	[ -z "$OWN_TMP" ] || rm -rf "$TMP"
@@ -48,8 +48,10 @@ trap 'exit 130' INT TERM
 command -v node >/dev/null || proxy_test_abort "node is not installed (scripts/deps.sh)"
 [ -x /usr/bin/chromium ] || proxy_test_abort "chromium is not installed (scripts/deps.sh)"
 NPM=proxy/test/npm
-if ! cmp -s "$NPM/package-lock.json" "$NPM/node_modules/.package-lock.json" 2>/dev/null; then
-	(cd "$NPM" && timeout 600 npm ci --loglevel=error) >"$TMP/npm.log" 2>&1 ||
+# node_modules/.pulse-lock: the lock file node_modules was installed from (npm's own .package-lock.json is written in
+# another form, so it cannot tell); installed again only when the committed lock file changed
+if ! cmp -s "$NPM/package-lock.json" "$NPM/node_modules/.pulse-lock" 2>/dev/null; then
+	(cd "$NPM" && timeout 600 npm ci --loglevel=error && cp package-lock.json node_modules/.pulse-lock) >"$TMP/npm.log" 2>&1 ||
 		proxy_test_abort "npm ci in $NPM failed: $(tail -n 3 "$TMP/npm.log" | tr '\n' ' ')"
 fi
 
