@@ -49,11 +49,13 @@ command -v node >/dev/null || proxy_test_abort "node is not installed (scripts/d
 [ -x /usr/bin/chromium ] || proxy_test_abort "chromium is not installed (scripts/deps.sh)"
 NPM=proxy/test/npm
 # node_modules/.pulse-lock: the lock file node_modules was installed from (npm's own .package-lock.json is written in
-# another form, so it cannot tell); installed again only when the committed lock file changed
-if ! cmp -s "$NPM/package-lock.json" "$NPM/node_modules/.pulse-lock" 2>/dev/null; then
-	(cd "$NPM" && timeout 600 npm ci --loglevel=error && cp package-lock.json node_modules/.pulse-lock) >"$TMP/npm.log" 2>&1 ||
-		proxy_test_abort "npm ci in $NPM failed: $(tail -n 3 "$TMP/npm.log" | tr '\n' ' ')"
-fi
+# another form, so it cannot tell); installed again only when the committed lock file changed, under a lock (the suite
+# and its -asan twin run side by side)
+(
+	flock 9
+	cmp -s "$NPM/package-lock.json" "$NPM/node_modules/.pulse-lock" 2>/dev/null ||
+		(cd "$NPM" && timeout 600 npm ci --loglevel=error && cp package-lock.json node_modules/.pulse-lock) >"$TMP/npm.log" 2>&1
+) 9>"$NPM/.install-lock" || proxy_test_abort "npm ci in $NPM failed: $(tail -n 3 "$TMP/npm.log" | tr '\n' ' ')"
 
 proxy_test_db pulse_api
 psql_su -d pulse_api >/dev/null <<'SQL' || proxy_test_abort "cannot load the api fixture"
