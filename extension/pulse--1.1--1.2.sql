@@ -237,42 +237,10 @@ CREATE TRIGGER endpoint_check_tags
     BEFORE INSERT OR UPDATE ON pulse.endpoint
     FOR EACH ROW EXECUTE FUNCTION pulse._endpoint_check_tags();
 
--- key_tags: the tags a cache key of the endpoint depends on; keyed_sql: the
--- expression that fills its tag templates (pulse._endpoint_keyed).
-CREATE OR REPLACE VIEW pulse.endpoints AS
-SELECT e.name,
-       n.nspname::text AS schema,
-       p.proname::text AS function,
-       e.fn::text AS signature,
-       a.arg_names,
-       a.arg_types,
-       a.arg_type_oids,
-       p.pronargdefaults::integer AS arg_defaults,
-       pg_catalog.format_type(p.prorettype, NULL) AS return_type,
-       p.proretset AS returns_set,
-       CASE WHEN p.proretset THEN 'rows' ELSE 'json' END AS result,
-       e.class,
-       e.ttl,
-       e.tags,
-       CASE p.provolatile WHEN 'i' THEN 'immutable'
-                          WHEN 's' THEN 'stable'
-                          ELSE 'volatile' END AS volatility,
-       e.created_at,
-       e.updated_at,
-       k.key_tags,
-       k.keyed_sql
-  FROM pulse.endpoint e
-  JOIN pg_catalog.pg_proc p ON p.oid = e.fn
-  JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
- CROSS JOIN LATERAL (
-       SELECT coalesce(array_agg(x.name ORDER BY x.n), '{}') AS arg_names,
-              coalesce(array_agg(pg_catalog.format_type(x.typ, NULL) ORDER BY x.n), '{}') AS arg_types,
-              coalesce(array_agg(x.typ ORDER BY x.n), '{}') AS arg_type_oids
-         FROM unnest(coalesce(p.proallargtypes, p.proargtypes::oid[]),
-                     p.proargnames, p.proargmodes)
-              WITH ORDINALITY AS x(typ, name, mode, n)
-        WHERE coalesce(x.mode, 'i') IN ('i', 'b', 'v')) a
- CROSS JOIN LATERAL pulse._endpoint_keyed(e.fn, e.tags, e.class, false) k;
+-- pulse.endpoints gains key_tags (the tags a cache key of the endpoint
+-- depends on) and keyed_sql (the expression that fills its tag templates,
+-- pulse._endpoint_keyed): the view is defined once, with the columns of the
+-- OpenAPI section, at the end of that section.
 -- END keyed cache tags
 
 ------------------------------------------------------------------------------
@@ -393,8 +361,8 @@ SELECT CASE
  WHERE p.oid = fn
 $$;
 
--- description, arg_default_values and result_columns at the end: every
--- column of 1.2's view keeps its place.
+-- pulse.endpoints of 1.2: 1.1's columns; key_tags and keyed_sql (keyed
+-- cache tags, above); description, arg_default_values and result_columns.
 CREATE OR REPLACE VIEW pulse.endpoints AS
 SELECT e.name,
        n.nspname::text AS schema,
