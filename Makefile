@@ -50,7 +50,7 @@ PG_CPPFLAGS = -I$(srcdir)/extension
 SHLIB_LINK = -lcrypto
 
 # pg_regress: sql/<feature>.sql <-> expected/<feature>.out
-REGRESS = upgrade fingerprint normalize cursor page page_shapes page_writes explain_page errors tags keyed_tags endpoints jobs aggregates
+REGRESS = upgrade fingerprint normalize cursor page page_shapes page_writes explain_page errors tags keyed_tags endpoints openapi_catalog jobs aggregates
 override CONTRIB_TESTDB = pulse_regress
 REGRESS_OPTS = --inputdir=. --load-extension=pulse
 
@@ -122,7 +122,7 @@ bench-page: build-ext
 PROXY_PKGS    = libh2o-evloop libpq hiredis openssl zlib yaml-0.1 jansson libjwt libcurl
 PROXY_CFLAGS  = -std=gnu11 -g -Wall -Wextra -Werror -Iproxy/include -DH2O_USE_LIBUV=0 \
 	$(shell pkg-config --cflags $(PROXY_PKGS) 2>/dev/null)
-PROXY_LDLIBS  = $(shell pkg-config --libs $(PROXY_PKGS) 2>/dev/null) -lpthread
+PROXY_LDLIBS  = $(shell pkg-config --libs $(PROXY_PKGS) 2>/dev/null) -lpthread -lm
 PROXY_SRCS    = $(wildcard proxy/src/*.c)
 PROXY_HDRS    = $(wildcard proxy/include/*.h)
 PROXY_LIBSRCS = $(filter-out proxy/src/main.c,$(PROXY_SRCS))

@@ -237,8 +237,132 @@ CREATE TRIGGER endpoint_check_tags
     BEFORE INSERT OR UPDATE ON pulse.endpoint
     FOR EACH ROW EXECUTE FUNCTION pulse._endpoint_check_tags();
 
--- key_tags: the tags a cache key of the endpoint depends on; keyed_sql: the
--- expression that fills its tag templates (pulse._endpoint_keyed).
+-- pulse.endpoints gains key_tags (the tags a cache key of the endpoint
+-- depends on) and keyed_sql (the expression that fills its tag templates,
+-- pulse._endpoint_keyed): the view is defined once, with the columns of the
+-- OpenAPI section, at the end of that section.
+-- END keyed cache tags
+
+------------------------------------------------------------------------------
+-- BEGIN OpenAPI description of the endpoints (no C file of the extension:
+-- pulse-proxy's proxy/src/openapi.c reads these columns)
+--
+-- pulse.endpoints gains three columns, after the others:
+--   description         the function's COMMENT (NULL without one);
+--   arg_default_values  one member per input argument that has a default:
+--                       {"value": <JSON>} when the default is a constant,
+--                       {"expression": "<SQL>"} otherwise (now(), 1 + 1,
+--                       ARRAY[1, 2], a cast that is not the argument's
+--                       type, ...); a number of more than 15 digits is
+--                       given as a string, e.g. {"page_size": {"value": 20},
+--                       "since": {"expression": "now()"}}.  The value is
+--                       wrapped because a json or jsonb default may itself
+--                       be an object with an "expression" member;
+--   result_columns      the columns of a set-returning function's rows,
+--                       [[name, type], ...] in order (its OUT or TABLE
+--                       parameters, or the attributes of the composite
+--                       type it returns); NULL otherwise.
+-- A COMMENT ON FUNCTION, CREATE OR REPLACE FUNCTION or ALTER FUNCTION of
+-- an exposed function sends NOTIFY pulse_reload, '<name>' like any change
+-- of the catalog, so proxies describe the function as it now is.
+------------------------------------------------------------------------------
+
+-- The default of each input argument of fn, split by
+-- pg_get_function_arg_default (which counts every argument, OUT ones
+-- included, from 1).  A default is a constant when its deparsed text is one
+-- literal (NULL, true, false, a number, or a quoted string) with no cast or
+-- a cast to the argument's own type: ruleutils prints a Const that way and
+-- nothing else that way (an implicit cast, which it hides, changes no
+-- literal's value).  The literal is then read as a value of the argument's
+-- type, bound as a parameter (never executed as SQL), and turned into JSON
+-- by to_jsonb; a literal the type refuses stays an expression.
+CREATE FUNCTION pulse._arg_default_values(fn regprocedure)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    arg  record;
+    expr text;
+    m    text[];
+    lit  text;
+    val  jsonb;
+    res  jsonb := '{}';
+BEGIN
+    FOR arg IN
+        SELECT x.name, x.typ, x.n::integer AS n
+          FROM pg_proc p,
+               unnest(coalesce(p.proallargtypes, p.proargtypes::oid[]),
+                      p.proargnames, p.proargmodes)
+               WITH ORDINALITY AS x(typ, name, mode, n)
+         WHERE p.oid = fn AND coalesce(x.mode, 'i') IN ('i', 'b', 'v')
+         ORDER BY x.n
+    LOOP
+        expr := pg_get_function_arg_default(fn, arg.n);
+        CONTINUE WHEN expr IS NULL OR arg.name IS NULL;
+        val := NULL;
+        m := regexp_match(expr, '^(NULL|true|false|-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?|''(?:[^'']|'''')*'')(::.+)?$');
+        IF m IS NOT NULL AND (m[2] IS NULL OR m[2] = '::' || format_type(arg.typ, NULL)) THEN
+            lit := m[1];
+            IF lit = 'NULL' THEN
+                val := 'null';
+            ELSE
+                IF left(lit, 1) = '''' THEN
+                    lit := replace(substr(lit, 2, length(lit) - 2), '''''', '''');
+                END IF;
+                BEGIN
+                    EXECUTE format('SELECT pg_catalog.to_jsonb($1::%s)', format_type(arg.typ, NULL))
+                       INTO val USING lit;
+                EXCEPTION WHEN OTHERS THEN
+                    val := NULL;
+                END;
+            END IF;
+            -- JSON readers that hold numbers in doubles (JavaScript, jansson
+            -- without 64-bit room) would change or refuse a number of more
+            -- than 15 digits: such a number is given as its string, and a
+            -- document holding one stays an expression
+            IF jsonb_typeof(val) = 'number' AND length(regexp_replace(val::text, '[^0-9]', '', 'g')) > 15 THEN
+                val := to_jsonb(val::text);
+            ELSIF jsonb_typeof(val) IN ('object', 'array') AND val::text ~ '[0-9]{16}' THEN
+                val := NULL;
+            END IF;
+        END IF;
+        res := res || jsonb_build_object(arg.name,
+                                         CASE WHEN val IS NOT NULL THEN jsonb_build_object('value', val)
+                                              ELSE jsonb_build_object('expression', expr) END);
+    END LOOP;
+    RETURN res;
+END
+$$;
+COMMENT ON FUNCTION pulse._arg_default_values(regprocedure) IS
+'{"<argument>": {"value": <JSON>} or {"expression": "<SQL>"}} for each input argument of fn with a default';
+
+-- The row columns of a set-returning function, [[name, type], ...]; NULL
+-- when it returns no set, or a set of a scalar type.
+CREATE FUNCTION pulse._result_columns(fn regprocedure)
+RETURNS jsonb
+LANGUAGE sql STABLE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $$
+SELECT CASE
+       WHEN NOT p.proretset THEN NULL
+       WHEN p.proargmodes::text[] && ARRAY['o', 't', 'b'] THEN
+           (SELECT jsonb_agg(jsonb_build_array(coalesce(x.name, 'column' || x.n), format_type(x.typ, NULL)) ORDER BY x.n)
+              FROM unnest(p.proallargtypes, p.proargnames, p.proargmodes)
+                   WITH ORDINALITY AS x(typ, name, mode, n)
+             WHERE x.mode IN ('o', 't', 'b'))
+       WHEN t.typtype = 'c' THEN
+           (SELECT jsonb_agg(jsonb_build_array(a.attname, format_type(a.atttypid, a.atttypmod)) ORDER BY a.attnum)
+              FROM pg_attribute a
+             WHERE a.attrelid = t.typrelid AND a.attnum > 0 AND NOT a.attisdropped)
+       END
+  FROM pg_proc p
+  JOIN pg_type t ON t.oid = p.prorettype
+ WHERE p.oid = fn
+$$;
+
+-- pulse.endpoints of 1.2: 1.1's columns; key_tags and keyed_sql (keyed
+-- cache tags, above); description, arg_default_values and result_columns.
 CREATE OR REPLACE VIEW pulse.endpoints AS
 SELECT e.name,
        n.nspname::text AS schema,
@@ -260,7 +384,10 @@ SELECT e.name,
        e.created_at,
        e.updated_at,
        k.key_tags,
-       k.keyed_sql
+       k.keyed_sql,
+       pg_catalog.obj_description(e.fn, 'pg_proc') AS description,
+       pulse._arg_default_values(e.fn) AS arg_default_values,
+       pulse._result_columns(e.fn) AS result_columns
   FROM pulse.endpoint e
   JOIN pg_catalog.pg_proc p ON p.oid = e.fn
   JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
@@ -273,4 +400,29 @@ SELECT e.name,
               WITH ORDINALITY AS x(typ, name, mode, n)
         WHERE coalesce(x.mode, 'i') IN ('i', 'b', 'v')) a
  CROSS JOIN LATERAL pulse._endpoint_keyed(e.fn, e.tags, e.class, false) k;
--- END keyed cache tags
+
+-- A changed comment, body, default or signature detail of an exposed
+-- function reloads the proxies (their OpenAPI document and routes).
+CREATE FUNCTION pulse._endpoint_ddl_notify()
+RETURNS event_trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    endpoint_name text;
+BEGIN
+    FOR endpoint_name IN
+        SELECT DISTINCT e.name
+          FROM pg_event_trigger_ddl_commands() c
+          JOIN pulse.endpoint e ON e.fn = c.objid
+         WHERE c.classid = 'pg_proc'::regclass
+         ORDER BY 1
+    LOOP
+        PERFORM pg_notify('pulse_reload', endpoint_name);
+    END LOOP;
+END
+$$;
+CREATE EVENT TRIGGER pulse_endpoint_ddl ON ddl_command_end
+    WHEN TAG IN ('COMMENT', 'CREATE FUNCTION', 'ALTER FUNCTION')
+    EXECUTE FUNCTION pulse._endpoint_ddl_notify();
+-- END OpenAPI description of the endpoints

@@ -8,7 +8,8 @@ set -euo pipefail
 # the fuzzing toolchain are here too so that `make test` and `make bench`
 # work from a clean machine, and so are the benchmark's peers (Flask under
 # Gunicorn; Node.js, whose npm installs bench/peers/express's packages; nginx
-# and Varnish, the HTTP caches of bench/peers/nginx and bench/peers/varnish)
+# and Varnish, the HTTP caches of bench/peers/nginx and bench/peers/varnish;
+# Chromium, the headless browser of the CORS, /docs and live-endpoint tests)
 # and bench/proxy's static-file baseline, the h2o server.  The benchmark runs
 # nginx and varnishd itself, from its own directory; where Debian starts
 # their system services on install (not in containers with a policy-rc.d),
@@ -45,6 +46,7 @@ PACKAGES=(
 	python3-jwt
 	gunicorn
 	nodejs
+	chromium
 	prometheus
 )
 

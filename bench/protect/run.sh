@@ -180,11 +180,11 @@ for c in "${CONFIGS[@]}"; do
 	curl -sf -D "$LOGS/hit-$c.headers" -o "$LOGS/hit-$c.body" -H "$AUTH" "$(url "$c" "$HIT_PATH")" || die "GET $HIT_PATH on $c failed"
 	grep -qi '^x-cache: hit' "$LOGS/hit-$c.headers" || { cat "$LOGS/hit-$c.headers" >&2; die "$c: second GET is not X-Cache: hit"; }
 done
-for c in off trace; do grep -qi '^ratelimit-limit:' "$LOGS/hit-$c.headers" && die "$c answers RateLimit-Limit"; done
+for c in off trace; do grep -qi '^ratelimit:' "$LOGS/hit-$c.headers" && die "$c answers RateLimit"; done
 for c in rl on on-full; do
-	grep -qi '^ratelimit-limit:' "$LOGS/hit-$c.headers" || { cat "$LOGS/hit-$c.headers" >&2; die "$c: no RateLimit-Limit header"; }
+	grep -qi '^ratelimit:' "$LOGS/hit-$c.headers" || { cat "$LOGS/hit-$c.headers" >&2; die "$c: no RateLimit header"; }
 done
-rl_header=$(sed -n 's/^[Rr]ate[Ll]imit-[Ll]imit: *//p' "$LOGS/hit-on.headers" | tr -d '\r')
+rl_header=$(sed -n 's/^[Rr]ate[Ll]imit: *//p' "$LOGS/hit-on.headers" | tr -d '\r')
 rl_policy_header=$(sed -n 's/^[Rr]ate[Ll]imit-[Pp]olicy: *//p' "$LOGS/hit-on.headers" | tr -d '\r')
 # a sampled caller trace through `on`: its spans must reach the receiver
 TRACE_ID=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
@@ -192,7 +192,7 @@ curl -sf -o /dev/null -H "$AUTH" -H "traceparent: 00-$TRACE_ID-00f067aa0ba902b7-
 wait_for 10 grep -q "$TRACE_ID" "$SPANS" || die "the OTLP receiver got no span of trace $TRACE_ID"
 trace_spans=$(grep -c "$TRACE_ID" "$SPANS")
 trace_span_names=$(grep "$TRACE_ID" "$SPANS" | python3 -c 'import json,sys; print(", ".join(sorted(json.loads(l)["name"] for l in sys.stdin)))')
-log "checks: X-Cache hit on all five; RateLimit-Limit '$rl_header' on rl/on/on-full; $trace_spans spans of a sampled trace received ($trace_span_names)"
+log "checks: X-Cache hit on all five; RateLimit '$rl_header' on rl/on/on-full; $trace_spans spans of a sampled trace received ($trace_span_names)"
 
 # --- helpers ----------------------------------------------------------------------------
 COMMANDS=$WORK/commands.txt
@@ -583,7 +583,7 @@ mkdir -p "$(dirname "$OUT")"
 	echo "are read in clock ticks (1/$CLK_TCK s)."
 	echo
 	echo "Checks: before the runs, every proxy answered \`X-Cache: hit\`; \`rl\`, \`on\` and \`on-full\` answered"
-	echo "\`RateLimit-Limit: $rl_header\` (\`RateLimit-Policy: $rl_policy_header\`), \`off\` and \`trace\` no RateLimit header; a request"
+	echo "\`RateLimit: $rl_header\` (\`RateLimit-Policy: $rl_policy_header\`), \`off\` and \`trace\` no RateLimit header; a request"
 	echo "through \`on\` with a sampled \`traceparent\` reached the OTLP receiver as $trace_spans span(s): $trace_span_names."
 	echo "After the runs: wrk counted $non2xx_total non-2xx answers or socket errors over all runs; the proxies'"
 	echo "\`pulse_ratelimit_requests_total\` counted $rl_allowed allowed and $limited limited (429) requests;"

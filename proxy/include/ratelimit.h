@@ -70,11 +70,20 @@ typedef enum {
     PULSE_RATELIMIT_SOURCE_LOCAL,    /* decided by this process's buckets (fallback) */
 } pulse_ratelimit_source_t;
 
+/* the state of one bucket of a decision, after it (the RateLimit field has one item per bucket) */
+typedef struct pulse_ratelimit_bucket_t {
+    pulse_ratelimit_scope_t scope;
+    uint32_t burst;     /* tokens in a full bucket */
+    double rate;        /* tokens per second */
+    uint32_t remaining; /* whole tokens left in it */
+    uint64_t next_ms;   /* until it holds one more whole token (a full bucket: 1 / rate after the next request) */
+} pulse_ratelimit_bucket_t;
+
 /*
  * A decision.  When `limited` is false no bucket applied (the class, or the request's scopes, have no limit): the request
  * is allowed and gets no header.  Otherwise `scope` is the bucket that denied the request (the one that refills last
  * when several did), or, when it was allowed, the most constraining one (fewest tokens left); limit, rate, remaining and
- * reset_ms describe that bucket.
+ * reset_ms describe that bucket, and `bucket` holds every bucket that applied (tenant, ip, global order).
  */
 typedef struct pulse_ratelimit_result_t {
     bool allowed;
@@ -86,15 +95,36 @@ typedef struct pulse_ratelimit_result_t {
     uint32_t remaining;      /* whole tokens left in it (after this request) */
     uint64_t retry_after_ms; /* 0 when allowed; else until every bucket has a token */
     uint64_t reset_ms;       /* until the bucket is full again */
+    int nbuckets;
+    pulse_ratelimit_bucket_t bucket[PULSE_RATELIMIT_SCOPE_COUNT];
 } pulse_ratelimit_result_t;
 
-/* header values of a decision, NUL-terminated; empty when the header is not due */
+/* who a decision was about: the partition keys (pk) of its buckets */
+typedef struct pulse_ratelimit_subject_t {
+    pulse_class_t cls;
+    const char *tenant; /* NULL: none */
+    const char *ip;     /* NULL: none */
+} pulse_ratelimit_subject_t;
+
+#define PULSE_RATELIMIT_FIELD_SIZE 640 /* three items with 64-byte partition keys fit */
+
+/*
+ * Header values of a decision (ratelimit_fields.c), NUL-terminated; empty when the header is not due. RateLimit and
+ * RateLimit-Policy follow draft-ietf-httpapi-ratelimit-headers-12 (structured fields, RFC 9651): one item per bucket
+ * that applied, named "<class>-<scope>" (e.g. "read-tenant"), with the bucket's partition key as pk (the tenant, the
+ * client address; none for the global bucket):
+ *   RateLimit-Policy: "read-tenant";q=<burst>;w=<seconds to refill from empty, rounded up>;pk=:<base64>:, ...
+ *   RateLimit: "read-tenant";r=<whole tokens left>;t=<seconds until one more token, rounded up>;pk=:<base64>:, ...
+ * The draft-06 fields (limit, remaining, reset, legacy_policy) describe the most constraining bucket, as before.
+ */
 typedef struct pulse_ratelimit_headers_t {
-    char limit[16];       /* RateLimit-Limit: the burst */
-    char remaining[16];   /* RateLimit-Remaining */
-    char reset[24];       /* RateLimit-Reset: seconds until full, rounded up */
-    char policy[40];      /* RateLimit-Policy: "<burst>;w=<seconds to refill from empty, rounded up>" */
-    char retry_after[24]; /* Retry-After (denied only): seconds, rounded up, >= 1 */
+    char policy[PULSE_RATELIMIT_FIELD_SIZE];    /* RateLimit-Policy (-12) */
+    char ratelimit[PULSE_RATELIMIT_FIELD_SIZE]; /* RateLimit (-12) */
+    char limit[16];                             /* RateLimit-Limit (draft-06): the burst */
+    char remaining[16];                         /* RateLimit-Remaining (draft-06) */
+    char reset[24];                             /* RateLimit-Reset (draft-06): seconds until full, rounded up */
+    char legacy_policy[40];                     /* draft-06's RateLimit-Policy: "<burst>;w=<seconds>" (never sent since -12) */
+    char retry_after[24];                       /* Retry-After (denied only): seconds, rounded up, >= 1 */
 } pulse_ratelimit_headers_t;
 
 typedef struct pulse_ratelimit_stats_t {
@@ -190,16 +220,19 @@ int pulse_ratelimit_check(pulse_ratelimit_t *rl, pulse_redis_t *redis, pulse_cla
 void pulse_ratelimit_cancel(pulse_ratelimit_pending_t *p);
 
 /**
- * Formats the header values of a decision into `out` (all empty when !r->limited; retry_after empty when allowed).
+ * Formats the header values of a decision about `who` into `out` (all empty when !r->limited; retry_after empty when
+ * allowed). A partition key that cannot be written (over 64 bytes) leaves its pk out.
  */
-void pulse_ratelimit_headers(const pulse_ratelimit_result_t *r, pulse_ratelimit_headers_t *out);
+void pulse_ratelimit_headers(const pulse_ratelimit_result_t *r, const pulse_ratelimit_subject_t *who, pulse_ratelimit_headers_t *out);
 
 /**
- * Adds the headers of a decision to `headers` (strings copied into `pool`): RateLimit-Limit, RateLimit-Remaining,
- * RateLimit-Reset and RateLimit-Policy when a bucket applied, and Retry-After when the request was denied (answer it
- * with 429). E.g. pulse_ratelimit_add_headers(&req->pool, &req->res.headers, &result).
+ * Adds the headers of a decision about `who` to `headers` (strings copied into `pool`) when a bucket applied:
+ * RateLimit-Policy and RateLimit, the draft-06 RateLimit-Limit, RateLimit-Remaining and RateLimit-Reset too when
+ * `legacy`, and Retry-After when the request was denied (answer it with 429). E.g.
+ * pulse_ratelimit_add_headers(&req->pool, &req->res.headers, &result, &who, conf->ratelimit_legacy_headers).
  */
-void pulse_ratelimit_add_headers(h2o_mem_pool_t *pool, h2o_headers_t *headers, const pulse_ratelimit_result_t *r);
+void pulse_ratelimit_add_headers(h2o_mem_pool_t *pool, h2o_headers_t *headers, const pulse_ratelimit_result_t *r,
+                                 const pulse_ratelimit_subject_t *who, int legacy);
 
 /**
  * Writes the key of a bucket into `buf` (size `len`, at least PULSE_RATELIMIT_KEY_SIZE): the key in Redis, and the id of

@@ -12,11 +12,13 @@
 
 #define PULSE_ROUTER_MAX_ARGS 100 /* FUNC_MAX_ARGS */
 
-/* The query the catalog thread runs: one JSON array describing every endpoint. */
+/* The query the catalog thread runs: one JSON array describing every endpoint (the last line: what openapi.c adds). */
 #define PULSE_ROUTER_CATALOG_SQL                                                                                                   \
     "SELECT coalesce(json_agg(json_build_object('name', name, 'schema', schema, 'function', function, "                            \
     "'arg_names', arg_names, 'arg_types', arg_types, 'arg_defaults', arg_defaults, 'result', result, "                             \
-    "'class', class, 'ttl_ms', (extract(epoch FROM ttl) * 1000)::bigint, 'tags', key_tags, 'keyed_sql', keyed_sql) "               \
+    "'class', class, 'ttl_ms', (extract(epoch FROM ttl) * 1000)::bigint, 'tags', key_tags, 'keyed_sql', keyed_sql, "               \
+    "'openapi', json_build_object('signature', signature, 'return_type', return_type, 'cache_tags', tags, "                        \
+    "'description', description, 'arg_default_values', arg_default_values, 'result_columns', result_columns)) "                    \
     "ORDER BY name), '[]')::text "                                                                                                 \
     "FROM pulse.endpoints"
 
@@ -39,8 +41,9 @@ typedef struct pulse_route_t {
 
 typedef struct pulse_routes_t {
     size_t n;
-    pulse_route_t *v; /* sorted by name */
-    int _refcnt;      /* see pulse_router_acquire */
+    pulse_route_t *v;                /* sorted by name */
+    struct pulse_openapi_t *openapi; /* the OpenAPI document of these routes (openapi.h), owned; NULL: none */
+    int _refcnt;                     /* see pulse_router_acquire */
 } pulse_routes_t;
 
 /* One call of an endpoint, normalized: arguments in the function's order. */

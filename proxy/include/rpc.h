@@ -3,7 +3,8 @@
  * SQL function the catalog exposes under that name.
  *
  * The request pipeline (rpc.c), in order:
- *   1. request id, route lookup (404), method check (405)
+ *   1. request id, route lookup (404), method check (405; HEAD is a GET
+ *      without the body)
  *   2. bearer token → tenant (401), then the rate limits of the endpoint's
  *      class: tenant, client IP, global buckets (429; ratelimit.h)
  *   3. arguments → pulse_call_t, typed SQL (400)
@@ -26,5 +27,11 @@
  * when its cache lookup, rate limit decision or database call ends.
  */
 int pulse_rpc_handle(h2o_req_t *req);
+
+/**
+ * Returns the methods the endpoint named by the `len` bytes at `name` takes ("GET, HEAD, POST" for read and search
+ * endpoints, "POST" for the others), or NULL when there is no such endpoint.
+ */
+const char *pulse_rpc_methods(const char *name, size_t len);
 
 #endif

@@ -39,6 +39,7 @@
 #include "keyed.h"
 #include "live.h"
 #include "log.h"
+#include "openapi.h"
 #include "router.h"
 
 #define CAT_QUERY_TIMEOUT_US 10000000ULL /* a catalog read or resync that takes longer: the connection is opened again */
@@ -278,6 +279,8 @@ static int cat_load(PGconn *pg)
     }
     char err[256];
     pulse_routes_t *routes = pulse_router_parse_catalog(PQgetvalue(res, 0, 0), err, sizeof(err));
+    if (routes != NULL && (routes->openapi = pulse_openapi_build(routes, PQgetvalue(res, 0, 0), err, sizeof(err))) == NULL)
+        pulse_log_msg("error", NULL, "catalog: no OpenAPI document: %s", err);
     PQclear(res);
     if (routes == NULL) {
         pulse_log_msg("error", NULL, "catalog: %s", err);

@@ -19,6 +19,7 @@
 #include <string.h>
 #include <yaml.h>
 #include "config.h"
+#include "cors.h"
 #include "log.h"
 
 /* OPT_LIST: a string holding one entry per line; a YAML sequence of scalars, or a scalar whose entries are separated by
@@ -109,6 +110,11 @@ static const opt_t options[] = {
     {"replica_check_ms",  OPT_INT, OFF(replica_check_ms),               "100",            10,  60000,   0},
     {"replica_lsn_cookie", OPT_STR, OFF(replica_lsn_cookie),            "",               0,   0,       1},
     {"replica_lsn_cookie_max_age", OPT_INT, OFF(replica_lsn_cookie_max_age), "10",        1,   86400,   1},
+    {"ratelimit_legacy_headers", OPT_INT, OFF(ratelimit_legacy_headers), "0",             0,   1,       1},
+    {"cors_origins",      OPT_LIST,OFF(cors_origins),                   "",               0,   0,       1},
+    {"cors_max_age",      OPT_INT, OFF(cors_max_age),                   "600",            0,   86400,   1},
+    {"openapi",           OPT_INT, OFF(openapi),                        "1",              0,   1,       1},
+    {"docs_dir",          OPT_STR, OFF(docs_dir),                       "",               0,   0,       1},
 };
 /* clang-format on */
 #define NOPTIONS (sizeof(options) / sizeof(options[0]))
@@ -328,6 +334,8 @@ pulse_config_t *pulse_config_load(const char *path, char *err, size_t errlen)
         snprintf(err, errlen, "replica_lsn_cookie: a cookie name is letters, digits, '_', '-' and '.'");
         goto fail;
     }
+    if (pulse_cors_check_origins(conf->cors_origins, err, errlen) != 0)
+        goto fail;
     return conf;
 fail:
     pulse_config_free(conf);

@@ -50,7 +50,8 @@
 #define RL_LEASE_SLOTS 256 /* leases kept per thread (direct-mapped) */
 
 /* KEYS: the buckets; ARGV: rate, burst, scope per bucket, then the lease wanted. Returns {allowed, scope, burst, remaining,
- * retry_ms, reset_ms} of the bucket rl_decide() picks, and the tokens taken from every bucket (0 when denied). */
+ * retry_ms, reset_ms} of the bucket rl_decide() picks, the tokens taken from every bucket (0 when denied), then the
+ * remaining tokens and the ms until the next token of each bucket, in KEYS order (rl_next_ms). */
 static const char rl_script[] =
     "if redis.replicate_commands then pcall(redis.replicate_commands) end\n"
     "local t = redis.call('TIME')\n"
@@ -78,6 +79,7 @@ static const char rl_script[] =
     "end\n"
     "if want < 1 then want = 1 end\n"
     "local pick, pretry, premain, preset = 0, 0, 0, 0\n"
+    "local each = {}\n"
     "for i = 1, n do\n"
     "  local tk = tokens[i]\n"
     "  if allowed == 1 then\n"
@@ -87,6 +89,9 @@ static const char rl_script[] =
         RL_EXPIRE_MARGIN_MS) ")\n"
                              "  end\n"
                              "  local remain = math.floor(tk)\n"
+                             "  each[2 * i - 1] = remain\n"
+                             "  if remain + 1 > burst[i] then each[2 * i] = math.ceil(1000 / rate[i])\n"
+                             "  else each[2 * i] = math.ceil((remain + 1 - tk) * 1000 / rate[i]) end\n"
                              "  local retry = 0\n"
                              "  if tk < 1 then retry = math.ceil((1 - tk) * 1000 / rate[i]) end\n"
                              "  local reset = math.ceil((burst[i] - tk) * 1000 / rate[i])\n"
@@ -96,7 +101,9 @@ static const char rl_script[] =
                              "  else better = remain < premain or (remain == premain and reset > preset) end\n"
                              "  if better then pick, pretry, premain, preset = i, retry, remain, reset end\n"
                              "end\n"
-                             "return {allowed, scope[pick], burst[pick], premain, pretry, preset, allowed * want}\n";
+                             "local out = {allowed, scope[pick], burst[pick], premain, pretry, preset, allowed * want}\n"
+                             "for j = 1, 2 * n do out[7 + j] = each[j] end\n"
+                             "return out\n";
 
 typedef struct rl_bucket_req_t {
     pulse_ratelimit_scope_t scope;
@@ -389,6 +396,13 @@ size_t pulse_ratelimit_key(const pulse_ratelimit_t *rl, pulse_class_t cls, pulse
 
 /* --- decisions ---------------------------------------------------------------------------------------------------- */
 
+/* ms until a bucket holding `tk` tokens holds one more whole token; a full one: 1 / rate (after the next request) */
+static uint64_t rl_next_ms(double tk, uint32_t burst, double rate)
+{
+    double remain = floor(tk);
+    return remain + 1 > burst ? (uint64_t)ceil(1000 / rate) : (uint64_t)ceil((remain + 1 - tk) * 1000 / rate);
+}
+
 /* decides on the refilled `tokens` of n >= 1 buckets (taking one from each when allowed); the script does the same */
 static void rl_decide(int n, const rl_bucket_req_t *b, double *tokens, pulse_ratelimit_result_t *res)
 {
@@ -416,7 +430,14 @@ static void rl_decide(int n, const rl_bucket_req_t *b, double *tokens, pulse_rat
                                       .rate = b[pick].rate,
                                       .remaining = premain > 0 ? (uint32_t)premain : 0,
                                       .retry_after_ms = pretry,
-                                      .reset_ms = preset};
+                                      .reset_ms = preset,
+                                      .nbuckets = n};
+    for (int i = 0; i != n; ++i)
+        res->bucket[i] = (pulse_ratelimit_bucket_t){.scope = b[i].scope,
+                                                    .burst = b[i].burst,
+                                                    .rate = b[i].rate,
+                                                    .remaining = tokens[i] > 0 ? (uint32_t)floor(tokens[i]) : 0,
+                                                    .next_ms = rl_next_ms(tokens[i], b[i].burst, b[i].rate)};
 }
 
 static void rl_count(pulse_ratelimit_t *rl, pulse_class_t cls, const pulse_ratelimit_result_t *res)
@@ -654,6 +675,8 @@ static int rl_lease_take(pulse_class_t cls, int n, const rl_bucket_req_t *b, pul
     l->tokens--;
     *result = l->res;
     result->remaining = l->res.remaining + l->tokens;
+    for (int i = 0; i != result->nbuckets; ++i)
+        result->bucket[i].remaining += l->tokens;
     return 1;
 }
 
@@ -698,10 +721,10 @@ static int rl_send(pulse_ratelimit_pending_t *p)
 static int rl_parse_reply(const pulse_ratelimit_pending_t *p, const redisReply *reply, pulse_ratelimit_result_t *res,
                           long long *taken)
 {
-    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY || reply->elements != 7)
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY || reply->elements != 7 + 2 * (size_t)p->n)
         return -1;
-    long long v[7];
-    for (int i = 0; i != 7; ++i) {
+    long long v[7 + 2 * PULSE_RATELIMIT_SCOPE_COUNT];
+    for (int i = 0; i != 7 + 2 * p->n; ++i) {
         if (reply->element[i]->type != REDIS_REPLY_INTEGER || reply->element[i]->integer < 0)
             return -1;
         v[i] = reply->element[i]->integer;
@@ -721,7 +744,14 @@ static int rl_parse_reply(const pulse_ratelimit_pending_t *p, const redisReply *
                                       .rate = b->rate,
                                       .remaining = v[3] <= PULSE_RATELIMIT_MAX_BURST ? (uint32_t)v[3] : 0,
                                       .retry_after_ms = (uint64_t)v[4],
-                                      .reset_ms = (uint64_t)v[5]};
+                                      .reset_ms = (uint64_t)v[5],
+                                      .nbuckets = p->n};
+    for (int i = 0; i != p->n; ++i)
+        res->bucket[i] = (pulse_ratelimit_bucket_t){.scope = p->b[i].scope,
+                                                    .burst = p->b[i].burst,
+                                                    .rate = p->b[i].rate,
+                                                    .remaining = v[7 + 2 * i] <= PULSE_RATELIMIT_MAX_BURST ? (uint32_t)v[7 + 2 * i] : 0,
+                                                    .next_ms = (uint64_t)v[8 + 2 * i]};
     return 0;
 }
 
@@ -832,53 +862,6 @@ void pulse_ratelimit_cancel(pulse_ratelimit_pending_t *p)
         *p->ref = NULL;
     p->ref = NULL;
     RL_COUNT(p->rl->stats.cancelled);
-}
-
-/* --- headers ------------------------------------------------------------------------------------------------------ */
-
-void pulse_ratelimit_headers(const pulse_ratelimit_result_t *r, pulse_ratelimit_headers_t *out)
-{
-    memset(out, 0, sizeof(*out));
-    if (!r->limited)
-        return;
-    snprintf(out->limit, sizeof(out->limit), "%u", r->limit);
-    snprintf(out->remaining, sizeof(out->remaining), "%u", r->remaining);
-    snprintf(out->reset, sizeof(out->reset), "%llu", (unsigned long long)((r->reset_ms + 999) / 1000));
-    /* the window: seconds for an empty bucket to fill (burst / rate), rounded up; the factor absorbs 3 / 0.3 = 10.000000000000002
-     */
-    double w = r->rate > 0 ? ceil((double)r->limit / r->rate * (1 - 1e-12)) : 1;
-    if (w < 1)
-        w = 1;
-    if (w > 1e15)
-        w = 1e15;
-    snprintf(out->policy, sizeof(out->policy), "%u;w=%llu", r->limit, (unsigned long long)w);
-    if (!r->allowed) {
-        uint64_t s = (r->retry_after_ms + 999) / 1000;
-        snprintf(out->retry_after, sizeof(out->retry_after), "%llu", (unsigned long long)(s < 1 ? 1 : s));
-    }
-}
-
-void pulse_ratelimit_add_headers(h2o_mem_pool_t *pool, h2o_headers_t *headers, const pulse_ratelimit_result_t *r)
-{
-    pulse_ratelimit_headers_t h;
-    pulse_ratelimit_headers(r, &h);
-    if (!r->limited)
-        return;
-    struct {
-        const char *name;
-        size_t namelen;
-        const char *value;
-    } list[] = {{H2O_STRLIT("ratelimit-limit"), h.limit},
-                {H2O_STRLIT("ratelimit-remaining"), h.remaining},
-                {H2O_STRLIT("ratelimit-reset"), h.reset},
-                {H2O_STRLIT("ratelimit-policy"), h.policy},
-                {H2O_STRLIT("retry-after"), h.retry_after}};
-    for (size_t i = 0; i != sizeof(list) / sizeof(list[0]); ++i) {
-        if (list[i].value[0] == '\0')
-            continue;
-        h2o_iovec_t v = h2o_strdup(pool, list[i].value, SIZE_MAX);
-        h2o_add_header_by_str(pool, headers, list[i].name, list[i].namelen, 1, NULL, v.base, v.len);
-    }
 }
 
 /* --- lifecycle ---------------------------------------------------------------------------------------------------- */

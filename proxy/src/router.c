@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "log.h"
+#include "openapi.h"
 #include "router.h"
 
 static pthread_mutex_t routes_mutex = PTHREAD_MUTEX_INITIALIZER;
@@ -48,6 +49,7 @@ void pulse_router_free(pulse_routes_t *routes)
     for (size_t i = 0; i < routes->n; i++)
         route_clear(&routes->v[i]);
     free(routes->v);
+    pulse_openapi_free(routes->openapi);
     free(routes);
 }
 
@@ -388,6 +390,58 @@ int pulse_router_args_from_query(h2o_mem_pool_t *pool, pulse_call_t *call, const
     return 0;
 }
 
+/* appends `v`, a JSON array, as a PostgreSQL array literal: {"e1","e2",NULL,{...}}: strings as they are, numbers and
+   booleans in their JSON form, objects as JSON text, every element double-quoted ('"' and '\' escaped), null as NULL,
+   nested arrays as sub-arrays (at most 6 levels, PostgreSQL's MAXDIM); -1 for deeper nesting or no memory */
+static int pg_array_literal(sbuf_t *b, json_t *v, int depth)
+{
+    if (depth > 6)
+        return -1;
+    sb_adds(b, "{");
+    size_t i;
+    json_t *e;
+    json_array_foreach(v, i, e)
+    {
+        if (i != 0)
+            sb_adds(b, ",");
+        if (json_is_null(e)) {
+            sb_adds(b, "NULL");
+            continue;
+        }
+        if (json_is_array(e)) {
+            if (pg_array_literal(b, e, depth + 1) != 0)
+                return -1;
+            continue;
+        }
+        char *dumped = json_is_string(e) ? NULL : json_dumps(e, JSON_ENCODE_ANY | JSON_COMPACT);
+        const char *s = json_is_string(e) ? json_string_value(e) : dumped;
+        size_t n = json_is_string(e) ? json_string_length(e) : dumped != NULL ? strlen(dumped) : 0;
+        if (s == NULL)
+            return -1;
+        sb_adds(b, "\"");
+        for (size_t k = 0; k < n; k++) {
+            if (s[k] == '"' || s[k] == '\\')
+                sb_add(b, "\\", 1);
+            sb_add(b, s + k, 1);
+        }
+        sb_adds(b, "\"");
+        free(dumped);
+    }
+    sb_adds(b, "}");
+    return 0;
+}
+
+/* whether the argument `name` of `r` has an array type */
+static int arg_is_array(const pulse_route_t *r, const char *name)
+{
+    for (size_t i = 0; i < r->nargs; i++)
+        if (strcmp(r->arg_names[i], name) == 0) {
+            size_t n = strlen(r->arg_types[i]);
+            return n > 2 && strcmp(r->arg_types[i] + n - 2, "[]") == 0;
+        }
+    return 0;
+}
+
 int pulse_router_args_from_json(h2o_mem_pool_t *pool, pulse_call_t *call, const char *body, size_t len, int max_args, char **err)
 {
     json_error_t jerr;
@@ -410,6 +464,14 @@ int pulse_router_args_from_json(h2o_mem_pool_t *pool, pulse_call_t *call, const 
             rc = call_set(pool, call, key, strlen(key), NULL, 0, max_args, err);
         } else if (json_is_string(v)) {
             rc = call_set(pool, call, key, strlen(key), json_string_value(v), json_string_length(v), max_args, err);
+        } else if (json_is_array(v) && arg_is_array(call->route, key)) {
+            sbuf_t b = {pool, NULL, 0, 0};
+            if (pg_array_literal(&b, v, 1) != 0) {
+                *err = pool_printf(pool, "argument \"%s\": arrays nest at most 6 levels", key);
+                rc = -1;
+            } else {
+                rc = call_set(pool, call, key, strlen(key), b.s, b.len, max_args, err);
+            }
         } else {
             char *s = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
             if (s == NULL) {

@@ -63,12 +63,28 @@ static int rpc_authenticate(rpc_req_t *r, const char **reason)
 
 static void rpc_run(rpc_req_t *r);
 
+/* the methods an endpoint of class `cls` takes (Allow, CORS preflights) */
+static const char *rpc_methods(pulse_class_t cls)
+{
+    return cls == PULSE_CLASS_READ || cls == PULSE_CLASS_SEARCH ? "GET, HEAD, POST" : "POST";
+}
+
+const char *pulse_rpc_methods(const char *name, size_t len)
+{
+    pulse_routes_t *routes = pulse_router_acquire();
+    const pulse_route_t *route = pulse_router_find(routes, name, len);
+    const char *methods = route != NULL ? rpc_methods(route->cls) : NULL;
+    if (routes != NULL)
+        pulse_router_release(routes);
+    return methods;
+}
+
 /* step 2, rate limits: allowed requests go on (with RateLimit-* headers when a bucket applies), the others get 429 */
 static void rpc_ratelimited(rpc_req_t *r, const pulse_ratelimit_result_t *res)
 {
     h2o_req_t *req = r->req;
-    if (res->limited)
-        pulse_ratelimit_add_headers(&req->pool, &req->res.headers, res);
+    pulse_ratelimit_subject_t who = {.cls = r->route->cls, .tenant = r->tenant, .ip = r->remote};
+    pulse_ratelimit_add_headers(&req->pool, &req->res.headers, res, &who, r->conf->ratelimit_legacy_headers);
     if (res->allowed) {
         rpc_run(r);
         return;
@@ -114,11 +130,13 @@ int pulse_rpc_handle(h2o_req_t *req)
         rpc_fail(r, 404, "no such endpoint", NULL);
         return 0;
     }
-    r->is_get = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET"));
+    /* HEAD is a GET without the body (h2o drops it) */
+    r->is_get = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET")) ||
+                h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD"));
     int is_post = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("POST"));
     int readonly = r->route->cls == PULSE_CLASS_READ || r->route->cls == PULSE_CLASS_SEARCH;
     if (!(is_post || (r->is_get && readonly))) {
-        rpc_fail(r, 405, readonly ? "use GET or POST" : "use POST", readonly ? "GET, POST" : "POST");
+        rpc_fail(r, 405, readonly ? "use GET, HEAD or POST" : "use POST", rpc_methods(r->route->cls));
         return 0;
     }
     /* Accept: text/event-stream makes a GET a live stream (live_stream.c), whose token may be the query's access_token */

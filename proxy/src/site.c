@@ -1,7 +1,9 @@
 /*
  * site.c: the paths pulse-proxy answers and what is not an endpoint call:
  * /rpc/<name> goes to rpc.c, /health and /ready (liveness, readiness),
- * /metrics (Prometheus), a problem document for any other path, the header
+ * /metrics (Prometheus), /openapi.json and /docs (openapi.c), OPTIONS
+ * (cors.c, which also adds the CORS headers to every answer), a problem
+ * document for any other path, the header
  * size limit before any of them, and a filter that turns the errors h2o
  * answers by itself into problem documents.
  */
@@ -9,15 +11,17 @@
 #include <stdlib.h>
 #include <string.h>
 #include "catalog.h"
+#include "cors.h"
 #include "framing.h"
 #include "guard.h"
+#include "openapi.h"
 #include "problem.h"
 #include "respond.h"
 #include "rpc.h"
 #include "site.h"
 #include "worker.h"
 
-enum { HANDLER_RPC, HANDLER_HEALTH, HANDLER_READY, HANDLER_METRICS, HANDLER_NOT_FOUND };
+enum { HANDLER_RPC, HANDLER_HEALTH, HANDLER_READY, HANDLER_METRICS, HANDLER_OPENAPI, HANDLER_DOCS, HANDLER_NOT_FOUND };
 
 /* logs an answer that is not an endpoint call; `counted`: in the request metrics (not for /health, /ready, /metrics) */
 static void site_log(h2o_req_t *req, const char *rid, const struct timeval *t0, int counted, size_t bytes)
@@ -149,6 +153,10 @@ static int site_route(const char *path, size_t len)
         return HANDLER_READY;
     if (h2o_memis(path, len, H2O_STRLIT("/metrics")))
         return HANDLER_METRICS;
+    if (h2o_memis(path, len, H2O_STRLIT("/openapi.json")))
+        return HANDLER_OPENAPI;
+    if (h2o_memis(path, len, H2O_STRLIT("/docs")) || h2o_memis(path, len, H2O_STRLIT("/docs/redoc.standalone.js")))
+        return HANDLER_DOCS;
     return HANDLER_NOT_FOUND;
 }
 
@@ -182,6 +190,10 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         return site_refuse(req, 400, msg, NULL);
     }
     int kind = site_route(req->path.base, path_len);
+    if (h2o_memis(req->method.base, req->method.len, H2O_STRLIT("OPTIONS"))) /* CORS preflights, and plain OPTIONS */
+        return pulse_cors_options(req, kind == HANDLER_RPC         ? pulse_rpc_methods(req->path.base + 5, path_len - 5)
+                                       : kind == HANDLER_NOT_FOUND ? NULL
+                                                                   : "GET, HEAD");
     if (kind != HANDLER_RPC && kind != HANDLER_NOT_FOUND && !h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET")) &&
         !h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD")))
         return site_refuse(req, 405, "use GET or HEAD", "GET, HEAD");
@@ -194,6 +206,10 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         return on_health(req, 1);
     case HANDLER_METRICS:
         return on_metrics(req);
+    case HANDLER_OPENAPI:
+        return pulse_openapi_serve(req);
+    case HANDLER_DOCS:
+        return pulse_openapi_docs(req, req->path.base, path_len);
     default:
         return site_refuse(req, 404, "no such resource", NULL);
     }
@@ -267,7 +283,8 @@ static void problem_on_setup_ostream(h2o_filter_t *self, h2o_req_t *req, h2o_ost
 int pulse_site_register(h2o_hostconf_t *hostconf)
 {
     h2o_pathconf_t *root = h2o_config_register_path(hostconf, "/", 0);
-    if (pulse_guard_register_filter(root) != 0 || pulse_guard_register_filter(&hostconf->fallback_path) != 0)
+    if (pulse_guard_register_filter(root) != 0 || pulse_guard_register_filter(&hostconf->fallback_path) != 0 ||
+        pulse_cors_register(root) != 0)
         return -1;
     h2o_filter_t *f = h2o_create_filter(&hostconf->fallback_path, sizeof(*f));
     h2o_handler_t *h = h2o_create_handler(root, sizeof(*h));

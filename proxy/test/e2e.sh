@@ -371,7 +371,7 @@ check "unknown endpoint: 404" is_problem 404
 req GET /elsewhere ""
 check "unknown path: 404 problem+json" is_problem 404
 req DELETE /rpc/events_page "$T1"
-check "DELETE: 405 with Allow" eval 'is_problem 405 && [ "$(header allow)" = "GET, POST" ]'
+check "DELETE: 405 with Allow" eval 'is_problem 405 && [ "$(header allow)" = "GET, HEAD, POST" ]'
 req GET "/rpc/add_event?kind=x" "$T1"
 check "GET on a write endpoint: 405" eval 'is_problem 405 && [ "$(header allow)" = POST ]'
 req GET /rpc/fail "$T1"
@@ -542,13 +542,13 @@ extra_proxy rla "$RL_CONF"
 RLA=$XP RLA_PID=$XP_PID
 extra_proxy rlb "$RL_CONF"
 RLB=$XP RLB_PID=$XP_PID
-# rl URL TOKEN: one request, prints "STATUS LIMIT REMAINING RETRY-AFTER" (- for a missing header); body in $TMP/body
+# rl URL TOKEN: one request, prints "STATUS LIMIT REMAINING RETRY-AFTER" (- for a missing header): q of RateLimit-Policy
+# and r of RateLimit (their first item), Retry-After; body in $TMP/body
 rl() {
 	curl -s -o "$TMP/body" -D "$TMP/headers" -w '%{http_code}' -H "Authorization: Bearer $2" "$1"
-	local h
-	for h in ratelimit-limit ratelimit-remaining retry-after; do
-		printf ' %s' "$(grep -i "^$h:" "$TMP/headers" | cut -d' ' -f2 | tr -d '\r' | grep . || echo -)"
-	done
+	printf ' %s' "$(sed -n 's/^ratelimit-policy: "[^"]*";q=\([0-9]*\).*/\1/Ip' "$TMP/headers" | grep . || echo -)"
+	printf ' %s' "$(sed -n 's/^ratelimit: "[^"]*";r=\([0-9]*\).*/\1/Ip' "$TMP/headers" | grep . || echo -)"
+	printf ' %s' "$(grep -i "^retry-after:" "$TMP/headers" | cut -d' ' -f2 | tr -d '\r' | grep . || echo -)"
 	echo
 }
 : >"$TMP/rl1"

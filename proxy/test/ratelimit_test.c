@@ -22,6 +22,8 @@
 #include "ratelimit.h"
 #include "test.h"
 
+#define RL_TEST_MIN_RATE 0.001 /* the smallest rate a policy takes */
+
 #include "redis_server.h"
 
 static h2o_evloop_t *loop;
@@ -191,9 +193,19 @@ static void test_parse(void)
     }
 }
 
+/* the value of header `name` in `hs`, or "" */
+static const char *header_of(h2o_headers_t *hs, const char *name)
+{
+    static char v[PULSE_RATELIMIT_FIELD_SIZE];
+    ssize_t i = h2o_find_header_by_str(hs, name, strlen(name), -1);
+    snprintf(v, sizeof(v), "%.*s", i >= 0 ? (int)hs->entries[i].value.len : 0, i >= 0 ? hs->entries[i].value.base : "");
+    return v;
+}
+
 static void test_headers(void)
 {
     pulse_ratelimit_headers_t h;
+    pulse_ratelimit_subject_t who = {.cls = PULSE_CLASS_READ, .tenant = "acme", .ip = "10.0.0.1"};
     pulse_ratelimit_result_t denied = {.allowed = false,
                                        .limited = true,
                                        .scope = PULSE_RATELIMIT_SCOPE_IP,
@@ -201,46 +213,71 @@ static void test_headers(void)
                                        .rate = 100,
                                        .remaining = 0,
                                        .retry_after_ms = 1,
-                                       .reset_ms = 2001};
-    pulse_ratelimit_headers(&denied, &h);
-    CHECK_STR(h.limit, "200", "headers: RateLimit-Limit is the burst");
-    CHECK_STR(h.remaining, "0", "headers: RateLimit-Remaining");
-    CHECK_STR(h.reset, "3", "headers: RateLimit-Reset in seconds, rounded up");
-    CHECK_STR(h.policy, "200;w=2", "headers: RateLimit-Policy burst;w=burst/rate");
-    CHECK_STR(h.retry_after, "1", "headers: Retry-After at least 1 s");
+                                       .reset_ms = 2001,
+                                       .nbuckets = 3,
+                                       .bucket = {{PULSE_RATELIMIT_SCOPE_TENANT, 10, 0.5, 7, 1500},
+                                                  {PULSE_RATELIMIT_SCOPE_IP, 200, 100, 0, 1},
+                                                  {PULSE_RATELIMIT_SCOPE_GLOBAL, 1000, 1000, 999, 0}}};
+    pulse_ratelimit_headers(&denied, &who, &h);
+    CHECK_STR(h.policy,
+              "\"read-tenant\";q=10;w=20;pk=:YWNtZQ==:, \"read-ip\";q=200;w=2;pk=:MTAuMC4wLjE=:, \"read-global\";q=1000;w=1",
+              "RateLimit-Policy: an item per bucket, q=burst, w=burst/rate rounded up, pk the tenant or address bytes");
+    CHECK_STR(h.ratelimit,
+              "\"read-tenant\";r=7;t=2;pk=:YWNtZQ==:, \"read-ip\";r=0;t=1;pk=:MTAuMC4wLjE=:, \"read-global\";r=999;t=0",
+              "RateLimit: r=tokens left, t=seconds to the next token rounded up, no pk for the global bucket");
+    CHECK_STR(h.limit, "200", "legacy: RateLimit-Limit is the burst of the most constraining bucket");
+    CHECK_STR(h.remaining, "0", "legacy: RateLimit-Remaining");
+    CHECK_STR(h.reset, "3", "legacy: RateLimit-Reset in seconds, rounded up");
+    CHECK_STR(h.legacy_policy, "200;w=2", "legacy: draft-06 policy burst;w=burst/rate");
+    CHECK_STR(h.retry_after, "1", "Retry-After at least 1 s");
     denied.retry_after_ms = 2000;
-    pulse_ratelimit_headers(&denied, &h);
-    CHECK_STR(h.retry_after, "2", "headers: Retry-After 2000 ms = 2 s");
+    pulse_ratelimit_headers(&denied, &who, &h);
+    CHECK_STR(h.retry_after, "2", "Retry-After 2000 ms = 2 s");
     denied.retry_after_ms = 2001;
-    pulse_ratelimit_headers(&denied, &h);
-    CHECK_STR(h.retry_after, "3", "headers: Retry-After rounded up");
+    pulse_ratelimit_headers(&denied, &who, &h);
+    CHECK_STR(h.retry_after, "3", "Retry-After rounded up");
 
-    pulse_ratelimit_result_t ok = {.allowed = true, .limited = true, .limit = 3, .rate = 0.3, .remaining = 2, .reset_ms = 0};
-    pulse_ratelimit_headers(&ok, &h);
-    CHECK_STR(h.policy, "3;w=10", "headers: window 3/0.3 = 10 s (no float residue)");
-    CHECK_STR(h.reset, "0", "headers: full bucket resets now");
-    CHECK(h.retry_after[0] == '\0', "headers: no Retry-After when allowed");
-    ok.limit = 1, ok.rate = 0.5;
-    pulse_ratelimit_headers(&ok, &h);
-    CHECK_STR(h.policy, "1;w=2", "headers: window 1/0.5 = 2 s");
-    ok.limit = 10, ok.rate = 1000;
-    pulse_ratelimit_headers(&ok, &h);
-    CHECK_STR(h.policy, "10;w=1", "headers: window at least 1 s");
+    pulse_ratelimit_subject_t search = {.cls = PULSE_CLASS_SEARCH, .tenant = "a\"b\\c d", .ip = NULL};
+    pulse_ratelimit_result_t ok = {.allowed = true,
+                                   .limited = true,
+                                   .limit = 3,
+                                   .rate = 0.3,
+                                   .remaining = 2,
+                                   .reset_ms = 0,
+                                   .nbuckets = 1,
+                                   .bucket = {{PULSE_RATELIMIT_SCOPE_TENANT, 3, 0.3, 2, 3334}}};
+    pulse_ratelimit_headers(&ok, &search, &h);
+    CHECK_STR(h.policy, "\"search-tenant\";q=3;w=10;pk=:YSJiXGMgZA==:", "window 3/0.3 = 10 s (no float residue); any tenant bytes in pk");
+    CHECK_STR(h.ratelimit, "\"search-tenant\";r=2;t=4;pk=:YSJiXGMgZA==:", "t rounded up (3334 ms: 4 s)");
+    CHECK_STR(h.reset, "0", "legacy: full bucket resets now");
+    CHECK(h.retry_after[0] == '\0', "no Retry-After when allowed");
+    ok.bucket[0] = (pulse_ratelimit_bucket_t){PULSE_RATELIMIT_SCOPE_TENANT, 10, 1000, 9, 1};
+    search.tenant = "0123456789012345678901234567890123456789012345678901234567890123456789"; /* 70 bytes: no pk */
+    pulse_ratelimit_headers(&ok, &search, &h);
+    CHECK_STR(h.policy, "\"search-tenant\";q=10;w=1", "window at least 1 s; a partition key over 64 bytes is left out");
+    ok.bucket[0].burst = PULSE_RATELIMIT_MAX_BURST, ok.bucket[0].rate = RL_TEST_MIN_RATE;
+    pulse_ratelimit_headers(&ok, &search, &h);
+    CHECK_STR(h.policy, "\"search-tenant\";q=1000000000;w=1000000000000", "the largest window (1e9 / 0.001 per s) is exact");
+    ok.bucket[0].burst = 7, ok.bucket[0].rate = 3;
+    pulse_ratelimit_headers(&ok, &search, &h);
+    CHECK_STR(h.policy, "\"search-tenant\";q=7;w=3", "a window of 2.33 s is 3 s");
 
     h2o_mem_pool_t pool;
     h2o_mem_init_pool(&pool);
-    h2o_headers_t hs = {NULL, 0, 0};
-    pulse_ratelimit_add_headers(&pool, &hs, &denied);
-    ssize_t i = h2o_find_header_by_str(&hs, H2O_STRLIT("retry-after"), -1);
-    ssize_t j = h2o_find_header_by_str(&hs, H2O_STRLIT("ratelimit-policy"), -1);
-    CHECK(hs.size == 5 && i >= 0 && h2o_memis(hs.entries[i].value.base, hs.entries[i].value.len, H2O_STRLIT("3")) && j >= 0 &&
-              h2o_memis(hs.entries[j].value.base, hs.entries[j].value.len, H2O_STRLIT("200;w=2")),
-          "add_headers: 4 RateLimit-* and Retry-After on a denial");
+    h2o_headers_t hs = {NULL, 0, 0}, hl = {NULL, 0, 0};
+    pulse_ratelimit_add_headers(&pool, &hs, &denied, &who, 0);
+    CHECK(hs.size == 3 && strcmp(header_of(&hs, "retry-after"), "3") == 0 && strncmp(header_of(&hs, "ratelimit"), "\"read-tenant\";r=7", 17) == 0 &&
+              strncmp(header_of(&hs, "ratelimit-policy"), "\"read-tenant\";q=10", 18) == 0,
+          "add_headers: RateLimit, RateLimit-Policy and Retry-After on a denial");
+    pulse_ratelimit_add_headers(&pool, &hl, &denied, &who, 1);
+    CHECK(hl.size == 6 && strcmp(header_of(&hl, "ratelimit-limit"), "200") == 0 && strcmp(header_of(&hl, "ratelimit-remaining"), "0") == 0 &&
+              strcmp(header_of(&hl, "ratelimit-reset"), "3") == 0 && strncmp(header_of(&hl, "ratelimit-policy"), "\"read-tenant\"", 13) == 0,
+          "add_headers, legacy: the draft-06 fields too, RateLimit-Policy in the -12 form");
     h2o_headers_t hs2 = {NULL, 0, 0}, hs3 = {NULL, 0, 0};
-    pulse_ratelimit_add_headers(&pool, &hs2, &ok);
+    pulse_ratelimit_add_headers(&pool, &hs2, &ok, &search, 0);
     pulse_ratelimit_result_t unlimited = {.allowed = true};
-    pulse_ratelimit_add_headers(&pool, &hs3, &unlimited);
-    CHECK(hs2.size == 4 && h2o_find_header_by_str(&hs2, H2O_STRLIT("retry-after"), -1) < 0 && hs3.size == 0,
+    pulse_ratelimit_add_headers(&pool, &hs3, &unlimited, &who, 1);
+    CHECK(hs2.size == 2 && h2o_find_header_by_str(&hs2, H2O_STRLIT("retry-after"), -1) < 0 && hs3.size == 0,
           "add_headers: no Retry-After when allowed, nothing when unlimited");
     h2o_mem_clear_pool(&pool);
 }
@@ -290,6 +327,26 @@ static void test_keys(void)
     CHECK(pulse_ratelimit_create(NULL, "bad prefix") == NULL, "keys: prefix with a space refused");
 }
 
+/* the local buckets (no Redis) report every bucket, as the script does */
+static void test_local_buckets(void)
+{
+    pulse_ratelimit_t *rl = new_limiter("tenant=1/5,ip=2/3,global=100/50", "tl");
+    pulse_ratelimit_result_t a;
+    CHECK(check(rl, NULL, "acme", "10.0.0.1", &a) == 1 && a.allowed && a.nbuckets == 3 &&
+              a.bucket[0].scope == PULSE_RATELIMIT_SCOPE_TENANT && a.bucket[0].remaining == 4 && a.bucket[0].next_ms == 1000 &&
+              a.bucket[1].scope == PULSE_RATELIMIT_SCOPE_IP && a.bucket[1].remaining == 2 && a.bucket[1].next_ms == 500 &&
+              a.bucket[2].scope == PULSE_RATELIMIT_SCOPE_GLOBAL && a.bucket[2].remaining == 49 && a.bucket[2].next_ms == 10,
+          "local: three buckets, each with its tokens left and the time to its next token");
+    if (a.nbuckets == 3)
+        printf("#   %u/%llu %u/%llu %u/%llu\n", a.bucket[0].remaining, (unsigned long long)a.bucket[0].next_ms, a.bucket[1].remaining,
+               (unsigned long long)a.bucket[1].next_ms, a.bucket[2].remaining, (unsigned long long)a.bucket[2].next_ms);
+    pulse_ratelimit_result_t b;
+    CHECK(check(rl, NULL, NULL, "10.0.0.1", &b) == 1 && b.nbuckets == 2 && b.bucket[0].scope == PULSE_RATELIMIT_SCOPE_IP &&
+              b.bucket[1].scope == PULSE_RATELIMIT_SCOPE_GLOBAL,
+          "local: no tenant, no tenant bucket");
+    pulse_ratelimit_destroy(rl);
+}
+
 static void test_unlimited(void)
 {
     pulse_ratelimit_t *rl = new_limiter("tenant=1/1", NULL);
@@ -337,8 +394,16 @@ static void test_burst_refill(pulse_redis_t *r)
         printf("#   retry_after_ms %llu reset_ms %llu\n", (unsigned long long)res[3].retry_after_ms,
                (unsigned long long)res[3].reset_ms);
     pulse_ratelimit_headers_t h;
-    pulse_ratelimit_headers(&res[3], &h);
-    CHECK(strcmp(h.retry_after, "1") == 0 && strcmp(h.policy, "3;w=2") == 0, "burst: Retry-After 1, policy 3;w=2");
+    pulse_ratelimit_subject_t who = {.cls = PULSE_CLASS_READ, .tenant = "acme", .ip = "10.0.0.1"};
+    pulse_ratelimit_headers(&res[3], &who, &h);
+    CHECK(strcmp(h.retry_after, "1") == 0 && strcmp(h.legacy_policy, "3;w=2") == 0 &&
+              strcmp(h.policy, "\"read-ip\";q=3;w=2;pk=:MTAuMC4wLjE=:") == 0 &&
+              strcmp(h.ratelimit, "\"read-ip\";r=0;t=1;pk=:MTAuMC4wLjE=:") == 0,
+          "burst: Retry-After 1, the ip bucket's item with r=0 and t = Retry-After");
+    if (strcmp(h.ratelimit, "\"read-ip\";r=0;t=1;pk=:MTAuMC4wLjE=:") != 0)
+        printf("#   RateLimit: %s\n#   RateLimit-Policy: %s\n", h.ratelimit, h.policy);
+    CHECK(res[1].nbuckets == 1 && res[1].bucket[0].remaining == 1 && res[1].bucket[0].next_ms > 0 && res[1].bucket[0].next_ms <= 500,
+          "burst: the bucket's own state from Redis (1 left, next token within 500 ms)");
 
     run_for(NULL, 600);
     pulse_ratelimit_result_t a, b;
@@ -370,6 +435,13 @@ static void test_all_or_nothing(pulse_redis_t *r)
     CHECK(redis_raw(r, &before, 3, tk) == 0 && atof(before.str) > 7.9 && atof(before.str) < 8.6, "aon: tenant bucket holds ~8");
     CHECK(check(rl, r, "acme", "10.0.0.1", &c) == 0 && !c.allowed && c.scope == PULSE_RATELIMIT_SCOPE_IP && c.limit == 2,
           "aon: third denied by the IP bucket");
+    CHECK(c.nbuckets == 2 && c.bucket[0].scope == PULSE_RATELIMIT_SCOPE_TENANT && c.bucket[0].burst == 10 &&
+              c.bucket[0].remaining == 8 && c.bucket[1].scope == PULSE_RATELIMIT_SCOPE_IP && c.bucket[1].remaining == 0 &&
+              c.bucket[1].next_ms > 0 && c.bucket[1].next_ms <= 1000 && (c.bucket[1].next_ms + 999) / 1000 == (c.retry_after_ms + 999) / 1000,
+          "aon: every bucket's state from Redis: the tenant's 8 left, the IP's 0 with its next token at Retry-After");
+    if (c.nbuckets != 2 || c.bucket[0].remaining != 8)
+        printf("#   nbuckets %d tenant %u ip %u next %llu\n", c.nbuckets, c.bucket[0].remaining, c.bucket[1].remaining,
+               (unsigned long long)c.bucket[1].next_ms);
     CHECK(redis_raw(r, &after, 3, tk) == 0 && strcmp(before.str, after.str) == 0,
           "aon: the denial left the tenant bucket untouched");
     CHECK(check(rl, r, "acme", "10.0.0.9", &d) == 0 && d.allowed && redis_raw(r, &other, 3, tk) == 0 &&
@@ -617,6 +689,7 @@ int main(void)
     test_headers();
     test_keys();
     test_unlimited();
+    test_local_buckets();
     test_local_bound();
     test_policy_swap();
 

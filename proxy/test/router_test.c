@@ -106,10 +106,32 @@ int main(void)
     body = "{\"a b\": [1, {\"x\": true}]}";
     CHECK(pulse_router_args_from_json(&pool, &call, body, strlen(body), 10, &e) == 0 && pulse_router_prepare(&pool, &call, &e) == 0,
           "set-returning call");
-    CHECK_STR(call.values[0], "[1,{\"x\":true}]", "JSON array argument as JSON text");
+    CHECK_STR(call.values[0], "{\"1\",\"{\\\"x\\\":true}\"}", "JSON array for an array argument: a PostgreSQL array literal");
     CHECK_STR(call.sql,
               "SELECT coalesce(json_agg(_pulse_r), '[]')::text FROM \"We\"\"ird\".\"f\"(\"a b\" => $1::text[]) AS _pulse_r",
               "rows result is aggregated; identifiers are quoted");
+
+    /* JSON arrays for array arguments: nested, NULLs, quotes and backslashes; too deep is refused */
+    pulse_router_call_init(&pool, &call, rows);
+    body = "{\"a b\": [[\"x\\\"y\", null], [\"b\\\\s\", 2.5], [], [true]]}";
+    CHECK(pulse_router_args_from_json(&pool, &call, body, strlen(body), 10, &e) == 0, "nested JSON array argument");
+    CHECK_STR(call.values[0], "{{\"x\\\"y\",NULL},{\"b\\\\s\",\"2.5\"},{},{\"true\"}}", "nested array literal, NULL, escapes");
+    pulse_router_call_init(&pool, &call, rows);
+    body = "{\"a b\": []}";
+    CHECK(pulse_router_args_from_json(&pool, &call, body, strlen(body), 10, &e) == 0 && strcmp(call.values[0], "{}") == 0,
+          "an empty JSON array is the empty array literal");
+    pulse_router_call_init(&pool, &call, rows);
+    body = "{\"a b\": [[[[[[[1]]]]]]]}";
+    CHECK(pulse_router_args_from_json(&pool, &call, body, strlen(body), 10, &e) != 0 && e != NULL && strstr(e, "6 levels") != NULL,
+          "an array nested 7 levels is refused");
+    pulse_router_call_init(&pool, &call, rows);
+    body = "{\"a b\": [[[[[[1]]]]]]}";
+    CHECK(pulse_router_args_from_json(&pool, &call, body, strlen(body), 10, &e) == 0 && strcmp(call.values[0], "{{{{{{\"1\"}}}}}}") == 0,
+          "an array nested 6 levels is taken");
+    pulse_router_call_init(&pool, &call, ev);
+    body = "{\"id\": [1, 2]}";
+    CHECK(pulse_router_args_from_json(&pool, &call, body, strlen(body), 10, &e) == 0 && strcmp(call.values[0], "[1,2]") == 0,
+          "a JSON array for a scalar argument stays JSON text (json, jsonb)");
 
     char q[16];
     CHECK(pulse_router_quote_ident(q, sizeof(q), "a\"b") == 6 && strcmp(q, "\"a\"\"b\"") == 0, "quote_ident");
