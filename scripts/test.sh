@@ -13,6 +13,7 @@
 #   proxy-<name>    other proxy/test/<name>.sh suites (real PostgreSQL, Redis
 #                   and proxies; each says in its header what it needs)
 #   proxy-http-hostile-asan  proxy/test/http_hostile.sh against build/asan/pulse-proxy
+#   proxy-live-asan  proxy/test/live.sh against build/asan/pulse-proxy
 #   proxy-api-surface-asan  proxy/test/api_surface.sh against build/asan/pulse-proxy
 #   bench-smoke     bench/smoke.sh: every scenario of bench/run.sh against the
 #                   proxy, Express, Express behind nginx and Varnish, and
@@ -123,6 +124,7 @@ for t in proxy/test/*.sh; do
 done
 add proxy-http-hostile-asan "proxy: http_hostile.sh (build/asan/pulse-proxy)" \
 	'proxy_e2e build/asan/pulse-proxy "$PORT" "$DIR" proxy/test/http_hostile.sh'
+add proxy-live-asan "proxy: live.sh (build/asan/pulse-proxy)" 'proxy_e2e build/asan/pulse-proxy "$PORT" "$DIR" proxy/test/live.sh'
 add proxy-api-surface-asan "proxy: api_surface.sh (build/asan/pulse-proxy)" \
 	'proxy_e2e build/asan/pulse-proxy "$PORT" "$DIR" proxy/test/api_surface.sh'
 add bench-smoke "load-test harness (bench/smoke.sh: every scenario, 5 servers, tiny dataset)" \

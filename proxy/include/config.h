@@ -51,6 +51,13 @@ typedef struct pulse_config_t {
     int trace_sample_ppm;                   /* head sampling of new traces, parts per million */
     int trace_slow_ms;                      /* a request slower than this is always traced; 0: its class's p99 SLO */
     int request_timeout_ms;                 /* longest time to receive a request's head and body; keep-alive idle time */
+    int live_max_streams;                   /* open text/event-stream streams per proxy; 0: no live endpoints (live.h) */
+    int live_max_streams_tenant;            /* open streams per tenant */
+    int live_min_interval_ms;               /* at most one refresh of a subscription key per interval */
+    int live_heartbeat_ms;                  /* a comment line to a stream idle this long; 0: none */
+    int live_retry_ms;                      /* the retry: hint of a stream (EventSource's reconnection delay) */
+    char *live_allow_origin;                /* Access-Control-Allow-Origin of streams; empty: none */
+    int slo_live_p95_ms, slo_live_p99_ms;   /* SLO of the live class: notification to client, p95 and p99 */
     char *replica_urls;                     /* libpq connection strings of the read replicas, one per line; "": none */
     int replica_max_lag_ms;                 /* a replica lagging more gets no reads */
     int replica_wait_ms;                    /* longest wait for a replica to replay a call's required LSN, then the primary */

@@ -108,6 +108,38 @@ void pulse_metrics_observe_pg_error(pulse_metrics_shard_t *s, const char *sqlsta
  */
 void pulse_metrics_observe_pg_unavailable(pulse_metrics_shard_t *s);
 
+/* live endpoints (live.h) */
+typedef enum { PULSE_METRICS_LIVE_CHANGED, PULSE_METRICS_LIVE_UNCHANGED, PULSE_METRICS_LIVE_FAILED } pulse_metrics_live_refresh_t;
+typedef enum { PULSE_METRICS_LIVE_RESULT, PULSE_METRICS_LIVE_ERROR, PULSE_METRICS_LIVE_HEARTBEAT } pulse_metrics_live_event_t;
+typedef enum { PULSE_METRICS_LIVE_TENANT_LIMIT, PULSE_METRICS_LIVE_PROXY_LIMIT } pulse_metrics_live_reject_t;
+
+/**
+ * A live stream of `endpoint` (of class `cls`) opened (`delta` 1) or closed (-1) on the shard's loop.
+ */
+void pulse_metrics_live_stream(pulse_metrics_shard_t *s, const char *endpoint, pulse_class_t cls, int delta);
+
+/**
+ * Counts one event written to a stream; a result with `latency` >= 0 (seconds from the arrival of the notification it
+ * answers to its write) is also counted in the push latency histogram, the live class's SLO.
+ */
+void pulse_metrics_live_event(pulse_metrics_shard_t *s, pulse_metrics_live_event_t kind, double latency);
+
+/**
+ * Counts one result a slow stream skipped: a newer one replaced it before it was written.
+ */
+void pulse_metrics_live_conflated(pulse_metrics_shard_t *s);
+
+/**
+ * Counts one refresh (a database call for a subscription key) by outcome; `shared`: the streams beyond the first that
+ * the key had, which got its result without a call of their own.
+ */
+void pulse_metrics_live_refresh(pulse_metrics_shard_t *s, pulse_metrics_live_refresh_t kind, unsigned shared);
+
+/**
+ * Counts one stream refused for a cap (live_max_streams_tenant: 429, live_max_streams: 503).
+ */
+void pulse_metrics_live_rejected(pulse_metrics_shard_t *s, pulse_metrics_live_reject_t reason);
+
 /**
  * Copies the gauges and counters of the shard's pool and Redis client (NULL: none) into the shard. Call it on the
  * shard's thread (the pool and client are not thread-safe), e.g. after every turn of its loop.

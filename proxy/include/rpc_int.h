@@ -87,12 +87,17 @@ struct rpc_req_t {
     pulse_ratelimit_pending_t *rl_pending; /* a rate limit decision on its way from Redis */
     pulse_ratelimit_result_t rl;
     rpc_trace_t trace;
+    int live;               /* a text/event-stream request: a stream of the call's results (live_stream.c) */
+    h2o_iovec_t live_token; /* its token, when it came as the query's access_token */
 };
 
 /* rpc_answer.c */
 
 /* milliseconds since the epoch */
 uint64_t rpc_now_ms(void);
+
+/* logs the request (counted in the metrics) and ends its trace */
+void rpc_log(rpc_req_t *r, size_t bytes, const char *source);
 
 /* answers a problem document and logs the request */
 void rpc_fail(rpc_req_t *r, int status, const char *detail, const char *allow);
@@ -121,12 +126,17 @@ void rpc_flight_done(rpc_req_t *r, const pulse_cache_entry_t *result);
 int rpc_serve_stale(rpc_req_t *r);
 
 /* step 6: builds the entry of a database answer of `route` (in `pool`; with the call's keyed state when the route has tag
-   templates) and stores it under `key` in Redis (PX px_ms) and the loop's local cache; returns 0, or -1 when it must not
-   be cached (a keyed answer without a usable state: serve it, do not store it) */
+   templates) and stores it under `key` in Redis (PX px_ms) and the loop's local cache (`key` NULL: builds it only, as a
+   live refresh of an endpoint that is not cached does); returns 0, or -1 when it must not be cached (a keyed answer
+   without a usable state: serve it, do not store it) */
 int rpc_store(pulse_worker_t *w, h2o_mem_pool_t *pool, const pulse_route_t *route, const char *key, h2o_iovec_t body,
               const char *link, const pulse_pgresult_t *res, uint64_t ttl_ms, uint64_t px_ms, pulse_cache_entry_t *e);
 
 /* rpc_cache.c */
+
+/* the cache key of `call` for `tenant` (PULSE_CACHE_KEY_SIZE bytes at `key`) over the route's tags with the generations
+   `gens` (one per route tag), or over no tag at all when `gens` is NULL (the identity of a live subscription); 0 or -1 */
+int rpc_call_key(h2o_mem_pool_t *pool, const pulse_call_t *call, const char *tenant, const uint64_t *gens, char *key) PULSE_WUR;
 
 /* step 4: the key of a cacheable call and its lookup; returns 0 when the lookup was sent (its answer continues), 2
    when the local cache answered, 1 for a miss without a lookup (Redis is down), -1 for a call that is not cached */
@@ -134,6 +144,16 @@ int rpc_cache_lookup(rpc_req_t *r);
 
 /* a miss: the flight's leader calls the database, the others wait for it */
 void rpc_miss(rpc_req_t *r);
+
+/* live_stream.c (live.h) */
+
+/* step 1: a GET of a read or search endpoint (`readonly`) that accepts text/event-stream is a stream (r->live), whose
+   token may come as the query's access_token (taken out of the path: neither the arguments nor the access log see it);
+   any other request that asks for text/event-stream is refused (406). Returns 0 to go on, -1 when it was answered */
+int rpc_live_accept(rpc_req_t *r, int readonly);
+
+/* step 4 of a stream: subscribes it; its response starts with its first result */
+void rpc_live_open(rpc_req_t *r);
 
 /* rpc_trace.c */
 

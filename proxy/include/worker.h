@@ -36,6 +36,7 @@ typedef struct pulse_worker_t {
     pulse_metrics_shard_t *metrics; /* this loop's metrics (written only by its thread) */
     pulse_ratelimit_t *ratelimit;   /* the process's limiter (main.c), shared by every worker */
     pulse_tracer_t *tracer;         /* the process's span exporter; NULL: no tracing */
+    struct pulse_live_loop_t *live; /* this loop's live streams and refreshes (live.h) */
     int inflight;                   /* /rpc requests not yet disposed (SIGTERM waits for 0) */
     int index;
     int disposed;                    /* its context and loop were freed at exit */

@@ -37,6 +37,7 @@
 #include "channel.h"
 #include "generations.h"
 #include "keyed.h"
+#include "live.h"
 #include "log.h"
 #include "openapi.h"
 #include "router.h"
@@ -84,8 +85,9 @@ static void cat_beat(const char *payload)
 }
 
 /* stamps the generations of the invalidations in `batch` with an LSN read on the primary after they arrived: an upper
-   bound of each bump's commit (replicas.h: a fill may go to a replica only once it replayed the stamps of its tags) */
-static void cat_stamp(PGconn *pg, PGnotify *batch)
+   bound of each bump's commit (replicas.h: a fill may go to a replica only once it replayed the stamps of its tags).
+   Returns that LSN (UINT64_MAX when it could not be read), which live refreshes also wait for (live.h) */
+static uint64_t cat_stamp(PGconn *pg, PGnotify *batch)
 {
     PGresult *res = pulse_channel_exec(pg, "SELECT pg_current_wal_insert_lsn()::text", 0, NULL, query_timeout_us, NULL, NULL);
     const char *lsn = res != NULL && PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 ? PQgetvalue(res, 0, 0) : NULL;
@@ -93,7 +95,11 @@ static void cat_stamp(PGconn *pg, PGnotify *batch)
         if (strcmp(note->relname, "pulse_invalidate") == 0) /* no LSN (the connection broke): the maximum, so that no fill of
                                                               the tag goes to a replica before a resync */
             pulse_replicas_stamp_bumps(replicas, note->extra, strlen(note->extra), lsn != NULL ? lsn : "FFFFFFFF/FFFFFFFF");
+    uint64_t v = UINT64_MAX;
+    if (lsn == NULL || pulse_replicas_lsn_parse(lsn, strlen(lsn), &v) != 0)
+        v = UINT64_MAX;
     PQclear(res);
+    return v;
 }
 
 /*
@@ -105,18 +111,21 @@ static void cat_drain(PGconn *pg)
 {
     PGnotify *batch = NULL, **tail = &batch, *note;
     int invalidations = 0;
+    uint64_t lsn = 0; /* the batch's stamp; 0: no replicas */
     while ((note = PQnotifies(pg)) != NULL) {
         *tail = note;
         tail = &note->next;
         invalidations += strcmp(note->relname, "pulse_invalidate") == 0;
     }
     if (invalidations != 0 && replicas != NULL && gens != NULL)
-        cat_stamp(pg, batch);
+        lsn = cat_stamp(pg, batch);
     while ((note = batch) != NULL) {
         batch = note->next;
         if (strcmp(note->relname, "pulse_invalidate") == 0) {
             if (gens != NULL && pulse_generations_apply_notify(gens, keyed, note->extra, strlen(note->extra)) < 0)
                 pulse_log_msg("warning", NULL, "catalog: ignoring the pulse_invalidate payload \"%.80s\"", note->extra);
+            else
+                pulse_live_notify(note->extra, strlen(note->extra), lsn); /* after the map: live.h */
         } else if (chan != NULL && strcmp(note->relname, pulse_channel_name(chan)) == 0) {
             cat_beat(note->extra);
         } else {
@@ -193,6 +202,7 @@ out:
         resync_pending = 0;
         heard_us = pulse_generations_now_us();
         atomic_fetch_add(&resyncs, 1);
+        pulse_live_resynced(); /* notifications may have been lost: every live subscription is refreshed once */
     } else {
         resync_retry_us = pulse_generations_now_us() + CAT_RESYNC_RETRY_US;
     }

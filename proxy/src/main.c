@@ -24,6 +24,7 @@
 #include "config.h"
 #include "generations.h"
 #include "guard.h"
+#include "live.h"
 #include "log.h"
 #include "metrics.h"
 #include "pgpool.h"
@@ -166,6 +167,10 @@ static void *worker_main(void *arg)
             exit(1);
         }
     }
+    if ((w->live = pulse_live_loop_create(w, conf)) == NULL) {
+        pulse_log_msg("error", NULL, "worker %d: out of memory", w->index);
+        exit(1);
+    }
     w->listener = h2o_evloop_socket_create(w->loop, w->listen_fd, H2O_SOCKET_FLAG_DONT_READ);
     w->listener->data = w;
     h2o_socket_read_start(w->listener, on_accept);
@@ -187,6 +192,7 @@ static void *worker_main(void *arg)
     h2o_socket_close(w->listener);
     w->listener = NULL;
     h2o_context_request_shutdown(&w->ctx);
+    pulse_live_loop_stop(w->live); /* streams end: their clients reconnect to another proxy */
     conf = pulse_config_acquire();
     struct timeval t0, now;
     gettimeofday(&t0, NULL);
@@ -223,6 +229,8 @@ static void *worker_main(void *arg)
     w->pgpool = NULL;
     for (int i = 0; i < 5; i++)
         h2o_evloop_run(w->loop, 10);
+    pulse_live_loop_destroy(w->live);
+    w->live = NULL;
     /* h2o cannot dispose a context with open connections (idle keep-alive ones, for instance): then the process exits
        with them, and the worker stays allocated (main keeps it) */
     if (!context_is_idle(&w->ctx))
@@ -306,6 +314,9 @@ int main(int argc, char **argv)
             fprintf(stderr, "pulse-proxy: redis_url: %s\n", err);
             return 2;
         }
+    }
+    /* the invalidation channel feeds the cache and the live streams: either needs it */
+    if (conf->redis_url[0] != '\0' || conf->live_max_streams > 0) {
         if ((gens = pulse_generations_create()) == NULL || (keyed = pulse_keyed_create((size_t)conf->cache_keyed_tags)) == NULL)
             return 1;
     }
@@ -364,6 +375,8 @@ int main(int argc, char **argv)
     if (pulse_metrics_init(nthreads) != 0)
         return 1;
     pulse_metrics_set_sources(ratelimit, tracer);
+    if (pulse_live_init(nthreads, gens, keyed) != 0)
+        return 1;
     pulse_metrics_set_replicas(replicas);
     for (int i = 0; i < nthreads; i++) {
         workers[i].index = i;
@@ -408,6 +421,8 @@ int main(int argc, char **argv)
     if (all_disposed) /* otherwise a kept loop may still count into its shard */
         pulse_metrics_free();
     pulse_catalog_stop();
+    if (all_disposed) /* a kept loop may still hold streams */
+        pulse_live_destroy();
     if (all_disposed) /* no loop routes by its figures any more */
         pulse_replicas_destroy(replicas);
     pulse_generations_destroy(gens);

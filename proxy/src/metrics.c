@@ -46,6 +46,7 @@ typedef struct metrics_ep_t {
     ctr_t buckets[NB];
     ctr_t sum_us;
     ctr_t cache[3];
+    ctr_t live_streams, live_opened; /* open streams (opened minus closed on this shard), streams opened */
 } metrics_ep_t;
 
 struct pulse_metrics_shard_t {
@@ -66,6 +67,9 @@ struct pulse_metrics_shard_t {
     ctr_t pool_shed[PULSE_CLASS_COUNT][PULSE_PGPOOL_SHED_REASONS];
     _Atomic int redis_present, redis_state;
     ctr_t redis_commands, redis_failures, redis_timeouts, redis_fast_fails, redis_opens, redis_connects;
+    /* live endpoints */
+    ctr_t live_events[3], live_conflated, live_refreshes[3], live_shared, live_rejected[2];
+    ctr_t live_buckets[NB], live_sum_us; /* notification to write of pushed results */
     ctr_t rep_calls[PULSE_REPLICAS_MAX + 1], rep_retries[PULSE_REPLICAS_MAX + 1], rep_decisions[PULSE_REPLICAS_DECISIONS];
     ctr_t rep_fills_stored, rep_fills_refused;
 };
@@ -76,6 +80,8 @@ static int nshards;
 /* SLO: written by the ticking thread only */
 static ctr_t slo_breaches[PULSE_CLASS_COUNT][2], slo_error_breaches[PULSE_CLASS_COUNT];
 static uint64_t slo_prev_buckets[PULSE_CLASS_COUNT][NB], slo_prev_errors[PULSE_CLASS_COUNT];
+static ctr_t slo_live_breaches[2];
+static uint64_t slo_live_prev[NB];
 static uint64_t slo_next_ms;
 static int slo_started;
 
@@ -153,6 +159,7 @@ void pulse_metrics_free(void)
     nshards = 0;
     memset(slo_breaches, 0, sizeof(slo_breaches));
     memset(slo_error_breaches, 0, sizeof(slo_error_breaches));
+    memset(slo_live_breaches, 0, sizeof(slo_live_breaches));
     slo_started = 0;
 }
 
@@ -257,6 +264,44 @@ void pulse_metrics_observe_cache(pulse_metrics_shard_t *s, const char *endpoint,
     metrics_ep_t *e = ep_get(s, endpoint, (int)cls);
     if (e != NULL && (unsigned)result < 3)
         ctr_add(&e->cache[result], 1);
+}
+
+void pulse_metrics_live_stream(pulse_metrics_shard_t *s, const char *endpoint, pulse_class_t cls, int delta)
+{
+    metrics_ep_t *e = ep_get(s, endpoint, (int)cls);
+    if (e == NULL)
+        return;
+    ctr_set(&e->live_streams, ctr_get(&e->live_streams) + (uint64_t)(int64_t)delta);
+    if (delta > 0)
+        ctr_add(&e->live_opened, 1);
+}
+
+void pulse_metrics_live_event(pulse_metrics_shard_t *s, pulse_metrics_live_event_t kind, double latency)
+{
+    if ((unsigned)kind < 3)
+        ctr_add(&s->live_events[kind], 1);
+    if (latency >= 0) {
+        ctr_add(&s->live_buckets[pulse_metrics_bucket(latency)], 1);
+        ctr_add(&s->live_sum_us, (uint64_t)(latency * 1e6 + 0.5));
+    }
+}
+
+void pulse_metrics_live_conflated(pulse_metrics_shard_t *s)
+{
+    ctr_add(&s->live_conflated, 1);
+}
+
+void pulse_metrics_live_refresh(pulse_metrics_shard_t *s, pulse_metrics_live_refresh_t kind, unsigned shared)
+{
+    if ((unsigned)kind < 3)
+        ctr_add(&s->live_refreshes[kind], 1);
+    ctr_add(&s->live_shared, shared);
+}
+
+void pulse_metrics_live_rejected(pulse_metrics_shard_t *s, pulse_metrics_live_reject_t reason)
+{
+    if ((unsigned)reason < 2)
+        ctr_add(&s->live_rejected[reason], 1);
 }
 
 static int sqlstate_digit(char c)
@@ -474,11 +519,74 @@ typedef struct {
     const char *name;
     int cls;
     uint64_t status[NSTATUS], buckets[NB], sum_us, cache[3];
+    uint64_t live_streams, live_opened;
 } ep_sum_t;
 
 static const char *cls_label(int cls)
 {
     return cls == NO_CLASS ? "" : pulse_config_class_name((pulse_class_t)cls);
+}
+
+/* live endpoints: streams per endpoint, events, refreshes, conflation, refusals, the push latency histogram */
+static void render_live(buf_t *b, buf_t *scratch, const ep_sum_t *sums, size_t nsums)
+{
+    uint64_t ev[3] = {0}, conflated = 0, rf[3] = {0}, shared = 0, rej[2] = {0}, bk[NB] = {0}, sum_us = 0;
+    for (int i = 0; i < nshards; i++) {
+        pulse_metrics_shard_t *s = &shards[i];
+        for (int k = 0; k < 3; k++) {
+            ev[k] += ctr_get(&s->live_events[k]);
+            rf[k] += ctr_get(&s->live_refreshes[k]);
+        }
+        for (int k = 0; k < 2; k++)
+            rej[k] += ctr_get(&s->live_rejected[k]);
+        for (int k = 0; k < NB; k++)
+            bk[k] += ctr_get(&s->live_buckets[k]);
+        conflated += ctr_get(&s->live_conflated);
+        shared += ctr_get(&s->live_shared);
+        sum_us += ctr_get(&s->live_sum_us);
+    }
+    family(b, "pulse_live_streams", "gauge", "Open live (text/event-stream) streams, by endpoint and endpoint class.");
+    for (size_t i = 0; i < nsums; i++)
+        if (sums[i].live_opened != 0)
+            bprintf(b, "pulse_live_streams{endpoint=\"%s\",class=\"%s\"} %llu\n", esc(scratch, sums[i].name),
+                    cls_label(sums[i].cls), (unsigned long long)sums[i].live_streams);
+    family(b, "pulse_live_streams_opened_total", "counter", "Live streams opened, by endpoint and endpoint class.");
+    for (size_t i = 0; i < nsums; i++)
+        if (sums[i].live_opened != 0)
+            bprintf(b, "pulse_live_streams_opened_total{endpoint=\"%s\",class=\"%s\"} %llu\n", esc(scratch, sums[i].name),
+                    cls_label(sums[i].cls), (unsigned long long)sums[i].live_opened);
+    static const char *const evn[3] = {"result", "error", "heartbeat"}, *const rfn[3] = {"changed", "unchanged", "failed"};
+    family(b, "pulse_live_events_total", "counter", "Events written to live streams: result, error (the stream ends), heartbeat.");
+    for (int k = 0; k < 3; k++)
+        bprintf(b, "pulse_live_events_total{type=\"%s\"} %llu\n", evn[k], (unsigned long long)ev[k]);
+    family(b, "pulse_live_conflated_total", "counter",
+           "Results a slow stream skipped: a newer one replaced them before they were written.");
+    bprintf(b, "pulse_live_conflated_total %llu\n", (unsigned long long)conflated);
+    family(b, "pulse_live_refreshes_total", "counter",
+           "Database calls of live subscription keys, by outcome: changed (a new ETag), unchanged, failed.");
+    for (int k = 0; k < 3; k++)
+        bprintf(b, "pulse_live_refreshes_total{result=\"%s\"} %llu\n", rfn[k], (unsigned long long)rf[k]);
+    family(b, "pulse_live_refreshes_shared_total", "counter",
+           "Streams that got a refresh's result without a call of their own (the key's streams beyond the first, per refresh).");
+    bprintf(b, "pulse_live_refreshes_shared_total %llu\n", (unsigned long long)shared);
+    family(b, "pulse_live_rejected_total", "counter",
+           "Live streams refused for a cap: tenant_limit (live_max_streams_tenant, 429), proxy_limit (live_max_streams, 503).");
+    bprintf(b, "pulse_live_rejected_total{reason=\"tenant_limit\"} %llu\n", (unsigned long long)rej[0]);
+    bprintf(b, "pulse_live_rejected_total{reason=\"proxy_limit\"} %llu\n", (unsigned long long)rej[1]);
+    family(b, "pulse_live_push_latency_seconds", "histogram",
+           "Time from the arrival of a pulse_invalidate notification at the proxy to the write of the result it caused "
+           "(the commit itself is earlier by the notification's delivery).");
+    uint64_t cum = 0;
+    for (int k = 0; k < NB; k++) {
+        cum += bk[k];
+        if (k < PULSE_METRICS_NBUCKETS)
+            bprintf(b, "pulse_live_push_latency_seconds_bucket{le=\"%g\"} %llu\n", pulse_metrics_bounds[k],
+                    (unsigned long long)cum);
+        else
+            bprintf(b, "pulse_live_push_latency_seconds_bucket{le=\"+Inf\"} %llu\n", (unsigned long long)cum);
+    }
+    bprintf(b, "pulse_live_push_latency_seconds_sum %.6f\n", (double)sum_us / 1e6);
+    bprintf(b, "pulse_live_push_latency_seconds_count %llu\n", (unsigned long long)cum);
 }
 
 /* the pulse_server_* and pulse_replica_* families, when replicas are configured */
@@ -577,6 +685,8 @@ char *pulse_metrics_render(size_t *len)
         s->sum_us += ctr_get(&e->sum_us);
         for (int k = 0; k < 3; k++)
             s->cache[k] += ctr_get(&e->cache[k]);
+        s->live_streams += ctr_get(&e->live_streams);
+        s->live_opened += ctr_get(&e->live_opened);
     }
 
     family(&b, "pulse_http_requests_total", "counter",
@@ -616,6 +726,8 @@ char *pulse_metrics_render(size_t *len)
                     cache_names[k], (unsigned long long)sums[i].cache[k]);
     }
 
+    render_live(&b, &scratch, sums, nsums);
+
     family(&b, "pulse_slo_breaches_total", "counter",
            "SLO windows of an endpoint class that broke an objective: p95 or p99 latency over its threshold, or error_rate "
            "(share of 5xx answers) over its threshold.");
@@ -627,6 +739,8 @@ char *pulse_metrics_render(size_t *len)
         bprintf(&b, "pulse_slo_breaches_total{class=\"%s\",slo=\"error_rate\"} %llu\n", cls_label(c),
                 (unsigned long long)ctr_get(&slo_error_breaches[c]));
     }
+    bprintf(&b, "pulse_slo_breaches_total{class=\"live\",slo=\"p95\"} %llu\n", (unsigned long long)ctr_get(&slo_live_breaches[0]));
+    bprintf(&b, "pulse_slo_breaches_total{class=\"live\",slo=\"p99\"} %llu\n", (unsigned long long)ctr_get(&slo_live_breaches[1]));
 
     family(&b, "pulse_pg_errors_total", "counter", "Errors raised by PostgreSQL, by SQLSTATE class.");
     for (int k = 0; k < NSQLSTATE_CLASS; k++) {
@@ -838,6 +952,32 @@ int pulse_metrics_slo_due(uint64_t now_ms)
     return !slo_started || now_ms >= slo_next_ms;
 }
 
+/* the live class: the push latency histogram over the window against slo_live_p95_ms / _p99_ms (no error rate) */
+static void slo_live_tick(const pulse_config_t *conf)
+{
+    uint64_t cur[NB] = {0}, win[NB];
+    for (int i = 0; i < nshards; i++)
+        for (int k = 0; k < NB; k++)
+            cur[k] += ctr_get(&shards[i].live_buckets[k]);
+    for (int k = 0; k < NB; k++)
+        win[k] = cur[k] - slo_live_prev[k];
+    memcpy(slo_live_prev, cur, sizeof(cur));
+    if (!slo_started)
+        return;
+    pulse_metrics_slo_result_t r = pulse_metrics_slo_evaluate(win, 0, conf->slo_live_p95_ms, conf->slo_live_p99_ms, 1000000);
+    double window_s = (double)conf->slo_window_ms / 1000.0;
+    if (r.p95_breached) {
+        ctr_add(&slo_live_breaches[0], 1);
+        pulse_log_msg("warning", NULL, "slo breach: class live p95 %.3f s > %.3f s over %g s (%llu pushes)", r.p95,
+                      conf->slo_live_p95_ms / 1000.0, window_s, (unsigned long long)r.requests);
+    }
+    if (r.p99_breached) {
+        ctr_add(&slo_live_breaches[1], 1);
+        pulse_log_msg("warning", NULL, "slo breach: class live p99 %.3f s > %.3f s over %g s (%llu pushes)", r.p99,
+                      conf->slo_live_p99_ms / 1000.0, window_s, (unsigned long long)r.requests);
+    }
+}
+
 void pulse_metrics_slo_tick(uint64_t now_ms, const pulse_config_t *conf)
 {
     if (!pulse_metrics_slo_due(now_ms))
@@ -876,6 +1016,7 @@ void pulse_metrics_slo_tick(uint64_t now_ms, const pulse_config_t *conf)
             }
         }
     }
+    slo_live_tick(conf);
     memcpy(slo_prev_buckets, cur, sizeof(cur));
     memcpy(slo_prev_errors, errs, sizeof(errs));
     slo_started = 1;

@@ -18,6 +18,8 @@ const char *pulse_problem_title(int status)
         return "Not Found";
     case 405:
         return "Method Not Allowed";
+    case 406:
+        return "Not Acceptable";
     case 409:
         return "Conflict";
     case 413:

@@ -40,17 +40,17 @@ static int rpc_authenticate(rpc_req_t *r, const char **reason)
 {
     h2o_req_t *req = r->req;
     ssize_t i = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, -1);
-    if (i < 0) {
+    h2o_iovec_t v = r->live_token; /* a stream's access_token (live_stream.c): there is no Authorization then */
+    if (i < 0 && v.base == NULL) {
         *reason = "missing bearer token";
         return -1;
     }
-    h2o_iovec_t v = req->headers.entries[i].value;
-    if (v.len < 7 || !h2o_lcstris(v.base, 7, H2O_STRLIT("bearer "))) {
+    if (i >= 0 && ((v = req->headers.entries[i].value).len < 7 || !h2o_lcstris(v.base, 7, H2O_STRLIT("bearer ")))) {
         *reason = "the Authorization scheme must be Bearer";
         return -1;
     }
-    const char *tok = v.base + 7;
-    size_t len = v.len - 7;
+    const char *tok = i >= 0 ? v.base + 7 : v.base;
+    size_t len = i >= 0 ? v.len - 7 : v.len;
     while (len > 0 && *tok == ' ')
         tok++, len--;
     while (len > 0 && tok[len - 1] == ' ')
@@ -139,6 +139,9 @@ int pulse_rpc_handle(h2o_req_t *req)
         rpc_fail(r, 405, readonly ? "use GET, HEAD or POST" : "use POST", rpc_methods(r->route->cls));
         return 0;
     }
+    /* Accept: text/event-stream makes a GET a live stream (live_stream.c), whose token may be the query's access_token */
+    if (rpc_live_accept(r, readonly) != 0)
+        return 0;
 
     /* step 2 */
     const char *reason = NULL;
@@ -186,6 +189,11 @@ static void rpc_run(rpc_req_t *r)
     const char *lsn_err;
     if (pulse_replicas_read_token(req, r->conf->replica_lsn_cookie, &r->pick, &lsn_err) != 0) {
         rpc_fail(r, 400, lsn_err, NULL);
+        return;
+    }
+
+    if (r->live) { /* a stream: its results come from its subscription (live.c), never from the cache */
+        rpc_live_open(r);
         return;
     }
 

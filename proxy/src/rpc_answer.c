@@ -18,8 +18,7 @@ uint64_t rpc_now_ms(void)
     return (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000;
 }
 
-/* logs the request (counted in the metrics) and ends its trace */
-static void rpc_log(rpc_req_t *r, size_t bytes, const char *source)
+void rpc_log(rpc_req_t *r, size_t bytes, const char *source)
 {
     char trace_id[33];
     pulse_trace_hex(r->trace.trace_id, 16, trace_id);

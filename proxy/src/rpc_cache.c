@@ -319,6 +319,25 @@ static void on_cache_fetch(void *data, pulse_cache_lookup_t status, const pulse_
     rpc_miss(r);
 }
 
+int rpc_call_key(h2o_mem_pool_t *pool, const pulse_call_t *call, const char *tenant, const uint64_t *gens, char *key)
+{
+    const pulse_route_t *rt = call->route;
+    pulse_cache_arg_t *args = h2o_mem_alloc_pool(pool, sizeof(*args) * (rt->nargs + 1));
+    size_t nargs = 0;
+    for (size_t i = 0; i < rt->nargs; i++) {
+        if (!call->given[i])
+            continue;
+        const char *v = call->values[i];
+        args[nargs++] = (pulse_cache_arg_t){rt->arg_names[i], v, v != NULL ? strlen(v) : 0};
+    }
+    /* the function's identity too: an endpoint moved to another function does not serve the old one's entries */
+    size_t eplen = strlen(rt->name) + strlen(rt->schema) + strlen(rt->function) + 3;
+    char *ep = h2o_mem_alloc_pool(pool, eplen);
+    snprintf(ep, eplen, "%s=%s.%s", rt->name, rt->schema, rt->function);
+    return pulse_cache_key(key, tenant, ep, args, nargs, (const char *const *)rt->tags, gens, gens != NULL ? rt->ntags : 0) < 0 ? -1
+                                                                                                                                : 0;
+}
+
 int rpc_cache_lookup(rpc_req_t *r)
 {
     pulse_worker_t *w = r->worker;
@@ -326,23 +345,11 @@ int rpc_cache_lookup(rpc_req_t *r)
     if (w->redis == NULL || rt->ttl_ms <= 0 || !(rt->cls == PULSE_CLASS_READ || rt->cls == PULSE_CLASS_SEARCH))
         return -1;
     h2o_mem_pool_t *pool = &r->req->pool;
-    pulse_cache_arg_t *args = h2o_mem_alloc_pool(pool, sizeof(*args) * (rt->nargs + 1));
     uint64_t *gens = h2o_mem_alloc_pool(pool, sizeof(*gens) * (rt->ntags + 1));
-    size_t nargs = 0;
-    for (size_t i = 0; i < rt->nargs; i++) {
-        if (!r->call.given[i])
-            continue;
-        const char *v = r->call.values[i];
-        args[nargs++] = (pulse_cache_arg_t){rt->arg_names[i], v, v != NULL ? strlen(v) : 0};
-    }
     /* trust first, then the generations: vouched for now, they hold every bump committed before now - max lag */
     r->unverified = !pulse_generations_vouched(w->gens, pulse_generations_now_us());
     pulse_generations_get_many(w->gens, (const char *const *)rt->tags, rt->ntags, gens);
-    /* the function's identity too: an endpoint moved to another function does not serve the old one's entries */
-    size_t eplen = strlen(rt->name) + strlen(rt->schema) + strlen(rt->function) + 3;
-    char *ep = h2o_mem_alloc_pool(pool, eplen);
-    snprintf(ep, eplen, "%s=%s.%s", rt->name, rt->schema, rt->function);
-    if (pulse_cache_key(r->key, r->tenant, ep, args, nargs, (const char *const *)rt->tags, gens, rt->ntags) < 0) {
+    if (rpc_call_key(pool, &r->call, r->tenant, gens, r->key) != 0) {
         r->key[0] = '\0';
         return -1;
     }

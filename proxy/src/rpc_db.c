@@ -48,6 +48,8 @@ int rpc_store(pulse_worker_t *w, h2o_mem_pool_t *pool, const pulse_route_t *rout
         pulse_log_msg("error", NULL, "%s: no usable pulse.keyed_state in the answer; not cached", route->name);
         return -1;
     }
+    if (key == NULL)
+        return 0;
     if (w->redis != NULL && pulse_cache_store(w->redis, pool, key, e, px_ms) != 0) {
         /* Redis is down: answered from the database all the same */
     }

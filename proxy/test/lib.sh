@@ -55,3 +55,21 @@ proxy_test_db() {
 		psql_su -d "$1" -f proxy/test/fixture.sql >/dev/null ||
 		proxy_test_abort "cannot install the extension and the fixture"
 }
+
+# proxy_test_start NAME PORT THREADS DBNAME [EXTRA]: writes $TMP/NAME.yaml (loopback, pool of 4, no access log, a
+# 1 s invalidation delivery bound, then the EXTRA config lines), starts $BIN with PULSE_JWT_SECRET=$SECRET (stderr
+# to $TMP/NAME.err), sets STARTED_PID and waits for /ready (aborts the script when it does not come)
+proxy_test_start() {
+	cat >"$TMP/$1.yaml" <<CONF
+listen: 127.0.0.1:$2
+pg_url: host=127.0.0.1 port=$PGPORT dbname=$4 user=pulse_proxy connect_timeout=2
+threads: $3
+pool_size: 4
+access_log: "off"
+invalidation_delivery_ms: 1000
+${5:-}
+CONF
+	PULSE_JWT_SECRET=$SECRET "$BIN" --config "$TMP/$1.yaml" 2>>"$TMP/$1.err" &
+	STARTED_PID=$!
+	wait_for 20 curl -sf "http://127.0.0.1:$2/ready" || proxy_test_abort "proxy $1 did not become ready: $(tail -n 5 "$TMP/$1.err")"
+}

@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# A live endpoint in a real browser (issue 18), in `make test` as suite
+# proxy-live-browser: PostgreSQL, one proxy (live_allow_origin set to the
+# page's origin, retry hint 500 ms), a static page on another origin
+# (python3 -m http.server on another port), and headless Chromium (Debian's
+# /usr/bin/chromium driven by playwright-core 1.65.2 from proxy/test/npm,
+# installed with npm when missing; node_modules is not committed) running
+# proxy/test/live_browser.mjs: the page's EventSource gets the first result,
+# the result after a psql write, reconnects by itself after the proxy
+# restarts without getting its last result again (Last-Event-ID), and gets
+# the next write's result.
+# Prints TAP lines; PULSE_PROXY_BIN, PULSE_TEST_PORT, PULSE_TEST_TMP as e2e.sh.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+. scripts/lib.sh
+. proxy/test/lib.sh
+
+proxy_test_setup live-browser 26300
+SECRET=live-browser-$$
+PROXY_PID=
+PAGE_PID=
+cleanup() {
+	[ -z "$PROXY_PID" ] || proxy_test_kill "$(cat "$TMP/proxy.pid" 2>/dev/null)"
+	[ -z "$PAGE_PID" ] || kill "$PAGE_PID" 2>/dev/null
+	scripts/cluster.sh destroy "$PG" >/dev/null 2>&1
+	[ -z "$OWN_TMP" ] || rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+[ -x "$BIN" ] || proxy_test_abort "no proxy binary at $BIN (make proxy)"
+[ -x /usr/bin/chromium ] || proxy_test_abort "no /usr/bin/chromium (Debian package chromium)"
+NPM=proxy/test/npm
+if [ ! -f "$NPM/node_modules/playwright-core/package.json" ]; then
+	if [ -f "$NPM/package-lock.json" ]; then # the lock file another test commits pins the same version
+		(cd "$NPM" && timeout 600 npm ci --loglevel=error) >"$TMP/npm.log" 2>&1
+	else
+		(cd "$NPM" && timeout 600 npm install --no-save --no-package-lock --ignore-scripts --no-fund --no-audit \
+			--loglevel=error playwright-core@1.65.2) >"$TMP/npm.log" 2>&1
+	fi || proxy_test_abort "npm in $NPM failed: $(tail -n 3 "$TMP/npm.log" | tr '\n' ' ')"
+fi
+grep -q '"version": "1.65.2"' "$NPM/node_modules/playwright-core/package.json" ||
+	proxy_test_abort "playwright-core in $NPM is not 1.65.2"
+
+proxy_test_db pulse_live
+psql_su -d pulse_live -f proxy/test/live_fixture.sql >/dev/null || proxy_test_abort "cannot load the live fixture"
+psql_su -d pulse_live -c "INSERT INTO lv.items SELECT 100100 + i, 1, 1001, 0 FROM generate_series(1, 3) i" >/dev/null
+
+PAGE_PORT=$(free_port $((HTTP_PORT + 1)))
+API="http://127.0.0.1:$HTTP_PORT"
+PAGE="http://localhost:$PAGE_PORT" # another origin: another host name and port
+cat >"$TMP/proxy.yaml" <<CONF
+listen: 127.0.0.1:$HTTP_PORT
+pg_url: host=127.0.0.1 port=$PGPORT dbname=pulse_live user=pulse_proxy connect_timeout=2
+threads: 1
+access_log: "off"
+live_retry_ms: 500
+live_allow_origin: $PAGE
+CONF
+start_proxy() {
+	PULSE_JWT_SECRET=$SECRET "$BIN" --config "$TMP/proxy.yaml" 2>>"$TMP/proxy.err" &
+	echo $! >"$TMP/proxy.pid"
+	wait_for 20 curl -sf "$API/ready"
+}
+start_proxy || proxy_test_abort "the proxy did not become ready: $(tail -n 5 "$TMP/proxy.err")"
+PROXY_PID=1
+
+TOKEN=$(/usr/bin/python3 proxy/test/token.py "$SECRET" "{\"tenant\": 1, \"exp\": $(($(date +%s) + 3600))}")
+mkdir -p "$TMP/www"
+cat >"$TMP/www/index.html" <<HTML
+<!doctype html><meta charset="utf-8"><title>live</title>
+<script>
+  window.events = []; window.opens = 0; window.errors = 0;
+  const es = new EventSource("$API/rpc/lv_group?grp=1001&access_token=$TOKEN");
+  es.addEventListener("open", () => window.opens++);
+  es.addEventListener("error", () => window.errors++);
+  es.addEventListener("result", (e) => window.events.push({ id: e.lastEventId, data: e.data }));
+</script>
+HTML
+(cd "$TMP/www" && exec /usr/bin/python3 -m http.server "$PAGE_PORT" --bind 127.0.0.1) >"$TMP/page.log" 2>&1 &
+PAGE_PID=$!
+wait_for 10 curl -sf "http://127.0.0.1:$PAGE_PORT/index.html" || proxy_test_abort "the page server did not start"
+
+cat >"$TMP/write.sh" <<SH
+#!/bin/sh
+exec psql -X -q -h "$PG" -p "$PGPORT" -U postgres -d pulse_live -c "UPDATE lv.items SET v = \$1 WHERE id = 100101"
+SH
+cat >"$TMP/restart.sh" <<SH
+#!/usr/bin/env bash
+cd "$PWD"
+. scripts/lib.sh
+p=\$(cat "$TMP/proxy.pid"); kill -TERM "\$p"; while kill -0 "\$p" 2>/dev/null; do sleep 0.1; done
+PULSE_JWT_SECRET=$SECRET "$BIN" --config "$TMP/proxy.yaml" 2>>"$TMP/proxy.err" </dev/null >/dev/null &
+echo \$! >"$TMP/proxy.pid"
+wait_for 20 curl -sf "$API/ready"
+SH
+chmod +x "$TMP/write.sh" "$TMP/restart.sh"
+chmod 777 "$TMP"
+timeout 120 node proxy/test/live_browser.mjs "$PAGE/index.html" "$TMP/profile" "$TMP/write.sh" "$TMP/restart.sh" >"$TMP/browser.json" 2>"$TMP/browser.err"
+echo "# browser: $(head -c 1500 "$TMP/browser.json") $(tail -n 3 "$TMP/browser.err" | tr '\n' ' ')"
+
+check() { /usr/bin/python3 -c "import json,sys; o=json.load(open('$TMP/browser.json')); sys.exit(0 if ($1) else 1)" 2>/dev/null; }
+tap_check "the page (origin $PAGE) gets the first result of its EventSource on $API" \
+	check "o['origin'] == '$PAGE' and o['first'] and json.loads(o['first']['data']) == [{'id': 100101, 'v': 0}, {'id': 100102, 'v': 0}, {'id': 100103, 'v': 0}] and o['first']['id'].startswith('\"')"
+tap_check "a psql write pushes the new result to the page" check "o['after_write']['saw77'] and o['after_write']['events'] == 2"
+tap_check "after the proxy restarts, the EventSource reconnects by itself" check "o['reconnected']['opens'] >= 2"
+tap_check "the reconnect sends Last-Event-ID: the last result is not sent again" \
+	check "o['reconnected']['opens'] >= 2 and o['after_reconnect']['before'] >= 2 and o['after_reconnect']['events'] == o['after_reconnect']['before']"
+tap_check "the next write reaches the page through the new connection" \
+	check "o['after_second_write']['saw78'] and o['after_second_write']['events'] == o['after_reconnect']['events'] + 1"
+tap_done
