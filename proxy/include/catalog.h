@@ -15,29 +15,11 @@
 #define PULSE_CATALOG_H
 
 #include <stdint.h>
+#include "channel.h"
 #include "config.h"
 #include "generations.h"
 #include "keyed.h"
 #include "replicas.h"
-
-typedef enum {
-    PULSE_CATALOG_CHANNEL_OFF,        /* no cache: the channel is not listened to */
-    PULSE_CATALOG_CHANNEL_DOWN,       /* the listening connection is down or being opened */
-    PULSE_CATALOG_CHANNEL_UNVERIFIED, /* connected, but the map is not vouched for: no cache hits */
-    PULSE_CATALOG_CHANNEL_VERIFIED,   /* the map is vouched for: hits are served */
-    PULSE_CATALOG_CHANNEL_UNCHECKED,  /* connected, no heartbeat configured: hits are served without a bound */
-    PULSE_CATALOG_CHANNEL_STATES
-} pulse_catalog_channel_state_t;
-
-typedef struct pulse_catalog_channel_stats_t {
-    pulse_catalog_channel_state_t state;
-    double lag_seconds;        /* since the instant the map was last vouched for (0 without a heartbeat) */
-    double unverified_seconds; /* total time the map was not trusted */
-    uint64_t beats_sent, beats_failed, beats_received, beats_missed;
-    uint64_t resyncs;    /* successful reads of pulse.tag_generations by the catalog thread */
-    uint64_t reconnects; /* listening connections opened after the first */
-    pulse_keyed_stats_t keyed;
-} pulse_catalog_channel_stats_t;
 
 /**
  * Starts the catalog thread on `conf->pg_control_url`, feeding `gens` and `keyed` (NULL: no cache, pulse_invalidate is
@@ -71,11 +53,6 @@ int pulse_catalog_ready(void);
  * Returns the state of the invalidation channel now. Safe from any thread.
  */
 pulse_catalog_channel_state_t pulse_catalog_channel_state(void);
-
-/**
- * Returns the name of a channel state: "off", "down", "unverified", "verified", "unchecked".
- */
-const char *pulse_catalog_channel_state_name(pulse_catalog_channel_state_t s);
 
 /**
  * Fills `out` with the channel's state and counters (for /metrics). Safe from any thread.

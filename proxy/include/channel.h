@@ -27,6 +27,7 @@
 #include <libpq-fe.h>
 #include <stdint.h>
 #include "config.h"
+#include "keyed.h"
 
 /* beats remembered; a beat older than this many intervals is ignored when it arrives */
 #define PULSE_CHANNEL_RING 64
@@ -118,5 +119,31 @@ typedef void (*pulse_channel_notify_cb)(PGconn *pg, void *arg);
  */
 PGresult *pulse_channel_exec(PGconn *pg, const char *sql, int nparams, const char *const *params, uint64_t timeout_us,
                              pulse_channel_notify_cb on_notify, void *arg);
+
+/* The state and counters of the catalog thread's invalidation channel (pulse_catalog_channel_stats in catalog.h), here
+   so that /metrics can render them without depending on the catalog. */
+typedef enum {
+    PULSE_CATALOG_CHANNEL_OFF,        /* no cache: the channel is not listened to */
+    PULSE_CATALOG_CHANNEL_DOWN,       /* the listening connection is down or being opened */
+    PULSE_CATALOG_CHANNEL_UNVERIFIED, /* connected, but the map is not vouched for: no cache hits */
+    PULSE_CATALOG_CHANNEL_VERIFIED,   /* the map is vouched for: hits are served */
+    PULSE_CATALOG_CHANNEL_UNCHECKED,  /* connected, no heartbeat configured: hits are served without a bound */
+    PULSE_CATALOG_CHANNEL_STATES
+} pulse_catalog_channel_state_t;
+
+typedef struct pulse_catalog_channel_stats_t {
+    pulse_catalog_channel_state_t state;
+    double lag_seconds;        /* since the instant the map was last vouched for (0 without a heartbeat) */
+    double unverified_seconds; /* total time the map was not trusted */
+    uint64_t beats_sent, beats_failed, beats_received, beats_missed;
+    uint64_t resyncs;    /* successful reads of pulse.tag_generations by the catalog thread */
+    uint64_t reconnects; /* listening connections opened after the first */
+    pulse_keyed_stats_t keyed;
+} pulse_catalog_channel_stats_t;
+
+/**
+ * Returns the name of a channel state: "off", "down", "unverified", "verified", "unchecked".
+ */
+const char *pulse_catalog_channel_state_name(pulse_catalog_channel_state_t s);
 
 #endif

@@ -65,11 +65,11 @@ typedef struct pulse_config_t {
     char *replica_lsn_cookie;               /* name of the cookie carrying a write's LSN; "": none */
     int replica_lsn_cookie_max_age;         /* its Max-Age, seconds */
     int ratelimit_legacy_headers;           /* also send draft-06's RateLimit-Limit, -Remaining, -Reset (ratelimit.h) */
-    char *cors_origins;                     /* origins allowed by CORS, one per line (or ,-separated); "*": any; "": none (cors.h) */
-    int cors_max_age;                       /* Access-Control-Max-Age of preflight answers, seconds */
-    int openapi;                            /* serve GET /openapi.json (openapi.h) */
-    char *docs_dir;                         /* directory holding redoc.standalone.js for GET /docs; empty: no /docs */
-    int _refcnt;                            /* see pulse_config_acquire */
+    char *cors_origins; /* origins allowed by CORS, one per line (or ,-separated); "*": any; "": none (cors.h) */
+    int cors_max_age;   /* Access-Control-Max-Age of preflight answers, seconds */
+    int openapi;        /* serve GET /openapi.json (openapi.h) */
+    char *docs_dir;     /* directory holding redoc.standalone.js for GET /docs; empty: no /docs */
+    int _refcnt;        /* see pulse_config_acquire */
 } pulse_config_t;
 
 /**

@@ -38,19 +38,6 @@
 #define PULSE_CORS_EXPOSE_HEADERS "Link, ETag, RateLimit, RateLimit-Policy, Retry-After, X-Request-Id, X-Cache, Pulse-LSN"
 
 /**
- * Checks a cors_origins value: empty, or items separated by "," or lines (blanks around them ignored), each "*" or an origin
- * scheme://host[:port] (scheme [A-Za-z][A-Za-z0-9+.-]*, host of letters, digits, "-", "." or a bracketed IPv6
- * address, port 1-65535, nothing after it: no path, no "/"). Returns 0, or -1 with a one-line reason in `err`.
- */
-int pulse_cors_check_origins(const char *list, char *err, size_t errlen) PULSE_WUR;
-
-/**
- * Tells whether the Origin `origin` (`len` bytes) is allowed by the cors_origins value `list`: 1 by "*", 2 by an item
- * equal to it (ASCII case-insensitive), 0 otherwise (also for an empty list, an empty origin, and "null").
- */
-int pulse_cors_origin_allowed(const char *list, const char *origin, size_t len);
-
-/**
  * Answers an OPTIONS request for a resource that takes `methods` (e.g. "GET, HEAD, POST"; NULL: no such resource, 404)
  * as the header describes. Always returns 0.
  */

@@ -114,7 +114,7 @@ struct live_refresh_t {
     char request_id[48];
     uint8_t trace_id[16], span_id[8];
     uint64_t notified_us, start_ns;
-    unsigned streams; /* of the key when it started */
+    unsigned streams;           /* of the key when it started */
     pulse_replicas_pick_t pick; /* its server: a replica that replayed the key's need_lsn and its tags' stamps, or the primary */
 };
 

@@ -15,6 +15,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include "channel.h"
 #include "config.h"
 #include "pgpool.h"
 #include "localcache.h"
@@ -148,9 +149,10 @@ void pulse_metrics_sync(pulse_metrics_shard_t *s, const pulse_pgpool_t *pool, pu
 
 /**
  * Renders every metric, summed over the shards, in the Prometheus text format into a malloc'd NUL-terminated string
- * (`*len` its length), or returns NULL when out of memory. Safe from any thread.
+ * (`*len` its length), or returns NULL when out of memory; `channel`: the invalidation channel's figures
+ * (pulse_catalog_channel_stats; NULL: none). Safe from any thread.
  */
-char *pulse_metrics_render(size_t *len);
+char *pulse_metrics_render(const pulse_catalog_channel_stats_t *channel, size_t *len);
 
 /**
  * Appends `s` to `out` (capacity `cap`) escaped as a label value: backslash, double quote and newline. Returns the

@@ -223,7 +223,8 @@ void pulse_ratelimit_cancel(pulse_ratelimit_pending_t *p);
  * Formats the header values of a decision about `who` into `out` (all empty when !r->limited; retry_after empty when
  * allowed). A partition key that cannot be written (over 64 bytes) leaves its pk out.
  */
-void pulse_ratelimit_headers(const pulse_ratelimit_result_t *r, const pulse_ratelimit_subject_t *who, pulse_ratelimit_headers_t *out);
+void pulse_ratelimit_headers(const pulse_ratelimit_result_t *r, const pulse_ratelimit_subject_t *who,
+                             pulse_ratelimit_headers_t *out);
 
 /**
  * Adds the headers of a decision about `who` to `headers` (strings copied into `pool`) when a bucket applied:

@@ -41,9 +41,10 @@ typedef struct pulse_route_t {
 
 typedef struct pulse_routes_t {
     size_t n;
-    pulse_route_t *v;                /* sorted by name */
-    struct pulse_openapi_t *openapi; /* the OpenAPI document of these routes (openapi.h), owned; NULL: none */
-    int _refcnt;                     /* see pulse_router_acquire */
+    pulse_route_t *v;                               /* sorted by name */
+    struct pulse_openapi_t *openapi;                /* the OpenAPI document of these routes (openapi.h), owned; NULL: none */
+    void (*openapi_free)(struct pulse_openapi_t *); /* frees it (set with it: the router does not depend on openapi.c) */
+    int _refcnt;                                    /* see pulse_router_acquire */
 } pulse_routes_t;
 
 /* One call of an endpoint, normalized: arguments in the function's order. */

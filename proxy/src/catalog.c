@@ -279,6 +279,8 @@ static int cat_load(PGconn *pg)
     }
     char err[256];
     pulse_routes_t *routes = pulse_router_parse_catalog(PQgetvalue(res, 0, 0), err, sizeof(err));
+    if (routes != NULL)
+        routes->openapi_free = pulse_openapi_free;
     if (routes != NULL && (routes->openapi = pulse_openapi_build(routes, PQgetvalue(res, 0, 0), err, sizeof(err))) == NULL)
         pulse_log_msg("error", NULL, "catalog: no OpenAPI document: %s", err);
     PQclear(res);
@@ -487,12 +489,6 @@ pulse_catalog_channel_state_t pulse_catalog_channel_state(void)
         return PULSE_CATALOG_CHANNEL_UNCHECKED;
     return pulse_generations_vouched(gens, pulse_generations_now_us()) ? PULSE_CATALOG_CHANNEL_VERIFIED
                                                                        : PULSE_CATALOG_CHANNEL_UNVERIFIED;
-}
-
-const char *pulse_catalog_channel_state_name(pulse_catalog_channel_state_t s)
-{
-    static const char *const names[PULSE_CATALOG_CHANNEL_STATES] = {"off", "down", "unverified", "verified", "unchecked"};
-    return (unsigned)s < PULSE_CATALOG_CHANNEL_STATES ? names[s] : "?";
 }
 
 void pulse_catalog_channel_stats(pulse_catalog_channel_stats_t *out)

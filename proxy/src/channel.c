@@ -316,3 +316,9 @@ void pulse_channel_destroy(pulse_channel_t *c)
     free(c->_conninfo);
     free(c);
 }
+
+const char *pulse_catalog_channel_state_name(pulse_catalog_channel_state_t s)
+{
+    static const char *const names[PULSE_CATALOG_CHANNEL_STATES] = {"off", "down", "unverified", "verified", "unchecked"};
+    return (unsigned)s < PULSE_CATALOG_CHANNEL_STATES ? names[s] : "?";
+}

@@ -19,7 +19,7 @@
 #include <string.h>
 #include <yaml.h>
 #include "config.h"
-#include "cors.h"
+#include "cors_origins.h"
 #include "log.h"
 
 /* OPT_LIST: a string holding one entry per line; a YAML sequence of scalars, or a scalar whose entries are separated by

@@ -20,7 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "catalog.h"
+#include "channel.h"
 #include "log.h"
 #include "metrics.h"
 
@@ -453,13 +453,12 @@ static void family(buf_t *b, const char *name, const char *type, const char *hel
     bprintf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
-/* the invalidation channel (catalog.h), when a cache is configured */
-static void render_channel(buf_t *b)
+/* the invalidation channel (channel.h), when a cache is configured */
+static void render_channel(buf_t *b, const pulse_catalog_channel_stats_t *channel)
 {
-    pulse_catalog_channel_stats_t st;
-    pulse_catalog_channel_stats(&st);
-    if (st.state == PULSE_CATALOG_CHANNEL_OFF)
+    if (channel == NULL || channel->state == PULSE_CATALOG_CHANNEL_OFF)
         return;
+    const pulse_catalog_channel_stats_t st = *channel;
     uint64_t refused = 0, keyed_stale = 0;
     for (int i = 0; i < nshards; i++) {
         refused += ctr_get(&shards[i].cache_unverified);
@@ -646,7 +645,7 @@ static void render_replicas(buf_t *b)
         bprintf(b, "pulse_replica_lag_bytes{server=\"%s\"} %llu\n", st[i].name, (unsigned long long)st[i].lag_bytes);
 }
 
-char *pulse_metrics_render(size_t *len)
+char *pulse_metrics_render(const pulse_catalog_channel_stats_t *channel, size_t *len)
 {
     buf_t b = {NULL, 0, 0, 0}, scratch = {malloc(256), 0, 256, 0};
     size_t n = 0, cap = 16;
@@ -858,7 +857,7 @@ char *pulse_metrics_render(size_t *len)
         family(&b, "pulse_cache_local_bytes", "gauge", "Bytes held by the local caches (cache_local_bytes per loop at most).");
         bprintf(&b, "pulse_cache_local_bytes %llu\n", (unsigned long long)lc[3]);
     }
-    render_channel(&b);
+    render_channel(&b, channel);
     if (src_ratelimit != NULL) {
         pulse_ratelimit_stats_t st;
         pulse_ratelimit_stats(src_ratelimit, &st);

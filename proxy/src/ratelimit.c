@@ -747,11 +747,12 @@ static int rl_parse_reply(const pulse_ratelimit_pending_t *p, const redisReply *
                                       .reset_ms = (uint64_t)v[5],
                                       .nbuckets = p->n};
     for (int i = 0; i != p->n; ++i)
-        res->bucket[i] = (pulse_ratelimit_bucket_t){.scope = p->b[i].scope,
-                                                    .burst = p->b[i].burst,
-                                                    .rate = p->b[i].rate,
-                                                    .remaining = v[7 + 2 * i] <= PULSE_RATELIMIT_MAX_BURST ? (uint32_t)v[7 + 2 * i] : 0,
-                                                    .next_ms = (uint64_t)v[8 + 2 * i]};
+        res->bucket[i] =
+            (pulse_ratelimit_bucket_t){.scope = p->b[i].scope,
+                                       .burst = p->b[i].burst,
+                                       .rate = p->b[i].rate,
+                                       .remaining = v[7 + 2 * i] <= PULSE_RATELIMIT_MAX_BURST ? (uint32_t)v[7 + 2 * i] : 0,
+                                       .next_ms = (uint64_t)v[8 + 2 * i]};
     return 0;
 }
 

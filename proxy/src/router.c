@@ -17,7 +17,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include "log.h"
-#include "openapi.h"
 #include "router.h"
 
 static pthread_mutex_t routes_mutex = PTHREAD_MUTEX_INITIALIZER;
@@ -49,7 +48,8 @@ void pulse_router_free(pulse_routes_t *routes)
     for (size_t i = 0; i < routes->n; i++)
         route_clear(&routes->v[i]);
     free(routes->v);
-    pulse_openapi_free(routes->openapi);
+    if (routes->openapi != NULL && routes->openapi_free != NULL)
+        routes->openapi_free(routes->openapi);
     free(routes);
 }
 

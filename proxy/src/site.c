@@ -88,7 +88,9 @@ static int on_metrics(h2o_req_t *req)
     pulse_metrics_sync(w->metrics, w->pgpool, w->redis, w->lcache);
     pulse_metrics_sync_replicas(w->metrics, w->replicas);
     size_t len;
-    char *text = pulse_metrics_render(&len);
+    pulse_catalog_channel_stats_t channel;
+    pulse_catalog_channel_stats(&channel);
+    char *text = pulse_metrics_render(&channel, &len);
     if (text == NULL) {
         size_t n = pulse_respond_problem(req, rid, 500, "out of memory", 0, NULL);
         site_log(req, rid, &t0, 0, n);

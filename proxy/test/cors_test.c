@@ -4,6 +4,7 @@
  */
 #include "config.h"
 #include "cors.h"
+#include "cors_origins.h"
 #include "test.h"
 
 static int allowed(const char *list, const char *origin)

@@ -47,7 +47,7 @@ int main(void)
     pulse_metrics_observe_pg_error(s1, NULL);
     pulse_metrics_observe_pg_unavailable(s0);
     size_t len;
-    char *text = pulse_metrics_render(&len);
+    char *text = pulse_metrics_render(NULL, &len);
     CHECK(text != NULL && strlen(text) == len, "render");
     if (text == NULL)
         TEST_DONE();
@@ -127,7 +127,7 @@ int main(void)
         pulse_metrics_observe_request(s0, "fast", PULSE_CLASS_READ, 200, 0.01);
     pulse_metrics_slo_tick(5000, conf); /* not due: nothing happens */
     pulse_metrics_slo_tick(11000, conf);
-    text = pulse_metrics_render(&len);
+    text = pulse_metrics_render(NULL, &len);
     CHECK(text != NULL && contains(text, "pulse_slo_breaches_total{class=\"read\",slo=\"p95\"} 0\n") &&
               contains(text, "pulse_slo_breaches_total{class=\"read\",slo=\"p99\"} 0\n"),
           "a fast window: no breach (the slow requests before the first window are not in it)");
@@ -139,7 +139,7 @@ int main(void)
     pulse_metrics_observe_request(s0, "w", PULSE_CLASS_WRITE, 500, 0.01);
     pulse_metrics_observe_request(s0, "s", PULSE_CLASS_SEARCH, 200, 0.9); /* search p99 1 s: fine */
     pulse_metrics_slo_tick(21000, conf);
-    text = pulse_metrics_render(&len);
+    text = pulse_metrics_render(NULL, &len);
     CHECK(text != NULL && contains(text, "pulse_slo_breaches_total{class=\"read\",slo=\"p95\"} 1\n") &&
               contains(text, "pulse_slo_breaches_total{class=\"read\",slo=\"p99\"} 1\n"),
           "10% of reads over 250 ms: p95 and p99 breached");
@@ -149,7 +149,7 @@ int main(void)
     CHECK(text != NULL && contains(text, "pulse_slo_breaches_total{class=\"search\",slo=\"p99\"} 0\n"), "search within its SLO");
     free(text);
     pulse_metrics_slo_tick(31000, conf); /* an empty window */
-    text = pulse_metrics_render(&len);
+    text = pulse_metrics_render(NULL, &len);
     CHECK(text != NULL && contains(text, "pulse_slo_breaches_total{class=\"read\",slo=\"p95\"} 1\n"),
           "an empty window adds no breach");
     free(text);

@@ -247,7 +247,8 @@ static void test_headers(void)
                                    .nbuckets = 1,
                                    .bucket = {{PULSE_RATELIMIT_SCOPE_TENANT, 3, 0.3, 2, 3334}}};
     pulse_ratelimit_headers(&ok, &search, &h);
-    CHECK_STR(h.policy, "\"search-tenant\";q=3;w=10;pk=:YSJiXGMgZA==:", "window 3/0.3 = 10 s (no float residue); any tenant bytes in pk");
+    CHECK_STR(h.policy,
+              "\"search-tenant\";q=3;w=10;pk=:YSJiXGMgZA==:", "window 3/0.3 = 10 s (no float residue); any tenant bytes in pk");
     CHECK_STR(h.ratelimit, "\"search-tenant\";r=2;t=4;pk=:YSJiXGMgZA==:", "t rounded up (3334 ms: 4 s)");
     CHECK_STR(h.reset, "0", "legacy: full bucket resets now");
     CHECK(h.retry_after[0] == '\0', "no Retry-After when allowed");
@@ -266,12 +267,14 @@ static void test_headers(void)
     h2o_mem_init_pool(&pool);
     h2o_headers_t hs = {NULL, 0, 0}, hl = {NULL, 0, 0};
     pulse_ratelimit_add_headers(&pool, &hs, &denied, &who, 0);
-    CHECK(hs.size == 3 && strcmp(header_of(&hs, "retry-after"), "3") == 0 && strncmp(header_of(&hs, "ratelimit"), "\"read-tenant\";r=7", 17) == 0 &&
+    CHECK(hs.size == 3 && strcmp(header_of(&hs, "retry-after"), "3") == 0 &&
+              strncmp(header_of(&hs, "ratelimit"), "\"read-tenant\";r=7", 17) == 0 &&
               strncmp(header_of(&hs, "ratelimit-policy"), "\"read-tenant\";q=10", 18) == 0,
           "add_headers: RateLimit, RateLimit-Policy and Retry-After on a denial");
     pulse_ratelimit_add_headers(&pool, &hl, &denied, &who, 1);
-    CHECK(hl.size == 6 && strcmp(header_of(&hl, "ratelimit-limit"), "200") == 0 && strcmp(header_of(&hl, "ratelimit-remaining"), "0") == 0 &&
-              strcmp(header_of(&hl, "ratelimit-reset"), "3") == 0 && strncmp(header_of(&hl, "ratelimit-policy"), "\"read-tenant\"", 13) == 0,
+    CHECK(hl.size == 6 && strcmp(header_of(&hl, "ratelimit-limit"), "200") == 0 &&
+              strcmp(header_of(&hl, "ratelimit-remaining"), "0") == 0 && strcmp(header_of(&hl, "ratelimit-reset"), "3") == 0 &&
+              strncmp(header_of(&hl, "ratelimit-policy"), "\"read-tenant\"", 13) == 0,
           "add_headers, legacy: the draft-06 fields too, RateLimit-Policy in the -12 form");
     h2o_headers_t hs2 = {NULL, 0, 0}, hs3 = {NULL, 0, 0};
     pulse_ratelimit_add_headers(&pool, &hs2, &ok, &search, 0);
@@ -338,8 +341,9 @@ static void test_local_buckets(void)
               a.bucket[2].scope == PULSE_RATELIMIT_SCOPE_GLOBAL && a.bucket[2].remaining == 49 && a.bucket[2].next_ms == 10,
           "local: three buckets, each with its tokens left and the time to its next token");
     if (a.nbuckets == 3)
-        printf("#   %u/%llu %u/%llu %u/%llu\n", a.bucket[0].remaining, (unsigned long long)a.bucket[0].next_ms, a.bucket[1].remaining,
-               (unsigned long long)a.bucket[1].next_ms, a.bucket[2].remaining, (unsigned long long)a.bucket[2].next_ms);
+        printf("#   %u/%llu %u/%llu %u/%llu\n", a.bucket[0].remaining, (unsigned long long)a.bucket[0].next_ms,
+               a.bucket[1].remaining, (unsigned long long)a.bucket[1].next_ms, a.bucket[2].remaining,
+               (unsigned long long)a.bucket[2].next_ms);
     pulse_ratelimit_result_t b;
     CHECK(check(rl, NULL, NULL, "10.0.0.1", &b) == 1 && b.nbuckets == 2 && b.bucket[0].scope == PULSE_RATELIMIT_SCOPE_IP &&
               b.bucket[1].scope == PULSE_RATELIMIT_SCOPE_GLOBAL,
@@ -402,7 +406,8 @@ static void test_burst_refill(pulse_redis_t *r)
           "burst: Retry-After 1, the ip bucket's item with r=0 and t = Retry-After");
     if (strcmp(h.ratelimit, "\"read-ip\";r=0;t=1;pk=:MTAuMC4wLjE=:") != 0)
         printf("#   RateLimit: %s\n#   RateLimit-Policy: %s\n", h.ratelimit, h.policy);
-    CHECK(res[1].nbuckets == 1 && res[1].bucket[0].remaining == 1 && res[1].bucket[0].next_ms > 0 && res[1].bucket[0].next_ms <= 500,
+    CHECK(res[1].nbuckets == 1 && res[1].bucket[0].remaining == 1 && res[1].bucket[0].next_ms > 0 &&
+              res[1].bucket[0].next_ms <= 500,
           "burst: the bucket's own state from Redis (1 left, next token within 500 ms)");
 
     run_for(NULL, 600);
@@ -437,7 +442,8 @@ static void test_all_or_nothing(pulse_redis_t *r)
           "aon: third denied by the IP bucket");
     CHECK(c.nbuckets == 2 && c.bucket[0].scope == PULSE_RATELIMIT_SCOPE_TENANT && c.bucket[0].burst == 10 &&
               c.bucket[0].remaining == 8 && c.bucket[1].scope == PULSE_RATELIMIT_SCOPE_IP && c.bucket[1].remaining == 0 &&
-              c.bucket[1].next_ms > 0 && c.bucket[1].next_ms <= 1000 && (c.bucket[1].next_ms + 999) / 1000 == (c.retry_after_ms + 999) / 1000,
+              c.bucket[1].next_ms > 0 && c.bucket[1].next_ms <= 1000 &&
+              (c.bucket[1].next_ms + 999) / 1000 == (c.retry_after_ms + 999) / 1000,
           "aon: every bucket's state from Redis: the tenant's 8 left, the IP's 0 with its next token at Retry-After");
     if (c.nbuckets != 2 || c.bucket[0].remaining != 8)
         printf("#   nbuckets %d tenant %u ip %u next %llu\n", c.nbuckets, c.bucket[0].remaining, c.bucket[1].remaining,

@@ -126,7 +126,8 @@ int main(void)
           "an array nested 7 levels is refused");
     pulse_router_call_init(&pool, &call, rows);
     body = "{\"a b\": [[[[[[1]]]]]]}";
-    CHECK(pulse_router_args_from_json(&pool, &call, body, strlen(body), 10, &e) == 0 && strcmp(call.values[0], "{{{{{{\"1\"}}}}}}") == 0,
+    CHECK(pulse_router_args_from_json(&pool, &call, body, strlen(body), 10, &e) == 0 &&
+              strcmp(call.values[0], "{{{{{{\"1\"}}}}}}") == 0,
           "an array nested 6 levels is taken");
     pulse_router_call_init(&pool, &call, ev);
     body = "{\"id\": [1, 2]}";
