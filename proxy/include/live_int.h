@@ -182,6 +182,10 @@ void live_key_broadcast(live_key_t *k);
 /* drops a reference on `k`, freed at the last one. live_lock held */
 void live_key_unref(live_key_t *k);
 
+/* sets loop `i` (NULL: it stopped and gets no message) and, with the first loop, the owner's release of a key whose last
+   stream leaves on the owner's own loop (live_loop.c). live_lock held */
+void live_loop_set(int i, pulse_live_loop_t *l, void (*owner_release)(pulse_live_loop_t *l, live_key_t *k));
+
 /* the loop that owns `k`, NULL when it stopped. live_lock held */
 pulse_live_loop_t *live_owner(live_key_t *k);
 

@@ -3,6 +3,9 @@
  * (tenant, endpoint, arguments), their index by tag, the notifications that
  * mark them dirty, one refresh per dirty key on the loop that owns it, and
  * the delivery of its result to the loops that have streams of the key.
+ * The loops' side (messages, the owner's refreshes, delivery to the
+ * streams, set-up and stop) is live_loop.c; the refreshes live_refresh.c,
+ * the streams live_stream.c: this file calls none of them.
  *
  * Why a push is exact.  A pulse_invalidate notification reaches the
  * catalog thread only once its transaction committed and is visible to
@@ -103,6 +106,15 @@ static void lt_remove(live_table_t *t, live_node_t *n)
 pthread_mutex_t live_lock = PTHREAD_MUTEX_INITIALIZER;
 static int nloops;
 static pulse_live_loop_t **loops; /* hub: NULL once a loop stopped */
+/* live_loop.c's owner_release, for a key whose last stream leaves on its owner's loop (set with the first loop) */
+static void (*owner_release_hook)(pulse_live_loop_t *l, live_key_t *k);
+
+void live_loop_set(int i, pulse_live_loop_t *l, void (*owner_release)(pulse_live_loop_t *l, live_key_t *k))
+{
+    loops[i] = l;
+    if (owner_release != NULL)
+        owner_release_hook = owner_release;
+}
 static live_table_t keys, tags, tenants;
 static live_tag_t **family_v; /* the families (few): checked one by one */
 static size_t nfamilies;
@@ -298,7 +310,6 @@ static live_key_t *key_new(pulse_live_loop_t *l, const rpc_req_t *r, const char 
     k->query_len = query_len;
     snprintf(k->tenant, sizeof(k->tenant), "%s", r->tenant);
     k->msg_refresh.key = k;
-    k->timer.cb = live_refresh_on_timer;
     for (int i = 0; i < nloops; i++) {
         k->msg_deliver[i].key = k;
         k->msg_deliver[i].deliver = 1;
@@ -395,8 +406,6 @@ out:
     return status;
 }
 
-static void owner_release(pulse_live_loop_t *l, live_key_t *k);
-
 void live_unsubscribe(live_stream_t *s)
 {
     live_key_t *k = s->key;
@@ -426,92 +435,12 @@ void live_unsubscribe(live_stream_t *s)
         lt_remove(&keys, &k->node);
         key_unindex(k);
         if (k->owner == l->index)
-            owner_release(l, k);
+            owner_release_hook(l, k);
         else if (!k->queued) /* its owner lets go of it */
             k->queued = key_send(k, k->owner, &k->msg_refresh);
     }
     live_key_unref(k);
     pthread_mutex_unlock(&live_lock);
-}
-
-/* --- refreshes (on the owner's loop) ------------------------------------------------------------------------------ */
-
-/* the owner lets go of a removed (or, at stop, any) key: its timer, its refresh, its place in the owned list (hub lock) */
-static void owner_release(pulse_live_loop_t *l, live_key_t *k)
-{
-    (void)l;
-    if (h2o_timeout_is_linked(&k->timer)) {
-        h2o_timeout_unlink(&k->timer);
-        k->refs--;
-    }
-    if (k->refresh != NULL) {
-        pulse_pgpool_cancel(k->refresh->job);
-        pulse_replicas_cancel(&k->refresh->pick);
-        live_refresh_free(k->refresh);
-        k->refresh = NULL;
-        k->refs--;
-    }
-    k->scheduled = 0;
-    if (h2o_linklist_is_linked(&k->owned)) {
-        h2o_linklist_unlink(&k->owned);
-        k->refs--;
-    }
-    /* the caller still holds a reference: the key is freed by its key_unref */
-}
-
-/* the owner is asked to look at `k`: refresh it when dirty and nothing is scheduled, or let go of it when removed */
-static void owner_consider(pulse_live_loop_t *l, live_key_t *k)
-{
-    pthread_mutex_lock(&live_lock);
-    k->queued = 0;
-    if (k->removed || l->stopping) {
-        owner_release(l, k);
-        pthread_mutex_unlock(&live_lock);
-        return;
-    }
-    int go = k->dirty && !k->scheduled;
-    pthread_mutex_unlock(&live_lock);
-    if (go)
-        live_refresh_start(l, k);
-}
-
-/* the key's latest result and error to this loop's streams of it */
-static void loop_deliver(pulse_live_loop_t *l, live_key_t *k)
-{
-    pthread_mutex_lock(&live_lock);
-    k->loop_queued[l->index] = 0;
-    live_event_t *ev = live_event_ref(k->result), *err = live_event_ref(k->error);
-    pthread_mutex_unlock(&live_lock);
-    unsigned served = 0;
-    if (!l->stopping) {
-        h2o_linklist_t *anchor = &k->streams[l->index];
-        for (h2o_linklist_t *node = anchor->next, *next; node != anchor; node = next) {
-            next = node->next;
-            served += (unsigned)live_stream_offer(H2O_STRUCT_FROM_MEMBER(live_stream_t, link, node), ev, err);
-        }
-    }
-    live_event_release(ev);
-    live_event_release(err);
-    pthread_mutex_lock(&live_lock);
-    k->waiting -= served;
-    pthread_mutex_unlock(&live_lock);
-}
-
-static void on_messages(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messages)
-{
-    pulse_live_loop_t *l = H2O_STRUCT_FROM_MEMBER(pulse_live_loop_t, receiver, receiver);
-    while (!h2o_linklist_is_empty(messages)) {
-        live_msg_t *m = H2O_STRUCT_FROM_MEMBER(live_msg_t, super.link, messages->next);
-        h2o_linklist_unlink(&m->super.link); /* before a flag is cleared: the message may be sent again at once */
-        live_key_t *k = m->key;
-        if (m->deliver)
-            loop_deliver(l, k);
-        else
-            owner_consider(l, k);
-        pthread_mutex_lock(&live_lock);
-        live_key_unref(k); /* the message's */
-        pthread_mutex_unlock(&live_lock);
-    }
 }
 
 /* --- notifications (the catalog thread) --------------------------------------------------------------------------- */
@@ -566,72 +495,6 @@ int pulse_live_init(int n, pulse_generations_t *g, pulse_keyed_t *k)
 int pulse_live_enabled(void)
 {
     return live_gens != NULL && live_keyed != NULL;
-}
-
-static void on_tick(h2o_timeout_entry_t *entry)
-{
-    pulse_live_loop_t *l = H2O_STRUCT_FROM_MEMBER(pulse_live_loop_t, tick_entry, entry);
-    live_stream_tick(l);
-    if (!l->stopping)
-        h2o_timeout_link(l->w->loop, &l->tick, &l->tick_entry);
-}
-
-pulse_live_loop_t *pulse_live_loop_create(pulse_worker_t *w, const pulse_config_t *conf)
-{
-    pulse_live_loop_t *l = calloc(1, sizeof(*l));
-    if (l == NULL)
-        return NULL;
-    l->w = w;
-    l->index = w->index;
-    h2o_linklist_init_anchor(&l->streams);
-    h2o_linklist_init_anchor(&l->owned);
-    h2o_timeout_init(w->loop, &l->interval, (uint64_t)conf->live_min_interval_ms);
-    h2o_timeout_init(w->loop, &l->retry, LIVE_RETRY_MS);
-    h2o_timeout_init(w->loop, &l->tick, 1000);
-    l->tick_entry.cb = on_tick;
-    h2o_timeout_link(w->loop, &l->tick, &l->tick_entry);
-    h2o_multithread_register_receiver(w->ctx.queue, &l->receiver, on_messages);
-    pthread_mutex_lock(&live_lock);
-    loops[l->index] = l;
-    pthread_mutex_unlock(&live_lock);
-    return l;
-}
-
-void pulse_live_loop_stop(pulse_live_loop_t *l)
-{
-    if (l == NULL || l->stopping)
-        return;
-    pthread_mutex_lock(&live_lock);
-    l->stopping = 1;
-    loops[l->index] = NULL; /* no message is sent to it any more */
-    while (!h2o_linklist_is_empty(&l->owned)) {
-        live_key_t *k = H2O_STRUCT_FROM_MEMBER(live_key_t, owned, l->owned.next);
-        k->refs++;
-        owner_release(l, k);
-        live_key_unref(k);
-    }
-    pthread_mutex_unlock(&live_lock);
-    while (!h2o_linklist_is_empty(&l->streams)) {
-        /* a started stream just ends (its client reconnects, elsewhere): no error event; one not started gets a 503 */
-        live_stream_t *s = H2O_STRUCT_FROM_MEMBER(live_stream_t, all, l->streams.next);
-        live_stream_end(s, s->started ? 0 : 503, "the proxy is shutting down");
-    }
-    if (h2o_timeout_is_linked(&l->tick_entry))
-        h2o_timeout_unlink(&l->tick_entry);
-}
-
-void pulse_live_loop_destroy(pulse_live_loop_t *l)
-{
-    if (l == NULL)
-        return;
-    pulse_live_loop_stop(l);
-    /* nothing is sent to the loop since it stopped: what is still linked can be taken without the queue's lock */
-    on_messages(&l->receiver, &l->receiver._messages);
-    h2o_multithread_unregister_receiver(l->w->ctx.queue, &l->receiver);
-    h2o_timeout_dispose(l->w->loop, &l->interval);
-    h2o_timeout_dispose(l->w->loop, &l->retry);
-    h2o_timeout_dispose(l->w->loop, &l->tick);
-    free(l);
 }
 
 void pulse_live_destroy(void)

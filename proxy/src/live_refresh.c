@@ -285,6 +285,7 @@ static void refresh_abort(live_refresh_t *rf, pulse_pgstatus_t st, const char *m
 /* the call of `k` (dirty, no refresh in flight, its timer not linked), in its tenant's scope */
 void live_refresh_start(pulse_live_loop_t *l, live_key_t *k)
 {
+    k->timer.cb = live_refresh_on_timer; /* the interval and retry timers of the key: linked only here */
     pulse_worker_t *w = l->w;
     live_refresh_t *rf = calloc(1, sizeof(*rf));
     pthread_mutex_lock(&live_lock);
