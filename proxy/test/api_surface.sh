@@ -34,17 +34,7 @@ SECRET=api-secret-$$
 PROXY_PID=
 REDIS_PID=
 PAGE_PID=
-cleanup() {
-	proxy_test_kill "$PROXY_PID"
-	[ -z "$PAGE_PID" ] || { kill -KILL "$PAGE_PID" 2>/dev/null; wait "$PAGE_PID" 2>/dev/null; }
-	[ -z "$REDIS_PID" ] || { kill -KILL "$REDIS_PID" 2>/dev/null; wait "$REDIS_PID" 2>/dev/null; }
-	scripts/cluster.sh destroy "$PG" >/dev/null 2>&1
-	[ -z "$OWN_TMP" ] || rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-[ -x "$BIN" ] || proxy_test_abort "no proxy binary at $BIN (make proxy)"
+proxy_test_exit_traps
 command -v node >/dev/null || proxy_test_abort "node is not installed (scripts/deps.sh)"
 [ -x /usr/bin/chromium ] || proxy_test_abort "chromium is not installed (scripts/deps.sh)"
 NPM=proxy/test/npm

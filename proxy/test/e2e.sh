@@ -503,9 +503,9 @@ t_read_end=$(access_field "prio-read-$$" ts)
 t_batch_end=$(access_field "prio-batch-$$" ts)
 check "priority: a read queued after a batch call runs first (read $(cut -d' ' -f1,2 "$TMP/shed_read"), batch $(cut -d' ' -f1,2 "$TMP/shed_batch") s)" \
 	eval '[ "$(cut -d" " -f1 "$TMP/shed_read")" = 200 ] && [ "$(cut -d" " -f1 "$TMP/shed_batch")" = 200 ] && python3 -c "import sys, datetime; r, b = (datetime.datetime.fromisoformat(a.replace(\"Z\", \"+00:00\")).timestamp() for a in sys.argv[1:]); sys.exit(not (b - r >= 0.25))" "$t_read_end" "$t_batch_end"'
-# the search budget is 300 ms: behind a 1.5 s call, searches wait it out (503 after ~300 ms, not 1.5 s), and once
+# the search budget is 300 ms: behind a 2.2 s call, searches wait it out (503 after ~300 ms, not 2.2 s; that long (under call_timeout_ms, 3 s) so that 12 curl processes started on a loaded machine all arrive while it holds the connection), and once
 # enough are queued the next ones are refused at once
-timed "$XP/rpc/slow?seconds=1.5" >"$TMP/shed_hold" &
+timed "$XP/rpc/slow?seconds=2.2" >"$TMP/shed_hold" &
 hold=$!
 sleep 0.2
 pids=()
@@ -524,8 +524,8 @@ python3 -c "import json,sys; [print(d['status'], d['duration_ms']) for d in map(
 	"$TMP/shed_access.log" "shed-$$-" >"$TMP/shed_server"
 check "overload: 12 searches all 503 with Retry-After, none waited past ~budget ($waited waited, $estimated refused at once)" \
 	eval '[ "$(awk "\$1 == 503 && \$3 >= 1" "$TMP/shed_searches" | wc -l)" = 12 ] && [ "$(awk "\$1 == 503 && \$2 < 1000" "$TMP/shed_server" | wc -l)" = 12 ] && [ "${waited:-0}" -ge 1 ] && [ "${estimated:-0}" -ge 1 ] && [ $((waited + estimated)) = 12 ]'
-check "overload: refused at once means fast (the proxy answered each refused search in under 50 ms)" \
-	eval '[ "$(awk "\$1 == 503 && \$2 < 50" "$TMP/shed_server" | wc -l)" -ge "$estimated" ]'
+check "overload: refused at once means fast (the proxy answered each refused search in under 150 ms, half the 300 ms budget a waiting one spends; ASan and a loaded machine make 50 ms too tight)" \
+	eval '[ "$(awk "\$1 == 503 && \$2 < 150" "$TMP/shed_server" | wc -l)" -ge "$estimated" ]'
 check "overload: the call holding the connection still completes" eval '[ "$(cut -d" " -f1 "$TMP/shed_hold")" = 200 ]'
 req GET "/rpc/whoami" "$T1"
 curl -s -o "$TMP/body" -D "$TMP/headers" -H "Authorization: Bearer $T1" "$XP/rpc/events_page?kind=shed-after-$$"

@@ -26,16 +26,7 @@ SECRET=hostile-secret-$$
 PROXY_PID=
 REDIS_PID=
 
-cleanup() {
-	proxy_test_kill "$PROXY_PID"
-	[ -z "$REDIS_PID" ] || { kill -KILL "$REDIS_PID" 2>/dev/null; wait "$REDIS_PID" 2>/dev/null; }
-	scripts/cluster.sh destroy "$PG" >/dev/null 2>&1
-	[ -z "$OWN_TMP" ] || rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-[ -x "$BIN" ] || proxy_test_abort "no proxy binary at $BIN (make proxy)"
+proxy_test_exit_traps
 proxy_test_db pulse_hostile
 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no >"$TMP/redis.log" 2>&1 &
 REDIS_PID=$!

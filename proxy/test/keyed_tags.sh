@@ -24,16 +24,7 @@ proxy_test_setup keyed 25900
 SECRET=keyed-secret-$$
 PROXY_PID=
 REDIS_PID=
-cleanup() {
-	proxy_test_kill "$PROXY_PID"
-	[ -z "$REDIS_PID" ] || { kill -KILL "$REDIS_PID" 2>/dev/null; wait "$REDIS_PID" 2>/dev/null; }
-	scripts/cluster.sh destroy "$PG" >/dev/null 2>&1
-	[ -z "$OWN_TMP" ] || rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-[ -x "$BIN" ] || proxy_test_abort "no proxy binary at $BIN (make proxy)"
+proxy_test_exit_traps
 proxy_test_db pulse_keyed
 psql_su -d pulse_keyed >/dev/null <<'SQL' || proxy_test_abort "cannot load the keyed fixture"
 CREATE SCHEMA kt;

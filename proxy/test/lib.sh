@@ -35,6 +35,28 @@ proxy_test_kill() {
 	kill -KILL "$1" 2>/dev/null
 }
 
+# proxy_test_exit_traps: at exit, stop what the script started, as far as it set these: PROXY_PID and the
+# values of the array PIDS (proxies: SIGTERM first), REDIS_PID and PAGE_PID (killed); destroy the cluster $PG;
+# remove $TMP when the script made it. Also checks that the proxy binary exists.
+proxy_test_exit_traps() {
+	trap proxy_test_cleanup EXIT
+	trap 'exit 130' INT TERM
+	[ -x "$BIN" ] || proxy_test_abort "no proxy binary at $BIN (make proxy)"
+}
+proxy_test_cleanup() {
+	local p
+	proxy_test_kill "${PROXY_PID:-}"
+	if declare -p PIDS >/dev/null 2>&1; then
+		for p in "${PIDS[@]}"; do proxy_test_kill "$p"; done
+	fi
+	for p in ${REDIS_PID:-} ${PAGE_PID:-}; do
+		kill -KILL "$p" 2>/dev/null
+		wait "$p" 2>/dev/null
+	done
+	scripts/cluster.sh destroy "$PG" >/dev/null 2>&1
+	[ -z "$OWN_TMP" ] || rm -rf "$TMP"
+}
+
 # proxy_test_abort REASON: the script's only TAP line, and exit 1
 proxy_test_abort() {
 	echo "not ok 1 - $1"

@@ -16,16 +16,7 @@ cd "$(dirname "$0")/../.."
 proxy_test_setup live 26200
 SECRET=live-$$
 declare -A PIDS=()
-cleanup() {
-	local p
-	for p in "${PIDS[@]}"; do proxy_test_kill "$p"; done
-	scripts/cluster.sh destroy "$PG" >/dev/null 2>&1
-	[ -z "$OWN_TMP" ] || rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-[ -x "$BIN" ] || proxy_test_abort "no proxy binary at $BIN (make proxy)"
+proxy_test_exit_traps
 proxy_test_db pulse_live
 psql_su -d pulse_live -f proxy/test/live_fixture.sql >/dev/null || proxy_test_abort "cannot load the live fixture"
 

@@ -17,17 +17,7 @@ proxy_test_setup live-checker 26100
 SECRET=live-checker-$$
 PIDS=()
 REDIS_PID=
-cleanup() {
-	local p
-	for p in "${PIDS[@]}"; do proxy_test_kill "$p"; done
-	[ -z "$REDIS_PID" ] || { kill -KILL "$REDIS_PID" 2>/dev/null; wait "$REDIS_PID" 2>/dev/null; }
-	scripts/cluster.sh destroy "$PG" >/dev/null 2>&1
-	[ -z "$OWN_TMP" ] || rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-[ -x "$BIN" ] || proxy_test_abort "no proxy binary at $BIN (make proxy)"
+proxy_test_exit_traps
 proxy_test_db pulse_live
 psql_su -d pulse_live -f proxy/test/live_fixture.sql >/dev/null || proxy_test_abort "cannot load the live fixture"
 
