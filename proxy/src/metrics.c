@@ -645,15 +645,16 @@ static void render_replicas(buf_t *b)
         bprintf(b, "pulse_replica_lag_bytes{server=\"%s\"} %llu\n", st[i].name, (unsigned long long)st[i].lag_bytes);
 }
 
-char *pulse_metrics_render(const pulse_catalog_channel_stats_t *channel, size_t *len)
+/* pulse_metrics_render's parts ------------------------------------------------------------------------------------ */
+
+/* every endpoint's counters of every shard, summed by (endpoint, class) into `*sums` (`*nsums`); -1 when out of memory */
+static int collect_endpoints(ep_sum_t **sums_out, size_t *nsums_out)
 {
-    buf_t b = {NULL, 0, 0, 0}, scratch = {malloc(256), 0, 256, 0};
-    size_t n = 0, cap = 16;
+    size_t n = 0, cap = 16, nsums = 0;
     metrics_ep_t **all = malloc(cap * sizeof(*all));
     ep_sum_t *sums = NULL;
-    size_t nsums = 0;
-    if (all == NULL || scratch.s == NULL)
-        goto oom;
+    if (all == NULL)
+        return -1;
     for (int i = 0; i < nshards; i++) {
         for (metrics_ep_t *e = atomic_load_explicit(&shards[i].eps, memory_order_acquire); e != NULL; e = e->next) {
             if (n == cap) {
@@ -688,75 +689,94 @@ char *pulse_metrics_render(const pulse_catalog_channel_stats_t *channel, size_t 
         s->live_opened += ctr_get(&e->live_opened);
     }
 
-    family(&b, "pulse_http_requests_total", "counter",
+    free(all);
+    *sums_out = sums;
+    *nsums_out = nsums;
+    return 0;
+oom:
+    free(all);
+    free(sums);
+    return -1;
+}
+
+/* requests, their latency and cache results, by endpoint */
+static void render_endpoints(buf_t *b, buf_t *scratch, const ep_sum_t *sums, size_t nsums)
+{
+    family(b, "pulse_http_requests_total", "counter",
            "HTTP requests answered, by endpoint (\"\" when none matched), endpoint class and status.");
     for (size_t i = 0; i < nsums; i++)
         for (int k = 0; k < NSTATUS; k++)
             if (sums[i].status[k] != 0)
-                bprintf(&b, "pulse_http_requests_total{endpoint=\"%s\",class=\"%s\",status=\"%d\"} %llu\n",
-                        esc(&scratch, sums[i].name), cls_label(sums[i].cls), k + 100, (unsigned long long)sums[i].status[k]);
+                bprintf(b, "pulse_http_requests_total{endpoint=\"%s\",class=\"%s\",status=\"%d\"} %llu\n",
+                        esc(scratch, sums[i].name), cls_label(sums[i].cls), k + 100, (unsigned long long)sums[i].status[k]);
 
-    family(&b, "pulse_http_request_duration_seconds", "histogram",
+    family(b, "pulse_http_request_duration_seconds", "histogram",
            "Time from a request's arrival to its response, by endpoint and endpoint class.");
     for (size_t i = 0; i < nsums; i++) {
-        const char *ep = esc(&scratch, sums[i].name), *cl = cls_label(sums[i].cls);
+        const char *ep = esc(scratch, sums[i].name), *cl = cls_label(sums[i].cls);
         uint64_t cum = 0;
         for (int k = 0; k < NB; k++) {
             cum += sums[i].buckets[k];
             if (k < PULSE_METRICS_NBUCKETS)
-                bprintf(&b, "pulse_http_request_duration_seconds_bucket{endpoint=\"%s\",class=\"%s\",le=\"%g\"} %llu\n", ep, cl,
+                bprintf(b, "pulse_http_request_duration_seconds_bucket{endpoint=\"%s\",class=\"%s\",le=\"%g\"} %llu\n", ep, cl,
                         pulse_metrics_bounds[k], (unsigned long long)cum);
             else
-                bprintf(&b, "pulse_http_request_duration_seconds_bucket{endpoint=\"%s\",class=\"%s\",le=\"+Inf\"} %llu\n", ep, cl,
+                bprintf(b, "pulse_http_request_duration_seconds_bucket{endpoint=\"%s\",class=\"%s\",le=\"+Inf\"} %llu\n", ep, cl,
                         (unsigned long long)cum);
         }
-        bprintf(&b, "pulse_http_request_duration_seconds_sum{endpoint=\"%s\",class=\"%s\"} %.6f\n", ep, cl,
+        bprintf(b, "pulse_http_request_duration_seconds_sum{endpoint=\"%s\",class=\"%s\"} %.6f\n", ep, cl,
                 (double)sums[i].sum_us / 1e6);
-        bprintf(&b, "pulse_http_request_duration_seconds_count{endpoint=\"%s\",class=\"%s\"} %llu\n", ep, cl,
+        bprintf(b, "pulse_http_request_duration_seconds_count{endpoint=\"%s\",class=\"%s\"} %llu\n", ep, cl,
                 (unsigned long long)cum);
     }
 
-    family(&b, "pulse_cache_requests_total", "counter", "Answers of cacheable calls by X-Cache result (hit, miss, stale).");
+    family(b, "pulse_cache_requests_total", "counter", "Answers of cacheable calls by X-Cache result (hit, miss, stale).");
     for (size_t i = 0; i < nsums; i++) {
         if (sums[i].cache[0] + sums[i].cache[1] + sums[i].cache[2] == 0)
             continue;
         for (int k = 0; k < 3; k++)
-            bprintf(&b, "pulse_cache_requests_total{endpoint=\"%s\",result=\"%s\"} %llu\n", esc(&scratch, sums[i].name),
+            bprintf(b, "pulse_cache_requests_total{endpoint=\"%s\",result=\"%s\"} %llu\n", esc(scratch, sums[i].name),
                     cache_names[k], (unsigned long long)sums[i].cache[k]);
     }
+}
 
-    render_live(&b, &scratch, sums, nsums);
-
-    family(&b, "pulse_slo_breaches_total", "counter",
+/* SLO breaches by class, PostgreSQL errors */
+static void render_slo_pg(buf_t *b)
+{
+    family(b, "pulse_slo_breaches_total", "counter",
            "SLO windows of an endpoint class that broke an objective: p95 or p99 latency over its threshold, or error_rate "
            "(share of 5xx answers) over its threshold.");
     for (int c = 0; c < PULSE_CLASS_COUNT; c++) {
-        bprintf(&b, "pulse_slo_breaches_total{class=\"%s\",slo=\"p95\"} %llu\n", cls_label(c),
+        bprintf(b, "pulse_slo_breaches_total{class=\"%s\",slo=\"p95\"} %llu\n", cls_label(c),
                 (unsigned long long)ctr_get(&slo_breaches[c][0]));
-        bprintf(&b, "pulse_slo_breaches_total{class=\"%s\",slo=\"p99\"} %llu\n", cls_label(c),
+        bprintf(b, "pulse_slo_breaches_total{class=\"%s\",slo=\"p99\"} %llu\n", cls_label(c),
                 (unsigned long long)ctr_get(&slo_breaches[c][1]));
-        bprintf(&b, "pulse_slo_breaches_total{class=\"%s\",slo=\"error_rate\"} %llu\n", cls_label(c),
+        bprintf(b, "pulse_slo_breaches_total{class=\"%s\",slo=\"error_rate\"} %llu\n", cls_label(c),
                 (unsigned long long)ctr_get(&slo_error_breaches[c]));
     }
-    bprintf(&b, "pulse_slo_breaches_total{class=\"live\",slo=\"p95\"} %llu\n", (unsigned long long)ctr_get(&slo_live_breaches[0]));
-    bprintf(&b, "pulse_slo_breaches_total{class=\"live\",slo=\"p99\"} %llu\n", (unsigned long long)ctr_get(&slo_live_breaches[1]));
+    bprintf(b, "pulse_slo_breaches_total{class=\"live\",slo=\"p95\"} %llu\n", (unsigned long long)ctr_get(&slo_live_breaches[0]));
+    bprintf(b, "pulse_slo_breaches_total{class=\"live\",slo=\"p99\"} %llu\n", (unsigned long long)ctr_get(&slo_live_breaches[1]));
 
-    family(&b, "pulse_pg_errors_total", "counter", "Errors raised by PostgreSQL, by SQLSTATE class.");
+    family(b, "pulse_pg_errors_total", "counter", "Errors raised by PostgreSQL, by SQLSTATE class.");
     for (int k = 0; k < NSQLSTATE_CLASS; k++) {
         uint64_t v = 0;
         for (int i = 0; i < nshards; i++)
             v += ctr_get(&shards[i].pg_errors[k]);
         static const char digits[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ";
         if (v != 0)
-            bprintf(&b, "pulse_pg_errors_total{sqlstate_class=\"%c%c\"} %llu\n", digits[k / 36], digits[k % 36],
+            bprintf(b, "pulse_pg_errors_total{sqlstate_class=\"%c%c\"} %llu\n", digits[k / 36], digits[k % 36],
                     (unsigned long long)v);
     }
     uint64_t v = 0;
     for (int i = 0; i < nshards; i++)
         v += ctr_get(&shards[i].pg_unavailable);
-    family(&b, "pulse_pg_unavailable_total", "counter", "Calls that found no PostgreSQL connection up, or whose connection broke.");
-    bprintf(&b, "pulse_pg_unavailable_total %llu\n", (unsigned long long)v);
+    family(b, "pulse_pg_unavailable_total", "counter", "Calls that found no PostgreSQL connection up, or whose connection broke.");
+    bprintf(b, "pulse_pg_unavailable_total %llu\n", (unsigned long long)v);
+}
 
+/* the pools' and the Redis clients' gauges and counters */
+static void render_pool_redis(buf_t *b)
+{
     int pool_present = 0, redis_present = 0, conns[4] = {0}, queued = 0, limit = 0, redis_by_state[3] = {0};
     uint64_t waits = 0, wait_ms = 0, full = 0, timeouts = 0, deallocated = 0, rc[6] = {0};
     uint64_t shed[PULSE_CLASS_COUNT][PULSE_PGPOOL_SHED_REASONS] = {{0}};
@@ -791,38 +811,38 @@ char *pulse_metrics_render(const pulse_catalog_channel_stats_t *channel, size_t 
         }
     }
     if (pool_present) {
-        family(&b, "pulse_pool_connections", "gauge", "PostgreSQL connections of the pools, by state.");
+        family(b, "pulse_pool_connections", "gauge", "PostgreSQL connections of the pools, by state.");
         for (int k = 0; k < 4; k++)
-            bprintf(&b, "pulse_pool_connections{state=\"%s\"} %d\n", pool_states[k], conns[k]);
-        family(&b, "pulse_pool_queue_depth", "gauge", "Calls waiting for a PostgreSQL connection.");
-        bprintf(&b, "pulse_pool_queue_depth %d\n", queued);
-        family(&b, "pulse_pool_queue_limit", "gauge", "Calls that may wait for a connection (queue_limit per loop, summed).");
-        bprintf(&b, "pulse_pool_queue_limit %d\n", limit);
-        family(&b, "pulse_pool_waits_total", "counter", "Calls that found no idle connection and waited in the queue.");
-        bprintf(&b, "pulse_pool_waits_total %llu\n", (unsigned long long)waits);
-        family(&b, "pulse_pool_wait_seconds_total", "counter", "Time calls that got a connection spent waiting for it.");
-        bprintf(&b, "pulse_pool_wait_seconds_total %.3f\n", (double)wait_ms / 1000.0);
-        family(&b, "pulse_pool_rejected_total", "counter", "Calls answered 503 by the pool: queue full, or no connection in time.");
-        bprintf(&b, "pulse_pool_rejected_total{reason=\"queue_full\"} %llu\n", (unsigned long long)full);
-        bprintf(&b, "pulse_pool_rejected_total{reason=\"queue_timeout\"} %llu\n", (unsigned long long)timeouts);
-        family(&b, "pulse_pool_statements_deallocated_total", "counter",
+            bprintf(b, "pulse_pool_connections{state=\"%s\"} %d\n", pool_states[k], conns[k]);
+        family(b, "pulse_pool_queue_depth", "gauge", "Calls waiting for a PostgreSQL connection.");
+        bprintf(b, "pulse_pool_queue_depth %d\n", queued);
+        family(b, "pulse_pool_queue_limit", "gauge", "Calls that may wait for a connection (queue_limit per loop, summed).");
+        bprintf(b, "pulse_pool_queue_limit %d\n", limit);
+        family(b, "pulse_pool_waits_total", "counter", "Calls that found no idle connection and waited in the queue.");
+        bprintf(b, "pulse_pool_waits_total %llu\n", (unsigned long long)waits);
+        family(b, "pulse_pool_wait_seconds_total", "counter", "Time calls that got a connection spent waiting for it.");
+        bprintf(b, "pulse_pool_wait_seconds_total %.3f\n", (double)wait_ms / 1000.0);
+        family(b, "pulse_pool_rejected_total", "counter", "Calls answered 503 by the pool: queue full, or no connection in time.");
+        bprintf(b, "pulse_pool_rejected_total{reason=\"queue_full\"} %llu\n", (unsigned long long)full);
+        bprintf(b, "pulse_pool_rejected_total{reason=\"queue_timeout\"} %llu\n", (unsigned long long)timeouts);
+        family(b, "pulse_pool_statements_deallocated_total", "counter",
                "Prepared statements deallocated to keep at most pool_max_prepared per connection.");
-        bprintf(&b, "pulse_pool_statements_deallocated_total %llu\n", (unsigned long long)deallocated);
+        bprintf(b, "pulse_pool_statements_deallocated_total %llu\n", (unsigned long long)deallocated);
         static const char *const shed_reasons[PULSE_PGPOOL_SHED_REASONS] = {"queue_full", "estimate", "waited"};
-        family(&b, "pulse_shed_total", "counter",
+        family(b, "pulse_shed_total", "counter",
                "Calls answered 503 without running, by class and reason: queue full, estimated wait over the class's queue "
                "budget, or waited the whole budget.");
         for (int c = 0; c < PULSE_CLASS_COUNT; c++)
             for (int k = 0; k < PULSE_PGPOOL_SHED_REASONS; k++)
-                bprintf(&b, "pulse_shed_total{class=\"%s\",reason=\"%s\"} %llu\n", pulse_config_class_name((pulse_class_t)c),
+                bprintf(b, "pulse_shed_total{class=\"%s\",reason=\"%s\"} %llu\n", pulse_config_class_name((pulse_class_t)c),
                         shed_reasons[k], (unsigned long long)shed[c][k]);
     }
     if (redis_present) {
-        family(&b, "pulse_redis_up", "gauge", "1 when the Redis client of every event loop is up (breaker closed).");
-        bprintf(&b, "pulse_redis_up %d\n", redis_by_state[PULSE_REDIS_UP] == nshards ? 1 : 0);
-        family(&b, "pulse_redis_clients", "gauge", "Redis clients (one per event loop) by state.");
+        family(b, "pulse_redis_up", "gauge", "1 when the Redis client of every event loop is up (breaker closed).");
+        bprintf(b, "pulse_redis_up %d\n", redis_by_state[PULSE_REDIS_UP] == nshards ? 1 : 0);
+        family(b, "pulse_redis_clients", "gauge", "Redis clients (one per event loop) by state.");
         for (int k = 0; k < 3; k++)
-            bprintf(&b, "pulse_redis_clients{state=\"%s\"} %d\n", redis_states[k], redis_by_state[k]);
+            bprintf(b, "pulse_redis_clients{state=\"%s\"} %d\n", redis_states[k], redis_by_state[k]);
         static const char *names[][2] = {
             {"pulse_redis_commands_total", "Redis commands sent."},
             {"pulse_redis_command_failures_total", "Redis commands that got no reply: the connection broke or closed."},
@@ -832,10 +852,15 @@ char *pulse_metrics_render(const pulse_catalog_channel_stats_t *channel, size_t 
             {"pulse_redis_connects_total", "Redis connections that passed their probe."},
         };
         for (int k = 0; k < 6; k++) {
-            family(&b, names[k][0], "counter", names[k][1]);
-            bprintf(&b, "%s %llu\n", names[k][0], (unsigned long long)rc[k]);
+            family(b, names[k][0], "counter", names[k][1]);
+            bprintf(b, "%s %llu\n", names[k][0], (unsigned long long)rc[k]);
         }
     }
+}
+
+/* the loops' local caches */
+static void render_local_cache(buf_t *b)
+{
     uint64_t lc[4] = {0};
     int lc_present = 0;
     for (int i = 0; i < nshards; i++) {
@@ -848,60 +873,88 @@ char *pulse_metrics_render(const pulse_catalog_channel_stats_t *channel, size_t 
         lc[3] += ctr_get(&shards[i].lcache_bytes);
     }
     if (lc_present) {
-        family(&b, "pulse_cache_local_hits_total", "counter", "Cached hits answered by the loops' local caches, without Redis.");
-        bprintf(&b, "pulse_cache_local_hits_total %llu\n", (unsigned long long)lc[0]);
-        family(&b, "pulse_cache_local_evictions_total", "counter", "Entries evicted from the local caches to stay within size.");
-        bprintf(&b, "pulse_cache_local_evictions_total %llu\n", (unsigned long long)lc[1]);
-        family(&b, "pulse_cache_local_entries", "gauge", "Entries in the local caches.");
-        bprintf(&b, "pulse_cache_local_entries %llu\n", (unsigned long long)lc[2]);
-        family(&b, "pulse_cache_local_bytes", "gauge", "Bytes held by the local caches (cache_local_bytes per loop at most).");
-        bprintf(&b, "pulse_cache_local_bytes %llu\n", (unsigned long long)lc[3]);
+        family(b, "pulse_cache_local_hits_total", "counter", "Cached hits answered by the loops' local caches, without Redis.");
+        bprintf(b, "pulse_cache_local_hits_total %llu\n", (unsigned long long)lc[0]);
+        family(b, "pulse_cache_local_evictions_total", "counter", "Entries evicted from the local caches to stay within size.");
+        bprintf(b, "pulse_cache_local_evictions_total %llu\n", (unsigned long long)lc[1]);
+        family(b, "pulse_cache_local_entries", "gauge", "Entries in the local caches.");
+        bprintf(b, "pulse_cache_local_entries %llu\n", (unsigned long long)lc[2]);
+        family(b, "pulse_cache_local_bytes", "gauge", "Bytes held by the local caches (cache_local_bytes per loop at most).");
+        bprintf(b, "pulse_cache_local_bytes %llu\n", (unsigned long long)lc[3]);
     }
-    render_channel(&b, channel);
-    if (src_ratelimit != NULL) {
+}
+
+/* rate limits */
+static void render_ratelimit(buf_t *b)
+{
+    if (src_ratelimit == NULL)
+        return;
+    {
         pulse_ratelimit_stats_t st;
         pulse_ratelimit_stats(src_ratelimit, &st);
-        family(&b, "pulse_ratelimit_requests_total", "counter",
+        family(b, "pulse_ratelimit_requests_total", "counter",
                "Rate limit decisions by class and result: allowed, or limited by the tenant, ip or global bucket.");
         for (int c = 0; c < PULSE_CLASS_COUNT; c++) {
             const char *cl = pulse_config_class_name((pulse_class_t)c);
-            bprintf(&b, "pulse_ratelimit_requests_total{class=\"%s\",result=\"allowed\"} %llu\n", cl,
+            bprintf(b, "pulse_ratelimit_requests_total{class=\"%s\",result=\"allowed\"} %llu\n", cl,
                     (unsigned long long)st.allowed[c]);
             for (int k = 0; k < PULSE_RATELIMIT_SCOPE_COUNT; k++)
-                bprintf(&b, "pulse_ratelimit_requests_total{class=\"%s\",result=\"limited_%s\"} %llu\n", cl,
+                bprintf(b, "pulse_ratelimit_requests_total{class=\"%s\",result=\"limited_%s\"} %llu\n", cl,
                         pulse_ratelimit_scope_name((pulse_ratelimit_scope_t)k), (unsigned long long)st.limited[c][k]);
         }
-        family(&b, "pulse_ratelimit_decisions_total", "counter",
+        family(b, "pulse_ratelimit_decisions_total", "counter",
                "Decisions with at least one bucket, by where they were made: redis (shared), lease (tokens leased from Redis "
                "earlier), local (fallback).");
-        bprintf(&b, "pulse_ratelimit_decisions_total{source=\"redis\"} %llu\n", (unsigned long long)st.redis_checks);
-        bprintf(&b, "pulse_ratelimit_decisions_total{source=\"local\"} %llu\n", (unsigned long long)st.fallback_checks);
-        bprintf(&b, "pulse_ratelimit_decisions_total{source=\"lease\"} %llu\n", (unsigned long long)st.lease_checks);
-        family(&b, "pulse_ratelimit_redis_errors_total", "counter", "Rate limit checks Redis failed (decided locally).");
-        bprintf(&b, "pulse_ratelimit_redis_errors_total %llu\n", (unsigned long long)st.errors);
+        bprintf(b, "pulse_ratelimit_decisions_total{source=\"redis\"} %llu\n", (unsigned long long)st.redis_checks);
+        bprintf(b, "pulse_ratelimit_decisions_total{source=\"local\"} %llu\n", (unsigned long long)st.fallback_checks);
+        bprintf(b, "pulse_ratelimit_decisions_total{source=\"lease\"} %llu\n", (unsigned long long)st.lease_checks);
+        family(b, "pulse_ratelimit_redis_errors_total", "counter", "Rate limit checks Redis failed (decided locally).");
+        bprintf(b, "pulse_ratelimit_redis_errors_total %llu\n", (unsigned long long)st.errors);
     }
-    if (src_tracer != NULL) {
+}
+
+/* the span exporter */
+static void render_tracer(buf_t *b)
+{
+    if (src_tracer == NULL)
+        return;
+    {
         pulse_tracer_stats_t st;
         pulse_tracer_stats(src_tracer, &st);
-        family(&b, "pulse_trace_spans_total", "counter",
+        family(b, "pulse_trace_spans_total", "counter",
                "Spans by fate: exported, failed (the collector refused or was unreachable), dropped (queue full).");
-        bprintf(&b, "pulse_trace_spans_total{result=\"exported\"} %llu\n", (unsigned long long)st.spans_exported);
-        bprintf(&b, "pulse_trace_spans_total{result=\"failed\"} %llu\n", (unsigned long long)st.spans_failed);
-        bprintf(&b, "pulse_trace_spans_total{result=\"dropped\"} %llu\n", (unsigned long long)st.spans_dropped);
-        family(&b, "pulse_trace_spans_queued", "gauge", "Spans waiting for the exporter.");
-        bprintf(&b, "pulse_trace_spans_queued %llu\n", (unsigned long long)st.spans_queued);
+        bprintf(b, "pulse_trace_spans_total{result=\"exported\"} %llu\n", (unsigned long long)st.spans_exported);
+        bprintf(b, "pulse_trace_spans_total{result=\"failed\"} %llu\n", (unsigned long long)st.spans_failed);
+        bprintf(b, "pulse_trace_spans_total{result=\"dropped\"} %llu\n", (unsigned long long)st.spans_dropped);
+        family(b, "pulse_trace_spans_queued", "gauge", "Spans waiting for the exporter.");
+        bprintf(b, "pulse_trace_spans_queued %llu\n", (unsigned long long)st.spans_queued);
     }
+}
+
+char *pulse_metrics_render(const pulse_catalog_channel_stats_t *channel, size_t *len)
+{
+    buf_t b = {NULL, 0, 0, 0}, scratch = {malloc(256), 0, 256, 0};
+    ep_sum_t *sums = NULL;
+    size_t nsums = 0;
+    if (scratch.s == NULL || collect_endpoints(&sums, &nsums) != 0)
+        goto oom;
+    render_endpoints(&b, &scratch, sums, nsums);
+    render_live(&b, &scratch, sums, nsums);
+    render_slo_pg(&b);
+    render_pool_redis(&b);
+    render_local_cache(&b);
+    render_channel(&b, channel);
+    render_ratelimit(&b);
+    render_tracer(&b);
     if (src_replicas != NULL)
         render_replicas(&b);
     if (b.oom)
         goto oom;
-    free(all);
     free(sums);
     free(scratch.s);
     *len = b.len;
     return b.s;
 oom:
-    free(all);
     free(sums);
     free(scratch.s);
     free(b.s);
