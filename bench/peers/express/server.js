@@ -119,8 +119,11 @@ async function listen() {
   c.on('error', () => setTimeout(listen, 1000));
   c.on('notification', (n) => {
     if (n.channel === 'pulse_invalidate') {
+      // only the tags an endpoint depends on (loadCatalog): every keyed tag a write bumps also comes here, and
+      // remembering them all made the map, and the read of all its generations after each write, grow without end
       const i = n.payload.lastIndexOf(':');
-      if (i > 0) setGeneration(n.payload.slice(0, i), Number(n.payload.slice(i + 1)));
+      const tag = i > 0 ? n.payload.slice(0, i) : null;
+      if (tag !== null && generations.has(tag)) setGeneration(tag, Number(n.payload.slice(i + 1)));
     } else if (n.channel === 'pulse_reload') {
       loadCatalog().catch((e) => console.error('express peer: reload', e.message));
     }
