@@ -15,7 +15,7 @@
 # both clusters are destroyed on exit.
 #
 # Parameters (environment): A_PGBIN, B_PGBIN (required), ROWS (5000000),
-# NGROUPS (50000), CHANGED (1000), REPEATS (11), PORT (55480),
+# NGROUPS (50000), CHANGED (1000), REPEATS (11), PORT (25480, below the ephemeral port range),
 # AB_DIR (/tmp/pulse-bench-ab.PID).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -28,7 +28,7 @@ AB_DIR=${AB_DIR:-/tmp/pulse-bench-ab.$$}
 declare -A BIN PORTS
 BIN[A]=$A_PGBIN
 BIN[B]=$B_PGBIN
-PORTS[A]=$(free_port "${PORT:-55480}")
+PORTS[A]=$(free_port "${PORT:-25480}")
 PORTS[B]=$(free_port $((PORTS[A] + 1)))
 
 log() { printf '%s bench-ab: %s\n' "$(date -u +%T)" "$*" >&2; }
