@@ -454,11 +454,10 @@ static void family(buf_t *b, const char *name, const char *type, const char *hel
 }
 
 /* the invalidation channel (channel.h), when a cache is configured */
-static void render_channel(buf_t *b, const pulse_catalog_channel_stats_t *channel)
+static void render_channel(buf_t *b, const pulse_catalog_channel_stats_t *st)
 {
-    if (channel == NULL || channel->state == PULSE_CATALOG_CHANNEL_OFF)
+    if (st == NULL || st->state == PULSE_CATALOG_CHANNEL_OFF)
         return;
-    const pulse_catalog_channel_stats_t st = *channel;
     uint64_t refused = 0, keyed_stale = 0;
     for (int i = 0; i < nshards; i++) {
         refused += ctr_get(&shards[i].cache_unverified);
@@ -469,25 +468,25 @@ static void render_channel(buf_t *b, const pulse_catalog_channel_stats_t *channe
            "cache hits), verified, unchecked (no heartbeat configured).");
     for (int k = PULSE_CATALOG_CHANNEL_DOWN; k < PULSE_CATALOG_CHANNEL_STATES; k++)
         bprintf(b, "pulse_invalidation_channel_state{state=\"%s\"} %d\n",
-                pulse_catalog_channel_state_name((pulse_catalog_channel_state_t)k), st.state == (pulse_catalog_channel_state_t)k);
+                pulse_catalog_channel_state_name((pulse_catalog_channel_state_t)k), st->state == (pulse_catalog_channel_state_t)k);
     family(b, "pulse_invalidation_lag_seconds", "gauge",
            "Time since the instant up to which the generations map is vouched for (the send time of the last heartbeat "
            "received, or of the last resync).");
-    bprintf(b, "pulse_invalidation_lag_seconds %.6f\n", st.lag_seconds);
+    bprintf(b, "pulse_invalidation_lag_seconds %.6f\n", st->lag_seconds);
     family(b, "pulse_invalidation_unverified_seconds_total", "counter",
            "Time the generations map was not vouched for (cache hits refused).");
-    bprintf(b, "pulse_invalidation_unverified_seconds_total %.6f\n", st.unverified_seconds);
+    bprintf(b, "pulse_invalidation_unverified_seconds_total %.6f\n", st->unverified_seconds);
     family(b, "pulse_invalidation_heartbeats_total", "counter",
            "Heartbeats through the invalidation channel: sent (committed), failed, received, missed (not received within "
            "invalidation_delivery_ms).");
-    bprintf(b, "pulse_invalidation_heartbeats_total{result=\"sent\"} %llu\n", (unsigned long long)st.beats_sent);
-    bprintf(b, "pulse_invalidation_heartbeats_total{result=\"failed\"} %llu\n", (unsigned long long)st.beats_failed);
-    bprintf(b, "pulse_invalidation_heartbeats_total{result=\"received\"} %llu\n", (unsigned long long)st.beats_received);
-    bprintf(b, "pulse_invalidation_heartbeats_total{result=\"missed\"} %llu\n", (unsigned long long)st.beats_missed);
+    bprintf(b, "pulse_invalidation_heartbeats_total{result=\"sent\"} %llu\n", (unsigned long long)st->beats_sent);
+    bprintf(b, "pulse_invalidation_heartbeats_total{result=\"failed\"} %llu\n", (unsigned long long)st->beats_failed);
+    bprintf(b, "pulse_invalidation_heartbeats_total{result=\"received\"} %llu\n", (unsigned long long)st->beats_received);
+    bprintf(b, "pulse_invalidation_heartbeats_total{result=\"missed\"} %llu\n", (unsigned long long)st->beats_missed);
     family(b, "pulse_invalidation_resyncs_total", "counter", "Reads of every route tag's generation by the catalog thread.");
-    bprintf(b, "pulse_invalidation_resyncs_total %llu\n", (unsigned long long)st.resyncs);
+    bprintf(b, "pulse_invalidation_resyncs_total %llu\n", (unsigned long long)st->resyncs);
     family(b, "pulse_invalidation_reconnects_total", "counter", "Listening connections opened again after the first.");
-    bprintf(b, "pulse_invalidation_reconnects_total %llu\n", (unsigned long long)st.reconnects);
+    bprintf(b, "pulse_invalidation_reconnects_total %llu\n", (unsigned long long)st->reconnects);
     family(b, "pulse_cache_unverified_total", "counter",
            "Cacheable calls not answered from the cache because the invalidation channel was unverified (answered by the "
            "database, or stale-if-error).");
@@ -496,14 +495,14 @@ static void render_channel(buf_t *b, const pulse_catalog_channel_stats_t *channe
            "Cached entries not served because a keyed tag they read was bumped since (or could not be vouched for).");
     bprintf(b, "pulse_cache_keyed_stale_total %llu\n", (unsigned long long)keyed_stale);
     family(b, "pulse_keyed_tags", "gauge", "Keyed cache tags the proxy knows (at most cache_keyed_tags).");
-    bprintf(b, "pulse_keyed_tags %llu\n", (unsigned long long)st.keyed.tags);
+    bprintf(b, "pulse_keyed_tags %llu\n", (unsigned long long)st->keyed.tags);
     family(b, "pulse_keyed_forgotten_total", "counter",
            "Keyed cache tags forgotten: evicted (the map was full), or all of them at a reconnect of the listening connection.");
-    bprintf(b, "pulse_keyed_forgotten_total{reason=\"evicted\"} %llu\n", (unsigned long long)st.keyed.evictions);
-    bprintf(b, "pulse_keyed_forgotten_total{reason=\"reset\"} %llu\n", (unsigned long long)st.keyed.resets);
+    bprintf(b, "pulse_keyed_forgotten_total{reason=\"evicted\"} %llu\n", (unsigned long long)st->keyed.evictions);
+    bprintf(b, "pulse_keyed_forgotten_total{reason=\"reset\"} %llu\n", (unsigned long long)st->keyed.resets);
     family(b, "pulse_keyed_coverage_pending", "gauge",
            "1 while no coverage snapshot was taken since keyed tags were forgotten: unknown keyed tags count as bumped.");
-    bprintf(b, "pulse_keyed_coverage_pending %d\n", st.keyed.coverage_pending);
+    bprintf(b, "pulse_keyed_coverage_pending %d\n", st->keyed.coverage_pending);
 }
 
 static int ep_cmp(const void *a, const void *b)
