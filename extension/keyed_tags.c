@@ -28,7 +28,10 @@
  * What readers use (pulse-proxy):
  *	- pulse.keyed_state(tags text[]) returns the snapshot it runs in and the
  *	  generations of the tags read in it: called in the same statement as an
- *	  endpoint's function, it says which writes the answer includes.
+ *	  endpoint's function, it says which writes the answer includes.  It is
+ *	  called with every keyed read and live refresh, so it is C with a kept
+ *	  plan (an SQL function with a SET clause was parsed and planned at each
+ *	  call: a third of a live refresh's database CPU).
  *	- pulse._tenant_key(type) is the text form of pulse.tenant as a value of
  *	  a key column of that type, or NULL when no value of the type equals it
  *	  (no row can carry it, so no keyed tag is needed).
@@ -58,7 +61,9 @@
 #include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/fmgroids.h"
 #include "utils/guc.h"
+#include "utils/json.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
@@ -339,4 +344,96 @@ pulse_tenant_key(PG_FUNCTION_ARGS)
 	if (result == NULL)
 		PG_RETURN_NULL();
 	PG_RETURN_TEXT_P(cstring_to_text(result));
+}
+
+/*
+ * pulse.keyed_state(tags text[]) RETURNS text
+ *
+ * {"snapshot" : "<pg_current_snapshot()>", "tags" : [["<tag>", <generation>],
+ * ...]}: the tags in their order (NULL ones left out), a tag never bumped
+ * at 0.  Both read in the active snapshot, the calling statement's: the
+ * lookup runs read-only through SPI, which takes no snapshot of its own.
+ */
+static SPIPlanPtr ks_plan = NULL;
+
+PG_FUNCTION_INFO_V1(pulse_keyed_state);
+Datum
+pulse_keyed_state(PG_FUNCTION_ARGS)
+{
+	Datum	   *elems = NULL;
+	bool	   *nulls = NULL;
+	int			n = 0;
+	int			given = 0;
+	int64	   *gens;
+	StringInfoData out;
+	Datum		snap;
+
+	if (!PG_ARGISNULL(0))
+	{
+		ArrayType  *tags = PG_GETARG_ARRAYTYPE_P(0);
+
+		if (ARR_NDIM(tags) > 1)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("tags must be a one-dimensional array")));
+		deconstruct_array(tags, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
+	}
+	gens = (int64 *) palloc0(sizeof(int64) * (n > 0 ? n : 1));
+	for (int i = 0; i < n; i++)
+		given += !nulls[i];
+
+	if (given > 0)
+	{
+		Datum		arg = PG_GETARG_DATUM(0);
+		int			rc;
+
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		if (ks_plan == NULL)
+		{
+			Oid			argtypes[1] = {TEXTARRAYOID};
+			SPIPlanPtr	plan = SPI_prepare("SELECT c.tag, c.generation FROM pulse.cache_tags c "
+										   "WHERE c.tag OPERATOR(pg_catalog.=) ANY ($1)",
+										   1, argtypes);
+
+			if (plan == NULL || SPI_keepplan(plan) != 0)
+				elog(ERROR, "could not prepare the keyed state lookup: %s",
+					 SPI_result_code_string(SPI_result));
+			ks_plan = plan;
+		}
+		rc = SPI_execute_plan(ks_plan, &arg, NULL, true, 0);
+		if (rc != SPI_OK_SELECT)
+			elog(ERROR, "could not read cache tags: %s", SPI_result_code_string(rc));
+		/* a handful of tags per call: a scan per row is cheaper than a hash */
+		for (uint64 r = 0; r < SPI_processed; r++)
+		{
+			HeapTuple	tup = SPI_tuptable->vals[r];
+			TupleDesc	desc = SPI_tuptable->tupdesc;
+			bool		isnull;
+			text	   *tag = DatumGetTextPP(SPI_getbinval(tup, desc, 1, &isnull));
+			int64		gen = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
+
+			for (int i = 0; i < n; i++)
+				if (!nulls[i] && VARSIZE_ANY_EXHDR(tag) == VARSIZE_ANY_EXHDR(DatumGetPointer(elems[i])) &&
+					memcmp(VARDATA_ANY(tag), VARDATA_ANY(DatumGetPointer(elems[i])), VARSIZE_ANY_EXHDR(tag)) == 0)
+					gens[i] = gen;
+		}
+		SPI_finish();
+	}
+
+	snap = OidFunctionCall0Coll(F_PG_CURRENT_SNAPSHOT, InvalidOid);
+	initStringInfo(&out);
+	appendStringInfoString(&out, "{\"snapshot\" : ");
+	escape_json(&out, DatumGetCString(OidFunctionCall1Coll(F_PG_SNAPSHOT_OUT, InvalidOid, snap)));
+	appendStringInfoString(&out, ", \"tags\" : [");
+	for (int i = 0, k = 0; i < n; i++)
+	{
+		if (nulls[i])
+			continue;
+		appendStringInfoString(&out, k++ > 0 ? ", [" : "[");
+		escape_json(&out, TextDatumGetCString(elems[i]));
+		appendStringInfo(&out, ", " INT64_FORMAT "]", gens[i]);
+	}
+	appendStringInfoString(&out, "]}");
+	PG_RETURN_TEXT_P(cstring_to_text_with_len(out.data, out.len));
 }

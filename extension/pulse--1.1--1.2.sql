@@ -71,16 +71,8 @@ COMMENT ON FUNCTION pulse._tenant_key(regtype) IS
 -- of an endpoint's function to learn which bumps the answer includes.
 CREATE FUNCTION pulse.keyed_state(tags text[])
 RETURNS text
-LANGUAGE sql STABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
-AS $$
-SELECT json_build_object(
-           'snapshot', pg_current_snapshot()::text,
-           'tags', coalesce((SELECT json_agg(json_build_array(t.tag, coalesce(c.generation, 0)) ORDER BY t.ord)
-                               FROM unnest(tags) WITH ORDINALITY AS t(tag, ord)
-                               LEFT JOIN pulse.cache_tags c ON c.tag = t.tag
-                              WHERE t.tag IS NOT NULL), '[]'))::text
-$$;
+LANGUAGE c STABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'pulse_keyed_state';
 COMMENT ON FUNCTION pulse.keyed_state(text[]) IS
 '{"snapshot": the current snapshot, "tags": [[tag, generation], ...]} read in the calling statement''s snapshot';
 

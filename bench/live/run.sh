@@ -77,6 +77,7 @@ psql -d "$DB" -c "CREATE EXTENSION pulse"
 psql -d "$DB" -f proxy/test/fixture.sql >/dev/null
 psql -d "$DB" -f proxy/test/live_fixture.sql >/dev/null
 psql -d "$DB" -c "INSERT INTO lv.items SELECT g * 10 + i, 1 + g % $TENANTS, g, 0 FROM generate_series(1, $KEYS) g, generate_series(1, 4) i"
+psql -d "$DB" -c "ANALYZE lv.items" # planner statistics, as any loaded table has: without them lv_group ANDs two bitmaps
 DSN="host=$WORK/pg port=$PGPORT dbname=$DB user=postgres"
 
 SECRET=bench-secret-$$
@@ -95,7 +96,16 @@ PIDS+=("$PROXY_PID")
 wait_for 15 curl -sf "http://127.0.0.1:$HPORT/ready" || die "proxy not ready: $(tail -n 5 "$LOGS/proxy.err")"
 
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$PROXY_PID/status"; }
-cpu_ticks() { sed 's/^.*) //' "/proc/$PROXY_PID/stat" | awk '{print $12 + $13}'; }
+cpu_ticks() { sed 's/^.*) //' "/proc/${1:-$PROXY_PID}/stat" | awk '{print $12 + $13}'; }
+# CPU ticks of the postmaster and every backend (its children)
+pg_ticks() {
+	local pm t=0 p
+	pm=$(head -n 1 "$WORK/pg/data/postmaster.pid")
+	for p in $pm $(cat /proc/"$pm"/task/*/children 2>/dev/null); do t=$((t + $(cpu_ticks "$p" 2>/dev/null || echo 0))); done
+	echo "$t"
+}
+# busy and total ticks of the machine
+machine_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8, $2 + $3 + $4 + $5 + $6 + $7 + $8}' /proc/stat; }
 xacts() { psql -d "$DB" -At -c "SELECT xact_commit FROM pg_stat_database WHERE datname = '$DB'"; }
 metric() { curl -s "http://127.0.0.1:$HPORT/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
 
@@ -105,6 +115,9 @@ sleep 3
 BASE_XPS=$(( ($(xacts) - bx0) / 3 ))
 
 ROWS_MD=()
+CPU_MD=()
+OUT_DIR=${OUT%.md}
+mkdir -p "$OUT_DIR"
 for mode in $MODES; do
 	name=${mode/poll:/poll }
 	log "$name: $STREAMS clients over $KEYS keys"
@@ -115,15 +128,30 @@ for mode in $MODES; do
 	wait_for 150 grep -q ready "$WORK/client.out" || die "$name: the clients did not connect: $(tail -n 3 "$LOGS/client.err")"
 	rss1=$(rss_kb)
 	cpu0=$(cpu_ticks)
+	pg0=$(pg_ticks)
+	cl0=$(cpu_ticks "$CLIENT")
+	read -r mb0 mt0 < <(machine_ticks)
 	x0=$(xacts)
 	ev0=$(metric 'pulse_live_events_total{type="result"}')
-	DURATION=$SECONDS_RUN KEYS=$KEYS WRITES_PER_S=$WRITES_PER_S $PY bench/live/writer.py "$DSN" "$WORK/writes" >"$LOGS/writer.out"
-	wait "$CLIENT" || die "$name: the client failed: $(tail -n 3 "$LOGS/client.err")"
+	DURATION=$SECONDS_RUN KEYS=$KEYS WRITES_PER_S=$WRITES_PER_S $PY bench/live/writer.py "$DSN" "$WORK/writes" >"$LOGS/writer.out" &
+	WRITER=$!
+	$PY bench/live/cpu_sampler.py "$OUT_DIR/${name// /-}.cpu" "$(head -n 1 "$WORK/pg/data/postmaster.pid")" \
+		"$PROXY_PID=proxy" "$CLIENT=client" "$WRITER=writer" &
+	SAMPLER=$!
+	wait "$WRITER" || die "$name: the writer failed: $(tail -n 3 "$LOGS/writer.out")"
 	cpu1=$(cpu_ticks)
+	pg1=$(pg_ticks)
+	cl1=$(cpu_ticks "$CLIENT")
+	read -r mb1 mt1 < <(machine_ticks)
+	kill "$SAMPLER" 2>/dev/null || true
+	wait "$CLIENT" || die "$name: the client failed: $(tail -n 3 "$LOGS/client.err")"
 	x1=$(xacts)
 	ev1=$(metric 'pulse_live_events_total{type="result"}')
 	summary=$(tail -n 1 "$WORK/client.out")
-	lat=$($PY bench/live/report.py "$WORK/writes" "$WORK/receipts" "$WORK/receipts.first")
+	lat=$(TIMELINE="$OUT_DIR/${name// /-}.timeline" $PY bench/live/report.py "$WORK/writes" "$WORK/receipts" "$WORK/receipts.first")
+	cpu_md=$(awk -v p=$((cpu1 - cpu0)) -v g=$((pg1 - pg0)) -v c=$((cl1 - cl0)) -v mb=$((mb1 - mb0)) -v mt=$((mt1 - mt0)) -v t="$CLK_TCK" -v s="$SECONDS_RUN" -v name="$name" \
+		'BEGIN { printf "| %s | %.0f%% | %.2f | %.2f | %.2f | %.2f |", name, 100 * mb / mt, p / t / s, g / t / s, c / t / s, (mb - p - g - c) / t / s }')
+	CPU_MD+=("$cpu_md")
 	commits=$(wc -l <"$WORK/writes")
 	row=$($PY - "$name" "$summary" "$lat" "$rss0" "$rss1" "$cpu0" "$cpu1" "$CLK_TCK" "$x0" "$x1" "$commits" "$ev0" "$ev1" "$STREAMS" "$BASE_XPS" <<'PY'
 import json, sys
@@ -152,6 +180,15 @@ mkdir -p "$(dirname "$OUT")"
 	echo "| run | commit→client p50 ms | p99 ms | max ms | missed | proxy RSS KB per client | proxy CPU µs per push/request | database calls/s | client errors |"
 	echo "|---|---|---|---|---|---|---|---|---|"
 	printf '%s\n' "${ROWS_MD[@]}"
+	echo
+	echo "Where the CPU went during each run's recorded seconds (cores busy, of $(nproc); /proc): the machine, the proxy, PostgreSQL"
+	echo "(postmaster and backends), the load client (node), and the rest (the writer, the kernel's own threads, anything else)."
+	echo
+	echo "| run | machine busy | proxy | PostgreSQL | client | rest |"
+	echo "|---|---|---|---|---|---|"
+	printf '%s\n' "${CPU_MD[@]}"
+	echo
+	echo "Per second of the run (by commit time): \`$(basename "$OUT_DIR")/<run>.timeline\` (second, deliveries, p50 ms, p99 ms, max ms)."
 } >"$OUT"
 cat "$OUT"
 log "report: $OUT"
