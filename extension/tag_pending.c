@@ -10,7 +10,8 @@
  * wrote (keyed_tags.c), or a column's epoch "<tag>:<col>=*".  Nothing is
  * written until pre-commit: then every remembered tag is bumped once, in
  * one statement, in tag order, and NOTIFY pulse_invalidate, 'tag:generation'
- * is queued for each; like any NOTIFY it is delivered at commit and never
+ * is queued for each, after one NOTIFY pulse_commit with the time (see
+ * tag_pending.h); like any NOTIFY they are delivered at commit and never
  * for a rolled-back transaction.  Tag order is the lock order on the rows of
  * pulse.cache_tags, so two committing writers can never deadlock on them,
  * and the row locks are held only while the transaction commits.
@@ -52,6 +53,7 @@
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
+#include "utils/timestamp.h"
 
 #include "guc_vars.h"
 #include "support.h"
@@ -346,6 +348,14 @@ tp_bump_many(char **tags, char **family_of, int ntags, bool at_commit,
 		elog(ERROR, "could not bump %d cache tags: %s", ntags,
 			 SPI_result_code_string(rc));
 
+	{
+		char		when[32];
+		TimestampTz now = GetCurrentTimestamp();
+
+		snprintf(when, sizeof(when), INT64_FORMAT,
+				 (int64) now + (int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY * USECS_PER_SEC);
+		Async_Notify(PULSE_COMMIT_CHANNEL, when);
+	}
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
 		bool		isnull;

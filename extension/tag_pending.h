@@ -12,6 +12,16 @@
 
 /* Channel of the invalidation messages. */
 #define PULSE_TAG_CHANNEL	"pulse_invalidate"
+/*
+ * Channel of the commit times: before the bumps of a transaction, one
+ * NOTIFY pulse_commit, '<microseconds since 1970-01-01 UTC>' with the time
+ * its bumps were made (pre-commit; for pulse.bump_tag, the call), so that a
+ * listener can tell how long a bump took to reach whatever it caused.  A
+ * transaction's notifications reach a listener together and in order, so
+ * the bumps that follow a commit time are that transaction's.  Listeners
+ * that do not know it never LISTEN to it.
+ */
+#define PULSE_COMMIT_CHANNEL	"pulse_commit"
 /* Longest tag accepted, in bytes: far below the 8000-byte NOTIFY limit. */
 #define PULSE_TAG_MAX_LEN	512
 

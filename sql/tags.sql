@@ -212,6 +212,34 @@ SELECT * FROM notifications();
 DROP TABLE owned, mine;
 SELECT rel, tag FROM pulse.tracked ORDER BY tag COLLATE "C";
 
+-- the commit time: one NOTIFY pulse_commit, '<µs since 1970>' per bumping
+-- transaction, before its bumps, taken at pre-commit (a listener times what
+-- a bump caused from it); a transaction that bumps nothing sends none
+SELECT dblink_exec('listener', 'LISTEN pulse_commit');
+CREATE FUNCTION notifications_timed(t1 bigint, t2 bigint) RETURNS SETOF text LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM * FROM dblink('listener', 'SELECT 1') AS t(x int);
+    RETURN QUERY SELECT notify_name || ' ' || CASE WHEN notify_name = 'pulse_commit'
+                        THEN CASE WHEN extra::bigint BETWEEN t1 AND t2 THEN 'at commit' ELSE extra END
+                        ELSE extra END
+                   FROM dblink_get_notify('listener');
+END
+$$;
+CREATE TABLE commit_times (id int);
+SELECT pulse.track('commit_times');
+BEGIN;
+INSERT INTO commit_times VALUES (1);
+SELECT pg_sleep(0.01);
+SELECT (extract(epoch FROM clock_timestamp()) * 1e6)::bigint AS t1 \gset
+COMMIT;
+SELECT (extract(epoch FROM clock_timestamp()) * 1e6)::bigint AS t2 \gset
+SELECT * FROM notifications_timed(:t1, :t2);
+SELECT 1 FROM commit_times WHERE id = -1;
+SELECT * FROM notifications();
+SELECT dblink_exec('listener', 'UNLISTEN pulse_commit');
+DROP FUNCTION notifications_timed(bigint, bigint);
+DROP TABLE commit_times;
+
 -- cleanup
 SELECT dblink_disconnect('listener');
 DROP FUNCTION notifications();

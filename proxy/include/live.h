@@ -57,9 +57,11 @@ void pulse_live_destroy(void);
  * the keyed tags: marks every key that depends on the tag dirty and wakes its owner. Called by the catalog thread after
  * pulse_generations_apply_notify (so a key indexed after this call's lookup sees the bump in the keyed map). `lsn`: the
  * stamp of the notification (an LSN read on the primary after it arrived, UINT64_MAX unknown, 0 without replicas): the
- * key's next refresh goes to a replica only when the replica replayed it (replicas.h).
+ * key's next refresh goes to a replica only when the replica replayed it (replicas.h). `commit_us`: when the bump's
+ * transaction committed (the pulse_commit notification before it, microseconds since 1970, 0 unknown): the push
+ * latency of the keys it marks is counted from it (from the notification's arrival when unknown or in the future).
  */
-void pulse_live_notify(const char *payload, size_t len, uint64_t lsn);
+void pulse_live_notify(const char *payload, size_t len, uint64_t lsn, uint64_t commit_us);
 
 /**
  * The catalog thread read the generations of every route's tag again (after a (re)connect of the listening

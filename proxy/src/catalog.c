@@ -65,6 +65,7 @@ static uint64_t heard_us;         /* when the last heartbeat vouched for the map
 static int resync_pending;        /* a heartbeat found `synced` cleared */
 static uint64_t resync_retry_us;  /* a failed resync is not retried before */
 static uint64_t listen_us;        /* when this connection's LISTEN took effect */
+static uint64_t commit_us;        /* the last pulse_commit notification: when the bumps after it committed (live.h) */
 static int lapse_logged;
 static uint64_t lapse_since_us;
 
@@ -125,7 +126,11 @@ static void cat_drain(PGconn *pg)
             if (gens != NULL && pulse_generations_apply_notify(gens, keyed, note->extra, strlen(note->extra)) < 0)
                 pulse_log_msg("warning", NULL, "catalog: ignoring the pulse_invalidate payload \"%.80s\"", note->extra);
             else
-                pulse_live_notify(note->extra, strlen(note->extra), lsn); /* after the map: live.h */
+                pulse_live_notify(note->extra, strlen(note->extra), lsn, commit_us); /* after the map: live.h */
+        } else if (strcmp(note->relname, "pulse_commit") == 0) {
+            char *end;
+            unsigned long long v = strtoull(note->extra, &end, 10);
+            commit_us = end != note->extra && *end == '\0' ? (uint64_t)v : 0;
         } else if (chan != NULL && strcmp(note->relname, pulse_channel_name(chan)) == 0) {
             cat_beat(note->extra);
         } else {
@@ -311,12 +316,13 @@ static PGconn *cat_connect(void)
     PQsetNoticeProcessor(pg, cat_notice, NULL);
     connect_failures = 0;
     synced = resync_pending = reload_pending = 0;
-    snprintf(sql, sizeof(sql), "SET application_name = 'pulse-proxy catalog'; LISTEN pulse_reload; LISTEN pulse_invalidate%s%s",
+    snprintf(sql, sizeof(sql), "SET application_name = 'pulse-proxy catalog'; LISTEN pulse_reload; LISTEN pulse_invalidate; LISTEN pulse_commit%s%s",
              chan != NULL ? "; LISTEN " : "", chan != NULL ? pulse_channel_name(chan) : "");
     PGresult *res = cat_query(pg, sql, 0, NULL);
     int ok = res != NULL && PQresultStatus(res) == PGRES_COMMAND_OK;
     PQclear(res);
     listen_us = pulse_generations_now_us();
+    commit_us = 0;
     /* the keyed tags bumped while no connection listened are unknown: forget what is known, cover from here on */
     if (ok && keyed != NULL)
         pulse_keyed_reset(keyed);

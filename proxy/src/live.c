@@ -37,6 +37,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include "live_int.h"
 #include "log.h"
 
@@ -445,14 +446,21 @@ void live_unsubscribe(live_stream_t *s)
 
 /* --- notifications (the catalog thread) --------------------------------------------------------------------------- */
 
-void pulse_live_notify(const char *payload, size_t len, uint64_t lsn)
+void pulse_live_notify(const char *payload, size_t len, uint64_t lsn, uint64_t commit_us)
 {
     const char *tag;
     size_t tlen;
     uint64_t gen;
     if (loops == NULL || pulse_generations_parse(payload, len, &tag, &tlen, &gen) != 0)
         return;
-    uint64_t now = pulse_generations_now_us();
+    uint64_t now = pulse_generations_now_us(); /* monotonic; the commit time is the database's wall clock */
+    if (commit_us != 0) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        uint64_t wall = (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+        if (commit_us <= wall && wall - commit_us < now) /* else a database clock ahead of ours: from the arrival */
+            now -= wall - commit_us;
+    }
     pthread_mutex_lock(&live_lock);
     live_node_t *n = lt_find(&tags, tag, tlen);
     if (n != NULL) {

@@ -572,8 +572,8 @@ static void render_live(buf_t *b, buf_t *scratch, const ep_sum_t *sums, size_t n
     bprintf(b, "pulse_live_rejected_total{reason=\"tenant_limit\"} %llu\n", (unsigned long long)rej[0]);
     bprintf(b, "pulse_live_rejected_total{reason=\"proxy_limit\"} %llu\n", (unsigned long long)rej[1]);
     family(b, "pulse_live_push_latency_seconds", "histogram",
-           "Time from the arrival of a pulse_invalidate notification at the proxy to the write of the result it caused "
-           "(the commit itself is earlier by the notification's delivery).");
+           "Time from the commit of a bump (its pulse_commit notification, the database's clock; from the arrival of the "
+           "pulse_invalidate notification when the extension sends no commit time) to the write of the result it caused.");
     uint64_t cum = 0;
     for (int k = 0; k < NB; k++) {
         cum += bk[k];

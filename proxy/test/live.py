@@ -402,6 +402,23 @@ tap(json.loads(ev.get("data") or "null") == group_json(5001),
 s.close()
 
 # 15. metrics -----------------------------------------------------------------------------------------------------------
+# the push latency counts from the bump's commit time (the pulse_commit notification), not from the notification's
+# arrival: a transaction that bumps the key's tag with pulse.bump_tag (its time: the call), changes the group and sleeps
+# 1 s before COMMIT is pushed with a latency of over a second, though its notifications arrive at once after the commit
+s = Stream(A, path("lv_group", 4004, tenant=4))
+ev0 = s.next_event(5)
+time.sleep(0.3)
+m0 = metrics(A)
+sql("BEGIN; SELECT pulse.bump_tag('lv:grp=4004'); UPDATE lv.items SET v = 44 WHERE grp = 4004; SELECT pg_sleep(1); COMMIT")
+ev = s.next_event(5) or {}
+time.sleep(0.3)
+m1 = metrics(A)
+d_count = m1.get("pulse_live_push_latency_seconds_count", 0) - m0.get("pulse_live_push_latency_seconds_count", 0)
+d_sum = m1.get("pulse_live_push_latency_seconds_sum", 0) - m0.get("pulse_live_push_latency_seconds_sum", 0)
+tap(ev0 is not None and json.loads(ev.get("data") or "null") == group_json(4004) and d_count == 1 and 1.0 <= d_sum < 5,
+    f"the push latency histogram counts from the bump's commit time (one push, {d_sum:.3f} s: the transaction slept 1 s)",
+    (ev, d_count, d_sum))
+s.close()
 ma = metrics(A)
 tap(ma.get("pulse_live_push_latency_seconds_count", 0) > 0 and ma.get('pulse_live_events_total{type="heartbeat"}', 0) > 0
     and ma.get('pulse_live_events_total{type="error"}', 0) >= 1 and 'pulse_slo_breaches_total{class="live",slo="p99"}' in ma,
