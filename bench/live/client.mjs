@@ -33,13 +33,18 @@ function token(tenant) {
 const tokens = {};
 for (let t = 1; t <= TENANTS; t++) tokens[t] = token(t);
 
-let ready = 0, events = 0, requests = 0, errors = 0, recording = false;
+let ready = 0, events = 0, requests = 0, errors = 0, skipped = 0, recording = false;
+const errorKinds = {}; // what the errors were: "HTTP <status>" or the socket error's code
+function error(kind) {
+  errors++;
+  errorKinds[kind] = (errorKinds[kind] || 0) + 1;
+}
 function seen(c, body, now) {
   let max = -1;
   try {
     for (const r of JSON.parse(body)) if (r.v > max) max = r.v;
   } catch {
-    errors++;
+    error("bad JSON");
     return;
   }
   if (!c.first) {
@@ -62,7 +67,7 @@ function openStream(c) {
   });
   req.on("response", (res) => {
     if (res.statusCode !== 200) {
-      errors++;
+      error(`HTTP ${res.statusCode}`);
       console.error(`stream ${c.i}: HTTP ${res.statusCode}`);
       res.resume();
       return;
@@ -83,11 +88,16 @@ function openStream(c) {
       }
     });
   });
-  req.on("error", (e) => { errors++; console.error(`stream ${c.i}: ${e.message}`); });
+  req.on("error", (e) => { error(e.code || e.message); console.error(`stream ${c.i}: ${e.message}`); });
   req.end();
 }
 
 function poll(c) {
+  if (c.inflight) { // the previous poll has not answered yet: a poller waits for it (counted, not sent)
+    skipped++;
+    return;
+  }
+  c.inflight = true;
   requests++;
   const req = http.request({
     host: u.hostname, port: u.port, agent,
@@ -99,11 +109,15 @@ function poll(c) {
     res.setEncoding("utf8");
     res.on("data", (d) => (body += d));
     res.on("end", () => {
+      c.inflight = false;
       if (res.statusCode === 200) seen(c, body, Date.now());
-      else errors++;
+      else error(`HTTP ${res.statusCode}`);
     });
   });
-  req.on("error", () => errors++);
+  req.on("error", (e) => {
+    c.inflight = false;
+    error(e.code || e.message);
+  });
   req.end();
 }
 
@@ -134,13 +148,16 @@ function start() {
   t0 = Date.now();
   events = 0;
   requests = 0;
+  skipped = 0;
+  errors = 0;
+  for (const k in errorKinds) delete errorKinds[k];
   console.log("ready");
   setTimeout(stop, SECONDS * 1000);
 }
 function stop() {
   recording = false;
   const secs = (Date.now() - t0) / 1000;
-  console.log(JSON.stringify({ mode, streams: STREAMS, keys: KEYS, seconds: secs, events, requests, errors }));
+  console.log(JSON.stringify({ mode, streams: STREAMS, keys: KEYS, seconds: secs, events, requests, skipped, errors, errorKinds }));
   out.end(() => process.exit(0));
 }
 setTimeout(() => {

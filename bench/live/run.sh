@@ -163,7 +163,8 @@ cpu_us = (int(cpu1) - int(cpu0)) / int(tck) * 1e6
 calls = (int(x1) - int(x0) - int(commits)) / secs - int(base)
 print(f"| {name} | {lat['p50_ms']} | {lat['p99_ms']} | {lat['max_ms']} | {lat['missed']} | "
       f"{(int(rss1) - int(rss0)) / int(n):.1f} | {cpu_us / max(work, 1):.1f} ({work:.0f} {'pushes' if name == 'live' else 'requests'}) | "
-      f"{calls:.0f} | {summ['errors']} |")
+      f"{calls:.0f} | " + (f"{summ['requests'] / secs:.0f} / {summ.get('skipped', 0) / secs:.0f}" if name != "live" else "-") + " | "
+      f"{summ['errors']}" + (" (" + ", ".join(f"{k}: {v}" for k, v in sorted(summ.get("errorKinds", {}).items())) + ")" if summ["errors"] else "") + " |")
 PY
 )
 	log "$row"
@@ -177,9 +178,11 @@ mkdir -p "$(dirname "$OUT")"
 	echo
 	echo "Command: \`$CMD\`. Machine: $(nproc) cores, load at start $load_start. Proxy $PROXY_THREADS loops, no Redis."
 	echo
-	echo "| run | commit→client p50 ms | p99 ms | max ms | missed | proxy RSS KB per client | proxy CPU µs per push/request | database calls/s | client errors |"
-	echo "|---|---|---|---|---|---|---|---|---|"
+	echo "| run | commit→client p50 ms | p99 ms | max ms | missed | proxy RSS KB per client | proxy CPU µs per push/request | database calls/s | polls/s sent / skipped | client errors |"
+	echo "|---|---|---|---|---|---|---|---|---|---|"
 	printf '%s\n' "${ROWS_MD[@]}"
+	echo
+	echo "Polls skipped: a client's previous poll had not answered when its next was due (a poller waits for it)."
 	echo
 	echo "Where the CPU went during each run's recorded seconds (cores busy, of $(nproc); /proc): the machine, the proxy, PostgreSQL"
 	echo "(postmaster and backends), the load client (node), and the rest (the writer, the kernel's own threads, anything else)."
