@@ -22,6 +22,8 @@
 #   PROXY_THREADS  proxy event loops                                (2)
 #   POOL_SIZE      proxy pool size per loop                         (8)
 #   MODES          runs, in order                                   ("live poll:1000 poll:100")
+#   LIVE_CLIENT    the live run's clients: c (sse_client.c, epoll: the least CPU taken from the proxy and PostgreSQL
+#                  on a shared machine) or node (client.mjs, as the polls)   (c)
 #   PROXY_BIN      proxy binary (copied at start)                   (build/pulse-proxy)
 #   PORT           first TCP port to try                            (27500)
 #   WORK           scratch directory (removed on exit)              (/tmp/pulse-bench-live.PID)
@@ -40,11 +42,12 @@ SECONDS_RUN=${DURATION:-10}
 PROXY_THREADS=${PROXY_THREADS:-2}
 POOL_SIZE=${POOL_SIZE:-8}
 MODES=${MODES:-live poll:1000 poll:100}
+LIVE_CLIENT=${LIVE_CLIENT:-c}
 PROXY_BIN=${PROXY_BIN:-build/pulse-proxy}
 WORK=${WORK:-/tmp/pulse-bench-live.$$}
 OUT=${OUT:-bench/results/$(date -u +%F)-live.md}
 DB=pulse_bench
-CMD="STREAMS=$STREAMS KEYS=$KEYS TENANTS=$TENANTS WRITES_PER_S=$WRITES_PER_S DURATION=$SECONDS_RUN PROXY_THREADS=$PROXY_THREADS POOL_SIZE=$POOL_SIZE bench/live/run.sh"
+CMD="STREAMS=$STREAMS KEYS=$KEYS TENANTS=$TENANTS LIVE_CLIENT=${LIVE_CLIENT:-c} WRITES_PER_S=$WRITES_PER_S DURATION=$SECONDS_RUN PROXY_THREADS=$PROXY_THREADS POOL_SIZE=$POOL_SIZE bench/live/run.sh"
 PY=/usr/bin/python3
 
 log() { printf '%s bench-live: %s\n' "$(date -u +%T)" "$*" >&2; }
@@ -95,6 +98,20 @@ PROXY_PID=$!
 PIDS+=("$PROXY_PID")
 wait_for 15 curl -sf "http://127.0.0.1:$HPORT/ready" || die "proxy not ready: $(tail -n 5 "$LOGS/proxy.err")"
 
+# the live run's client: C (sse_client.c, default) or node (client.mjs, as the polls)
+if [ "$LIVE_CLIENT" = c ]; then
+	cc -O2 -Wall -o "$WORK/sse_client" bench/live/sse_client.c || die "cannot build bench/live/sse_client.c"
+	$PY - "$SECRET" "$TENANTS" >"$WORK/tokens" <<'PY'
+import base64, hashlib, hmac, json, sys, time
+secret, n = sys.argv[1].encode(), int(sys.argv[2])
+b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+for t in range(1, n + 1):
+    head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    body = b64(json.dumps({"tenant": t, "exp": int(time.time()) + 7200}).encode())
+    print(t, f"{head}.{body}." + b64(hmac.new(secret, f"{head}.{body}".encode(), hashlib.sha256).digest()))
+PY
+fi
+
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$PROXY_PID/status"; }
 cpu_ticks() { sed 's/^.*) //' "/proc/${1:-$PROXY_PID}/stat" | awk '{print $12 + $13}'; }
 # CPU ticks of the postmaster and every backend (its children)
@@ -122,8 +139,13 @@ for mode in $MODES; do
 	name=${mode/poll:/poll }
 	log "$name: $STREAMS clients over $KEYS keys"
 	rss0=$(rss_kb)
-	STREAMS=$STREAMS KEYS=$KEYS TENANTS=$TENANTS DURATION=$((SECONDS_RUN + 3)) \
-		node bench/live/client.mjs "$mode" "http://127.0.0.1:$HPORT" "$SECRET" "$WORK/receipts" >"$WORK/client.out" 2>"$LOGS/client.err" &
+	if [ "$mode" = live ] && [ "$LIVE_CLIENT" = c ]; then
+		STREAMS=$STREAMS KEYS=$KEYS TENANTS=$TENANTS DURATION=$((SECONDS_RUN + 3)) \
+			"$WORK/sse_client" 127.0.0.1 "$HPORT" "$WORK/tokens" "$WORK/receipts" >"$WORK/client.out" 2>"$LOGS/client.err" &
+	else
+		STREAMS=$STREAMS KEYS=$KEYS TENANTS=$TENANTS DURATION=$((SECONDS_RUN + 3)) \
+			node bench/live/client.mjs "$mode" "http://127.0.0.1:$HPORT" "$SECRET" "$WORK/receipts" >"$WORK/client.out" 2>"$LOGS/client.err" &
+	fi
 	CLIENT=$!
 	wait_for 150 grep -q ready "$WORK/client.out" || die "$name: the clients did not connect: $(tail -n 3 "$LOGS/client.err")"
 	rss1=$(rss_kb)
