@@ -114,13 +114,6 @@ fi
 
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$PROXY_PID/status"; }
 cpu_ticks() { sed 's/^.*) //' "/proc/${1:-$PROXY_PID}/stat" | awk '{print $12 + $13}'; }
-# CPU ticks of the postmaster and every backend (its children)
-pg_ticks() {
-	local pm t=0 p
-	pm=$(head -n 1 "$WORK/pg/data/postmaster.pid")
-	for p in $pm $(cat /proc/"$pm"/task/*/children 2>/dev/null); do t=$((t + $(cpu_ticks "$p" 2>/dev/null || echo 0))); done
-	echo "$t"
-}
 # busy and total ticks of the machine
 machine_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8, $2 + $3 + $4 + $5 + $6 + $7 + $8}' /proc/stat; }
 xacts() { psql -d "$DB" -At -c "SELECT xact_commit FROM pg_stat_database WHERE datname = '$DB'"; }
@@ -150,8 +143,6 @@ for mode in $MODES; do
 	wait_for 150 grep -q ready "$WORK/client.out" || die "$name: the clients did not connect: $(tail -n 3 "$LOGS/client.err")"
 	rss1=$(rss_kb)
 	cpu0=$(cpu_ticks)
-	pg0=$(pg_ticks)
-	cl0=$(cpu_ticks "$CLIENT")
 	read -r mb0 mt0 < <(machine_ticks)
 	x0=$(xacts)
 	ev0=$(metric 'pulse_live_events_total{type="result"}')
@@ -162,8 +153,6 @@ for mode in $MODES; do
 	SAMPLER=$!
 	wait "$WRITER" || die "$name: the writer failed: $(tail -n 3 "$LOGS/writer.out")"
 	cpu1=$(cpu_ticks)
-	pg1=$(pg_ticks)
-	cl1=$(cpu_ticks "$CLIENT")
 	read -r mb1 mt1 < <(machine_ticks)
 	kill "$SAMPLER" 2>/dev/null || true
 	wait "$CLIENT" || die "$name: the client failed: $(tail -n 3 "$LOGS/client.err")"
@@ -171,8 +160,8 @@ for mode in $MODES; do
 	ev1=$(metric 'pulse_live_events_total{type="result"}')
 	summary=$(tail -n 1 "$WORK/client.out")
 	lat=$(TIMELINE="$OUT_DIR/${name// /-}.timeline" $PY bench/live/report.py "$WORK/writes" "$WORK/receipts" "$WORK/receipts.first")
-	cpu_md=$(awk -v p=$((cpu1 - cpu0)) -v g=$((pg1 - pg0)) -v c=$((cl1 - cl0)) -v mb=$((mb1 - mb0)) -v mt=$((mt1 - mt0)) -v t="$CLK_TCK" -v s="$SECONDS_RUN" -v name="$name" \
-		'BEGIN { printf "| %s | %.0f%% | %.2f | %.2f | %.2f | %.2f |", name, 100 * mb / mt, p / t / s, g / t / s, c / t / s, (mb - p - g - c) / t / s }')
+	cpu_md=$($PY bench/live/cpu_table.py "$name" "$(awk -v b=$((mb1 - mb0)) -v t=$((mt1 - mt0)) 'BEGIN {printf "%.0f%%", 100 * b / t}')" \
+		"$OUT_DIR/${name// /-}.cpu")
 	CPU_MD+=("$cpu_md")
 	commits=$(wc -l <"$WORK/writes")
 	row=$($PY - "$name" "$summary" "$lat" "$rss0" "$rss1" "$cpu0" "$cpu1" "$CLK_TCK" "$x0" "$x1" "$commits" "$ev0" "$ev1" "$STREAMS" "$BASE_XPS" <<'PY'
@@ -206,11 +195,12 @@ mkdir -p "$(dirname "$OUT")"
 	echo
 	echo "Polls skipped: a client's previous poll had not answered when its next was due (a poller waits for it)."
 	echo
-	echo "Where the CPU went during each run's recorded seconds (cores busy, of $(nproc); /proc): the machine, the proxy, PostgreSQL"
-	echo "(postmaster and backends), the load client (node), and the rest (the writer, the kernel's own threads, anything else)."
+	echo "Where the CPU went during each run's recorded seconds (/proc): the machine's busy share of its $(nproc) cores, then mean cores"
+	echo "(\\`bench/live/cpu_sampler.py\\`, per second in \\`<run>.cpu\\`) of the proxy, PostgreSQL's backends serving the proxy,"
+	echo "PostgreSQL's other processes (the writer's backend, walwriter, ...), the load client (live: C; polls: node) and the writer."
 	echo
-	echo "| run | machine busy | proxy | PostgreSQL | client | rest |"
-	echo "|---|---|---|---|---|---|"
+	echo "| run | machine busy | proxy | PostgreSQL, proxy's backends | PostgreSQL, other | client | writer |"
+	echo "|---|---|---|---|---|---|---|"
 	printf '%s\n' "${CPU_MD[@]}"
 	echo
 	echo "Per second of the run (by commit time): \`$(basename "$OUT_DIR")/<run>.timeline\` (second, deliveries, p50 ms, p99 ms, max ms)."
