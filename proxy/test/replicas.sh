@@ -14,7 +14,8 @@
 # (recovery_min_apply_delay), and without the token the same pairs do miss their writes (the lag is real); the
 # cache never stores a paused replica's past, whichever way the generation arrived (a write through the proxy, the
 # NOTIFY, the resync after the listener reconnects), and serves no stale hit afterwards; tenant isolation (RLS) on the
-# replicas; a read endpoint that writes fails over to the primary; /ready and /metrics; a replica that is down
+# replicas; a live stream's refresh skips a replica that has not replayed the bump; a read endpoint that writes fails
+# over to the primary; /ready and /metrics; a replica that is down
 # from the start.  Prints "ok N - ..." / "not ok N - ..." and ends with "N passed, M failed".
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -355,6 +356,32 @@ check "replay resumed: still the right entry as a hit (n=$(jq_ 'd["n"]'), truth 
 	eval '[ "$(header x-cache)" = hit ] && [ "$(jq_ "d[\"n\"]")" = "$want" ]'
 refused=$(( $(metric 'pulse_replica_fills_total{result="refused"}') - refused_before ))
 check "the stamps kept every fill away from the paused replicas: none left to the after-the-fact check ($refused refused)" [ "$refused" = 0 ]
+
+# --- live endpoints follow the same rule: a refresh goes to a replica only once it replayed the bump --------------------
+# (the replicas still count as fresh, 10 minutes of lag allowed). A stream of event_count; both replicas paused; a
+# write in SQL: its refresh must come from the primary and push the new count. Were it run on a paused replica, it
+# would read the old count, whose ETag is the one already sent: nothing would be pushed until replay resumed.
+sse_n() { # the n of the last result the stream pushed
+	$PY -c "import json,sys; d=[l[5:] for l in open('$TMP/sse.out') if l.startswith('data:')]; print(json.loads(d[-1])['n'] if d else '')"
+}
+curl -sN -H "Accept: text/event-stream" -H "Authorization: Bearer $T1" "$BASE/rpc/event_count" >"$TMP/sse.out" 2>/dev/null &
+SSE_PID=$!
+BG_PIDS+=("$SSE_PID")
+wait_for 10 eval '[ "$(sse_n)" = "$(truth)" ]'
+n_first=$(sse_n)
+sql "$R1" "$R1PORT" "SELECT pg_wal_replay_pause()" >/dev/null
+sql "$R2" "$R2PORT" "SELECT pg_wal_replay_pause()" >/dev/null
+primary "INSERT INTO demo.events (tenant_id, created_at, kind) VALUES (1, now(), 'view')" >/dev/null
+want=$(truth)
+wait_for 10 eval '[ "$(sse_n)" = "$want" ]'
+n_pushed=$(sse_n)
+replica_n=$(sql "$R1" "$R1PORT" "SET ROLE pulse_proxy; SET pulse.tenant = '1'; SELECT count(*) FROM demo.events" | tail -n 1)
+check "live: with both replicas paused, a write's refresh comes from the primary and is pushed ($n_first -> $n_pushed, truth $want; a paused replica still reads $replica_n)" \
+	eval '[ "$n_first" != "$want" ] && [ "$n_pushed" = "$want" ] && [ "$replica_n" != "$want" ]'
+kill "$SSE_PID" 2>/dev/null
+sql "$R1" "$R1PORT" "SELECT pg_wal_replay_resume()" >/dev/null
+sql "$R2" "$R2PORT" "SELECT pg_wal_replay_resume()" >/dev/null
+wait_for 20 caught_up
 sed -i "s/^replica_max_lag_ms: .*/replica_max_lag_ms: $MAX_LAG/" "$TMP/proxy.yaml"
 kill -HUP "$PROXY_PID"
 
