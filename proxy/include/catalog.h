@@ -49,6 +49,17 @@ void pulse_catalog_request_reload(void);
  */
 int pulse_catalog_ready(void);
 
+/* The extension version whose pulse.endpoints this proxy reads (PULSE_ROUTER_CATALOG_SQL). */
+#define PULSE_EXTENSION_VERSION "1.2"
+
+/**
+ * Why the routes could not be read from the database, in words a DBA acts on ("the pulse extension is version 1.1,
+ * this proxy needs 1.2: ALTER EXTENSION pulse UPDATE", "... not installed ...", or the SQL error), into `buf` (cut to
+ * `len`, no quotes or backslashes). Returns 1 when there is such a problem, 0 when the last read succeeded (or none was
+ * tried). Safe from any thread.
+ */
+int pulse_catalog_problem(char *buf, size_t len);
+
 /**
  * Returns the state of the invalidation channel now. Safe from any thread.
  */

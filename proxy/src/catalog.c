@@ -57,7 +57,9 @@ static pulse_channel_t *chan;      /* the heartbeat; NULL: none (no cache, or in
 static uint64_t query_timeout_us, beat_timeout_us, max_lag_us;
 static int poll_ms = 250;
 /* catalog thread only (or before it starts) */
-static int load_failed;           /* the last read of the catalog failed: retried every few seconds */
+static int load_failed; /* the last read of the catalog failed: retried every few seconds */
+static pthread_mutex_t problem_lock = PTHREAD_MUTEX_INITIALIZER;
+static char problem[320];         /* why the catalog cannot be read, for /ready ("" when it can); under problem_lock */
 static unsigned connect_failures; /* in a row; only some are logged */
 static int reload_pending;        /* a pulse_reload notification arrived */
 static int synced;                /* the next heartbeat may vouch for the map (see the header) */
@@ -262,6 +264,60 @@ static int cat_publish(PGconn *pg, pulse_routes_t *routes)
     return 0;
 }
 
+/* sets the catalog's problem (NULL: none); logged once per distinct problem. Quotes, backslashes and control characters
+   become "'" and " ": the text goes into /ready's JSON as it is. */
+static void cat_set_problem(const char *text)
+{
+    char clean[sizeof(problem)];
+    size_t i = 0;
+    for (; text != NULL && text[i] != '\0' && i + 1 < sizeof(clean); i++)
+        clean[i] = text[i] == '"' || text[i] == '\\' ? '\'' : (unsigned char)text[i] < 0x20 ? ' ' : text[i];
+    clean[i] = '\0';
+    pthread_mutex_lock(&problem_lock);
+    int changed = strcmp(problem, clean) != 0;
+    memcpy(problem, clean, i + 1);
+    pthread_mutex_unlock(&problem_lock);
+    if (changed && clean[0] != '\0')
+        pulse_log_msg("error", NULL, "catalog: %s", clean);
+}
+
+int pulse_catalog_problem(char *buf, size_t len)
+{
+    if (len == 0)
+        return 0;
+    pthread_mutex_lock(&problem_lock);
+    snprintf(buf, len, "%s", problem);
+    pthread_mutex_unlock(&problem_lock);
+    return buf[0] != '\0';
+}
+
+/* "1.10" > "1.9": numeric major.minor comparison; -1, 0, 1 */
+static int cat_version_cmp(const char *a, const char *b)
+{
+    unsigned long ma = strtoul(a, (char **)&a, 10), mb = strtoul(b, (char **)&b, 10);
+    unsigned long na = *a == '.' ? strtoul(a + 1, NULL, 10) : 0, nb = *b == '.' ? strtoul(b + 1, NULL, 10) : 0;
+    return ma != mb ? (ma < mb ? -1 : 1) : na != nb ? (na < nb ? -1 : 1) : 0;
+}
+
+/* the catalog could not be read (`sqlstate`, `message`): says why in terms a DBA acts on (the extension is missing or
+   older than this proxy needs), for the log and /ready */
+static void cat_diagnose(PGconn *pg, const char *sqlstate, const char *message)
+{
+    char text[sizeof(problem)];
+    PGresult *res = cat_query(pg, "SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'pulse'", 0, NULL);
+    int ok = res != NULL && PQresultStatus(res) == PGRES_TUPLES_OK;
+    if (ok && PQntuples(res) == 0)
+        snprintf(text, sizeof(text), "the pulse extension is not installed in this database: CREATE EXTENSION pulse");
+    else if (ok && cat_version_cmp(PQgetvalue(res, 0, 0), PULSE_EXTENSION_VERSION) < 0)
+        snprintf(text, sizeof(text), "the pulse extension is version %.20s, this proxy needs %s: ALTER EXTENSION pulse UPDATE",
+                 PQgetvalue(res, 0, 0), PULSE_EXTENSION_VERSION);
+    else
+        snprintf(text, sizeof(text), "cannot read pulse.endpoints (%s): %.*s", sqlstate != NULL ? sqlstate : "-",
+                 (int)strcspn(message, "\n"), message);
+    PQclear(res);
+    cat_set_problem(text);
+}
+
 /* loads the catalog and publishes it; -1 when the connection must be reset */
 static int cat_load(PGconn *pg)
 {
@@ -272,11 +328,15 @@ static int cat_load(PGconn *pg)
     }
     if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
         const char *sqlstate = PQresultErrorField(res, PG_DIAG_SQLSTATE);
-        pulse_log_msg("error", NULL, "catalog: cannot read pulse.endpoints (%s): %s", sqlstate != NULL ? sqlstate : "-",
-                      PQerrorMessage(pg));
+        char state[8], message[256];
+        snprintf(state, sizeof(state), "%s", sqlstate != NULL ? sqlstate : "-");
+        snprintf(message, sizeof(message), "%s", PQerrorMessage(pg));
         PQclear(res);
-        if (PQstatus(pg) == CONNECTION_BAD)
+        if (PQstatus(pg) == CONNECTION_BAD) {
+            pulse_log_msg("error", NULL, "catalog: cannot read pulse.endpoints (%s): %s", state, message);
             return -1;
+        }
+        cat_diagnose(pg, state, message);
         load_failed = 1;
         /* the extension may not be there yet: serve no routes, retry on the next notification or reload */
         pulse_routes_t *empty = calloc(1, sizeof(*empty));
@@ -294,6 +354,7 @@ static int cat_load(PGconn *pg)
         return 0;
     }
     load_failed = 0;
+    cat_set_problem(NULL);
     pulse_log_msg("info", NULL, "catalog: %zu endpoints loaded", routes->n);
     return cat_publish(pg, routes);
 }
@@ -316,7 +377,8 @@ static PGconn *cat_connect(void)
     PQsetNoticeProcessor(pg, cat_notice, NULL);
     connect_failures = 0;
     synced = resync_pending = reload_pending = 0;
-    snprintf(sql, sizeof(sql), "SET application_name = 'pulse-proxy catalog'; LISTEN pulse_reload; LISTEN pulse_invalidate; LISTEN pulse_commit%s%s",
+    snprintf(sql, sizeof(sql),
+             "SET application_name = 'pulse-proxy catalog'; LISTEN pulse_reload; LISTEN pulse_invalidate; LISTEN pulse_commit%s%s",
              chan != NULL ? "; LISTEN " : "", chan != NULL ? pulse_channel_name(chan) : "");
     PGresult *res = cat_query(pg, sql, 0, NULL);
     int ok = res != NULL && PQresultStatus(res) == PGRES_COMMAND_OK;

@@ -730,6 +730,30 @@ check "PostgreSQL back: served again without a proxy restart" [ $? = 0 ]
 wait_for 10 curl -sf "$BASE/ready"
 check "PostgreSQL back: /ready is 200 again" [ $? = 0 ]
 
+# --- a database whose extension the proxy cannot read -------------------------------
+# /ready says why in words a DBA acts on, the log says it once, and the proxy follows the DBA's fix without a restart
+# (a failed catalog read is retried every 5 s)
+psql_su -d postgres -c "CREATE DATABASE pulse_cat" >/dev/null
+ready_catalog() { curl -s "$XP/ready" | python3 -c "import json,sys; d=json.load(sys.stdin); print(d['status'], d.get('catalog', '-'))"; }
+extra_proxy catalog "pg_url: host=127.0.0.1 port=$PGPORT dbname=pulse_cat user=pulse_proxy connect_timeout=2"
+CAT_PID=$XP_PID
+rc_missing=$(ready_catalog)
+check "no extension in the database: /ready is degraded and says CREATE EXTENSION pulse ($rc_missing)" \
+	eval '[ "${rc_missing%% *}" = degraded ] && [[ "$rc_missing" == *"not installed"*"CREATE EXTENSION pulse"* ]]'
+psql_su -d pulse_cat -c "CREATE EXTENSION pulse VERSION '1.1'" >/dev/null
+wait_for 15 eval '[[ "$(ready_catalog)" == *"version 1.1"* ]]'
+rc_old=$(ready_catalog)
+check "pulse 1.1: /ready says the version and the fix ($rc_old)" \
+	eval '[[ "$rc_old" == "degraded "*"version 1.1, this proxy needs 1.2: ALTER EXTENSION pulse UPDATE" ]]'
+check "... logged once per problem, as an error" \
+	eval '[ "$(grep -c "ALTER EXTENSION pulse UPDATE" "$TMP/catalog.err")" = 1 ] && grep -q "\"level\":\"error\".*not installed" "$TMP/catalog.err"'
+psql_su -d pulse_cat -c "ALTER EXTENSION pulse UPDATE" >/dev/null
+wait_for 15 eval '[ "$(ready_catalog)" = "ok -" ]'
+rc_fixed=$(ready_catalog)
+check "after ALTER EXTENSION pulse UPDATE the catalog loads without a restart: /ready ok ($rc_fixed)" \
+	eval '[ "$rc_fixed" = "ok -" ] && grep -q "endpoints loaded" "$TMP/catalog.err"'
+stop_extra "$CAT_PID"
+
 # --- SIGTERM drains ----------------------------------------------------------------
 # an idle keep-alive connection and a half-sent request stay open across the shutdown
 exec 7<>"/dev/tcp/127.0.0.1/$HTTP_PORT"
