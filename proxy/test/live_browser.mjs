@@ -1,16 +1,20 @@
 // Drives Debian's chromium (headless, through playwright-core from proxy/test/npm) for proxy/test/live_browser.sh:
-//   node live_browser.mjs <page url> <profile dir> <write cmd> <restart cmd>
-// The page (served from another origin than the API) opens an EventSource on a live endpoint and records every event
-// and every (re)open. The script waits for the first result, runs `<write cmd> 77` (a psql UPDATE), waits for the
-// pushed result, runs `<restart cmd>` (the proxy stopped and started again), waits for the EventSource to reconnect
-// by itself and watches 2 s for a repeated result (it must not come: the reconnect sends Last-Event-ID), then runs
-// `<write cmd> 78` and waits for that result. Prints one JSON object with what it saw at each step.
+//   node live_browser.mjs <page url> <profile dir> <write cmd> <restart cmd> <other tenant cmd> <screenshot.png>
+// The page (served from another origin than the API) opens an EventSource on a live endpoint, records every event and
+// every (re)open, and shows the last result in its DOM (#result); a second EventSource with a token that expires soon
+// shows its state in #expiring. The script waits for the first result, runs `<write cmd> 77` (a psql UPDATE), waits
+// for the pushed result in the DOM and takes a screenshot, runs `<other tenant cmd>` (another tenant's writes, one of
+// them to a row of the same group) and watches 1.5 s for a result (none must come), waits for the short token to
+// expire (the stream must end with an `error` event carrying problem+json), runs `<restart cmd>` (the proxy stopped
+// and started again), waits for the EventSource to reconnect by itself and watches 2 s for a repeated result (it must
+// not come: the reconnect sends Last-Event-ID), then runs `<write cmd> 78` and waits for that result. Prints one JSON
+// object with what it saw at each step.
 import { createRequire } from "node:module";
 import { execFileSync } from "node:child_process";
 
 const require = createRequire(new URL("./npm/", import.meta.url));
 const { chromium } = require("playwright-core");
-const [pageUrl, profile, writeCmd, restartCmd] = process.argv.slice(2);
+const [pageUrl, profile, writeCmd, restartCmd, otherCmd, shot] = process.argv.slice(2);
 const context = await chromium.launchPersistentContext(profile, {
   executablePath: "/usr/bin/chromium",
   headless: true,
@@ -22,7 +26,11 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 try {
   const page = await context.newPage();
   await page.goto(pageUrl);
-  const state = () => page.evaluate(() => ({ events: window.events, opens: window.opens, errors: window.errors }));
+  const state = () =>
+    page.evaluate(() => ({
+      events: window.events, opens: window.opens, errors: window.errors, expired: window.expired,
+      dom: document.getElementById("result").textContent, expiring: document.getElementById("expiring").textContent,
+    }));
   const waitFor = async (pred, ms) => {
     const end = Date.now() + ms;
     for (;;) {
@@ -38,7 +46,15 @@ try {
   const t0 = Date.now();
   execFileSync(writeCmd, ["77"]);
   s = await waitFor(hasV(77), 10000);
-  out.after_write = { events: s.events.length, saw77: hasV(77)(s), ms: Date.now() - t0, last: s.events.at(-1) };
+  out.after_write = { events: s.events.length, saw77: hasV(77)(s), ms: Date.now() - t0, last: s.events.at(-1), dom: s.dom };
+  await page.screenshot({ path: shot });
+  const beforeOther = s.events.length;
+  execFileSync(otherCmd);
+  await sleep(1500);
+  s = await state();
+  out.other_tenant = { events: s.events.length, before: beforeOther, dom: s.dom, all: s.events.map((e) => e.data).join("") };
+  s = await waitFor((s) => s.expired !== null, 15000);
+  out.expiry = { expired: s.expired, expiring: s.expiring };
   const before = s.events.length;
   execFileSync(restartCmd);
   s = await waitFor((s) => s.opens >= 2, 20000);

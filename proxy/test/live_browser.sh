@@ -6,7 +6,11 @@
 # /usr/bin/chromium driven by playwright-core 1.65.2 from proxy/test/npm,
 # installed with npm when missing; node_modules is not committed) running
 # proxy/test/live_browser.mjs: the page's EventSource gets the first result,
-# the result after a psql write, reconnects by itself after the proxy
+# the result after a psql write (in the DOM; a screenshot goes to
+# build/test-artifacts/live-browser.png), nothing for another tenant's writes
+# (keyed tags: its own group does not wake the stream; its row in the same
+# group is refreshed under the page's tenant, RLS hides it, nothing changes),
+# an `error` event when a token expires, reconnects by itself after the proxy
 # restarts without getting its last result again (Last-Event-ID), and gets
 # the next write's result.
 # Prints TAP lines; PULSE_PROXY_BIN, PULSE_TEST_PORT, PULSE_TEST_TMP as e2e.sh.
@@ -45,6 +49,7 @@ grep -q '"version": "1.65.2"' "$NPM/node_modules/playwright-core/package.json" |
 proxy_test_db pulse_live
 psql_su -d pulse_live -f proxy/test/live_fixture.sql >/dev/null || proxy_test_abort "cannot load the live fixture"
 psql_su -d pulse_live -c "INSERT INTO lv.items SELECT 100100 + i, 1, 1001, 0 FROM generate_series(1, 3) i" >/dev/null
+psql_su -d pulse_live -c "INSERT INTO lv.items SELECT 200100 + i, 2, 2001, 0 FROM generate_series(1, 3) i" >/dev/null
 
 PAGE_PORT=$(free_port $((HTTP_PORT + 1)))
 API="http://127.0.0.1:$HTTP_PORT"
@@ -66,15 +71,30 @@ start_proxy || proxy_test_abort "the proxy did not become ready: $(tail -n 5 "$T
 PROXY_PID=1
 
 TOKEN=$(/usr/bin/python3 proxy/test/token.py "$SECRET" "{\"tenant\": 1, \"exp\": $(($(date +%s) + 3600))}")
+# the second EventSource's token: expires a few seconds after the page opens it
+SHORT_TOKEN=$(/usr/bin/python3 proxy/test/token.py "$SECRET" "{\"tenant\": 1, \"exp\": $(($(date +%s) + 8))}")
 mkdir -p "$TMP/www"
 cat >"$TMP/www/index.html" <<HTML
 <!doctype html><meta charset="utf-8"><title>live</title>
+<h1>group 1001</h1><pre id="result">(waiting)</pre><h2>short token</h2><pre id="expiring">(waiting)</pre>
 <script>
-  window.events = []; window.opens = 0; window.errors = 0;
+  window.events = []; window.opens = 0; window.errors = 0; window.expired = null;
   const es = new EventSource("$API/rpc/lv_group?grp=1001&access_token=$TOKEN");
   es.addEventListener("open", () => window.opens++);
   es.addEventListener("error", () => window.errors++);
-  es.addEventListener("result", (e) => window.events.push({ id: e.lastEventId, data: e.data }));
+  es.addEventListener("result", (e) => {
+    window.events.push({ id: e.lastEventId, data: e.data });
+    document.getElementById("result").textContent = JSON.parse(e.data).map((r) => r.id + ": " + r.v).join("\\n");
+  });
+  const short = new EventSource("$API/rpc/lv_group?grp=1001&access_token=$SHORT_TOKEN");
+  short.addEventListener("result", (e) => (document.getElementById("expiring").textContent = "live: " + e.data));
+  short.addEventListener("error", (e) => {
+    if (e.data) { // the stream's own error event (problem+json): the token expired
+      window.expired = JSON.parse(e.data);
+      short.close();
+      document.getElementById("expiring").textContent = "ended: " + window.expired.detail;
+    }
+  });
 </script>
 HTML
 (cd "$TMP/www" && exec /usr/bin/python3 -m http.server "$PAGE_PORT" --bind 127.0.0.1) >"$TMP/page.log" 2>&1 &
@@ -94,15 +114,32 @@ PULSE_JWT_SECRET=$SECRET "$BIN" --config "$TMP/proxy.yaml" 2>>"$TMP/proxy.err" <
 echo \$! >"$TMP/proxy.pid"
 wait_for 20 curl -sf "$API/ready"
 SH
-chmod +x "$TMP/write.sh" "$TMP/restart.sh"
+cat >"$TMP/other.sh" <<SH
+#!/bin/sh
+# tenant 2 writes its own group, and a row of its own into the page's group (RLS hides it from tenant 1)
+exec psql -X -q -h "$PG" -p "$PGPORT" -U postgres -d pulse_live -c "UPDATE lv.items SET v = 56 WHERE grp = 2001" \
+	-c "INSERT INTO lv.items VALUES (200199, 2, 1001, 55)"
+SH
+chmod +x "$TMP/write.sh" "$TMP/restart.sh" "$TMP/other.sh"
 chmod 777 "$TMP"
-timeout 120 node proxy/test/live_browser.mjs "$PAGE/index.html" "$TMP/profile" "$TMP/write.sh" "$TMP/restart.sh" >"$TMP/browser.json" 2>"$TMP/browser.err"
+mkdir -p build/test-artifacts
+SHOT=$PWD/build/test-artifacts/live-browser.png
+rm -f "$SHOT"
+timeout 150 node proxy/test/live_browser.mjs "$PAGE/index.html" "$TMP/profile" "$TMP/write.sh" "$TMP/restart.sh" \
+	"$TMP/other.sh" "$SHOT" >"$TMP/browser.json" 2>"$TMP/browser.err"
 echo "# browser: $(head -c 1500 "$TMP/browser.json") $(tail -n 3 "$TMP/browser.err" | tr '\n' ' ')"
 
 check() { /usr/bin/python3 -c "import json,sys; o=json.load(open('$TMP/browser.json')); sys.exit(0 if ($1) else 1)" 2>/dev/null; }
 tap_check "the page (origin $PAGE) gets the first result of its EventSource on $API" \
 	check "o['origin'] == '$PAGE' and o['first'] and json.loads(o['first']['data']) == [{'id': 100101, 'v': 0}, {'id': 100102, 'v': 0}, {'id': 100103, 'v': 0}] and o['first']['id'].startswith('\"')"
 tap_check "a psql write pushes the new result to the page" check "o['after_write']['saw77'] and o['after_write']['events'] == 2"
+tap_check "... and the page's DOM shows it" check "'100101: 77' in o['after_write']['dom'] and '100102: 0' in o['after_write']['dom']"
+tap_check "a screenshot of the page is in build/test-artifacts/live-browser.png ($(wc -c <"$SHOT" 2>/dev/null) bytes)" \
+	eval '[ "$(head -c 8 "$SHOT" 2>/dev/null | od -An -tx1 | tr -d " \n")" = 89504e470d0a1a0a ] && [ "$(wc -c <"$SHOT")" -gt 2000 ]'
+tap_check "another tenant's writes (its group, and its row in the page's group) push nothing and never show its rows" \
+	check "o['other_tenant']['events'] == o['other_tenant']['before'] and '2001' not in o['other_tenant']['all'] and '200199' not in o['other_tenant']['all'] and '200199' not in o['other_tenant']['dom']"
+tap_check "a token that expires ends its stream with an error event (problem+json 401), shown by the page" \
+	check "o['expiry']['expired'] and o['expiry']['expired']['status'] == 401 and 'expired' in o['expiry']['expired']['detail'] and o['expiry']['expiring'].startswith('ended:')"
 tap_check "after the proxy restarts, the EventSource reconnects by itself" check "o['reconnected']['opens'] >= 2"
 tap_check "the reconnect sends Last-Event-ID: the last result is not sent again" \
 	check "o['reconnected']['opens'] >= 2 and o['after_reconnect']['before'] >= 2 and o['after_reconnect']['events'] == o['after_reconnect']['before']"
