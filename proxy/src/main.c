@@ -270,6 +270,106 @@ static void reload(void)
     pulse_catalog_request_reload();
 }
 
+/*
+ * Checks what the configuration names and creates the process-wide services from it: the generations map and keyed
+ * tags (the invalidation channel feeds the cache and the live streams: either needs it), the rate limiter, the span
+ * exporter, the replicas. Returns 0, or the exit status after saying why on stderr (2: the configuration, 1: out of
+ * resources).
+ */
+static int start_services(const pulse_config_t *conf)
+{
+    char err[512];
+    if (conf->redis_url[0] != '\0') {
+        pulse_redis_config_t rc;
+        if (pulse_redis_config_parse_url(&rc, conf->redis_url, err, sizeof(err)) != 0) {
+            fprintf(stderr, "pulse-proxy: redis_url: %s\n", err);
+            return 2;
+        }
+    }
+    /* the invalidation channel feeds the cache and the live streams: either needs it */
+    if (conf->redis_url[0] != '\0' || conf->live_max_streams > 0) {
+        if ((gens = pulse_generations_create()) == NULL || (keyed = pulse_keyed_create((size_t)conf->cache_keyed_tags)) == NULL)
+            return 1;
+    }
+    pulse_ratelimit_policy_t policies[PULSE_CLASS_COUNT];
+    if (ratelimit_policies(conf, policies, err, sizeof(err)) != 0) {
+        fprintf(stderr, "pulse-proxy: %s\n", err);
+        return 2;
+    }
+    if ((ratelimit = pulse_ratelimit_create(policies, NULL)) == NULL)
+        return 1;
+    if (conf->otlp_endpoint[0] != '\0') {
+        if (strncmp(conf->otlp_endpoint, "http://", 7) != 0 && strncmp(conf->otlp_endpoint, "https://", 8) != 0) {
+            fprintf(stderr, "pulse-proxy: otlp_endpoint must be an http:// or https:// URL\n");
+            return 2;
+        }
+        pulse_tracer_config_t tc = {.endpoint = conf->otlp_endpoint, .service_name = conf->trace_service_name};
+        if ((tracer = pulse_tracer_create(&tc)) == NULL) {
+            fprintf(stderr, "pulse-proxy: cannot start the span exporter\n");
+            return 1;
+        }
+    }
+    if ((replicas = pulse_replicas_create(conf, gens, err, sizeof(err))) == NULL && err[0] != '\0') {
+        fprintf(stderr, "pulse-proxy: %s\n", err);
+        return 2;
+    }
+    return 0;
+}
+
+/* h2o's global configuration from ours, and the site's handlers; 0 or -1 */
+static int start_h2o(const pulse_config_t *conf)
+{
+    h2o_config_init(&globalconf);
+    globalconf.server_name = h2o_iovec_init(H2O_STRLIT("pulse-proxy"));
+    globalconf.max_request_entity_size = (size_t)conf->body_limit;
+    /* slow clients: the whole request (head and body) must arrive within request_timeout_ms, which is also how long an
+       idle keep-alive connection is kept (h2o arms it once per request, not per read: a client that trickles bytes is
+       cut off all the same) */
+    globalconf.http1.req_timeout = (uint64_t)conf->request_timeout_ms;
+    globalconf.http2.idle_timeout = (uint64_t)conf->request_timeout_ms;
+    h2o_hostconf_t *hostconf = h2o_config_register_host(&globalconf, h2o_iovec_init(H2O_STRLIT("default")), 65535);
+    if (pulse_site_register(hostconf) != 0) {
+        fprintf(stderr, "pulse-proxy: cannot register handlers\n");
+        return -1;
+    }
+
+    return 0;
+}
+
+/* SIGTERM or SIGINT: drains the loops, then stops and frees the services in the order their users go away */
+static void shut_down(pulse_worker_t *workers, pthread_t *tids, int nthreads)
+{
+    pulse_log_msg("info", NULL, "shutting down: draining requests in flight");
+    atomic_store(&stopping, 1);
+    for (int i = 0; i < nthreads; i++)
+        pthread_join(tids[i], NULL);
+    int all_disposed = 1;
+    for (int i = 0; i < nthreads; i++)
+        all_disposed &= workers[i].disposed;
+    if (all_disposed)
+        free(workers);
+    else
+        kept_workers = workers;
+    free(tids);
+    if (all_disposed) /* otherwise a kept loop may still count into its shard */
+        pulse_metrics_free();
+    pulse_catalog_stop();
+    if (all_disposed) /* a kept loop may still hold streams */
+        pulse_live_destroy();
+    if (all_disposed) /* no loop routes by its figures any more */
+        pulse_replicas_destroy(replicas);
+    pulse_generations_destroy(gens);
+    pulse_keyed_destroy(keyed);
+    if (all_disposed) /* every loop's Redis client is gone, and no check is pending */
+        pulse_ratelimit_destroy(ratelimit);
+    pulse_tracer_destroy(tracer); /* flushes the spans still queued */
+    pulse_log_msg("info", NULL, "stopped");
+    pulse_log_close();
+    h2o_config_dispose(&globalconf);
+    pulse_router_publish(NULL);
+    pulse_config_publish(NULL);
+}
+
 int main(int argc, char **argv)
 {
     static const struct option longopts[] = {{"config", required_argument, NULL, 'c'},
@@ -308,40 +408,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "pulse-proxy: %s\n", err);
         return 2;
     }
-    if (conf->redis_url[0] != '\0') {
-        pulse_redis_config_t rc;
-        if (pulse_redis_config_parse_url(&rc, conf->redis_url, err, sizeof(err)) != 0) {
-            fprintf(stderr, "pulse-proxy: redis_url: %s\n", err);
-            return 2;
-        }
-    }
-    /* the invalidation channel feeds the cache and the live streams: either needs it */
-    if (conf->redis_url[0] != '\0' || conf->live_max_streams > 0) {
-        if ((gens = pulse_generations_create()) == NULL || (keyed = pulse_keyed_create((size_t)conf->cache_keyed_tags)) == NULL)
-            return 1;
-    }
-    pulse_ratelimit_policy_t policies[PULSE_CLASS_COUNT];
-    if (ratelimit_policies(conf, policies, err, sizeof(err)) != 0) {
-        fprintf(stderr, "pulse-proxy: %s\n", err);
-        return 2;
-    }
-    if ((ratelimit = pulse_ratelimit_create(policies, NULL)) == NULL)
-        return 1;
-    if (conf->otlp_endpoint[0] != '\0') {
-        if (strncmp(conf->otlp_endpoint, "http://", 7) != 0 && strncmp(conf->otlp_endpoint, "https://", 8) != 0) {
-            fprintf(stderr, "pulse-proxy: otlp_endpoint must be an http:// or https:// URL\n");
-            return 2;
-        }
-        pulse_tracer_config_t tc = {.endpoint = conf->otlp_endpoint, .service_name = conf->trace_service_name};
-        if ((tracer = pulse_tracer_create(&tc)) == NULL) {
-            fprintf(stderr, "pulse-proxy: cannot start the span exporter\n");
-            return 1;
-        }
-    }
-    if ((replicas = pulse_replicas_create(conf, gens, err, sizeof(err))) == NULL && err[0] != '\0') {
-        fprintf(stderr, "pulse-proxy: %s\n", err);
-        return 2;
-    }
+    int rc = start_services(conf);
+    if (rc != 0)
+        return rc;
     int nthreads = conf->threads;
     if (nthreads == 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
@@ -354,19 +423,8 @@ int main(int argc, char **argv)
         return 1;
     }
 
-    h2o_config_init(&globalconf);
-    globalconf.server_name = h2o_iovec_init(H2O_STRLIT("pulse-proxy"));
-    globalconf.max_request_entity_size = (size_t)conf->body_limit;
-    /* slow clients: the whole request (head and body) must arrive within request_timeout_ms, which is also how long an
-       idle keep-alive connection is kept (h2o arms it once per request, not per read: a client that trickles bytes is
-       cut off all the same) */
-    globalconf.http1.req_timeout = (uint64_t)conf->request_timeout_ms;
-    globalconf.http2.idle_timeout = (uint64_t)conf->request_timeout_ms;
-    h2o_hostconf_t *hostconf = h2o_config_register_host(&globalconf, h2o_iovec_init(H2O_STRLIT("default")), 65535);
-    if (pulse_site_register(hostconf) != 0) {
-        fprintf(stderr, "pulse-proxy: cannot register handlers\n");
+    if (start_h2o(conf) != 0)
         return 1;
-    }
 
     pulse_worker_t *workers = calloc((size_t)nthreads, sizeof(pulse_worker_t));
     pthread_t *tids = calloc((size_t)nthreads, sizeof(pthread_t));
@@ -406,34 +464,6 @@ int main(int argc, char **argv)
         }
         break;
     }
-    pulse_log_msg("info", NULL, "shutting down: draining requests in flight");
-    atomic_store(&stopping, 1);
-    for (int i = 0; i < nthreads; i++)
-        pthread_join(tids[i], NULL);
-    int all_disposed = 1;
-    for (int i = 0; i < nthreads; i++)
-        all_disposed &= workers[i].disposed;
-    if (all_disposed)
-        free(workers);
-    else
-        kept_workers = workers;
-    free(tids);
-    if (all_disposed) /* otherwise a kept loop may still count into its shard */
-        pulse_metrics_free();
-    pulse_catalog_stop();
-    if (all_disposed) /* a kept loop may still hold streams */
-        pulse_live_destroy();
-    if (all_disposed) /* no loop routes by its figures any more */
-        pulse_replicas_destroy(replicas);
-    pulse_generations_destroy(gens);
-    pulse_keyed_destroy(keyed);
-    if (all_disposed) /* every loop's Redis client is gone, and no check is pending */
-        pulse_ratelimit_destroy(ratelimit);
-    pulse_tracer_destroy(tracer); /* flushes the spans still queued */
-    pulse_log_msg("info", NULL, "stopped");
-    pulse_log_close();
-    h2o_config_dispose(&globalconf);
-    pulse_router_publish(NULL);
-    pulse_config_publish(NULL);
+    shut_down(workers, tids, nthreads);
     return 0;
 }
