@@ -34,6 +34,8 @@
 #                      variant ttl<N> each (cache: the longest)      ["1 10"]
 #   PEER_GRACE         Varnish's grace, nginx's extra inactive time (s) [10]
 #   UPDATES            % of the mix's writes that update an event   [50]
+#   PROXY_TTL_READ, PROXY_TTL_SEARCH  the proxy's TTLs (s) of reads by id and
+#                      of searches [60, 10] (exact tags: a longer TTL stays exact)
 #   HITS_CONNS, HITS_ROUNDS  scenario hits: wrk -t1 connections, rounds [32, 3]
 #   THREADS            wrk threads                      [2]
 #   RAMP_CONNS         closed-loop steps (connections)  ["4 8 16 32 64 128"]
@@ -73,6 +75,9 @@ BASELINES=${BASELINES:-1}
 PEER_TTLS=${PEER_TTLS:-"1 10"}
 PEER_GRACE=${PEER_GRACE:-10}
 UPDATES=${UPDATES:-50}
+PROXY_TTL_READ=${PROXY_TTL_READ:-60}
+PROXY_TTL_SEARCH=${PROXY_TTL_SEARCH:-10}
+[[ "$PROXY_TTL_READ$PROXY_TTL_SEARCH" =~ ^[0-9]+$ ]] || { echo "bench: PROXY_TTL_READ and PROXY_TTL_SEARCH are seconds" >&2; exit 2; }
 HITS_CONNS=${HITS_CONNS:-32}
 HITS_ROUNDS=${HITS_ROUNDS:-3}
 THREADS=${THREADS:-2}
@@ -185,7 +190,8 @@ start_proxy() {
 	[ -n "${PORTS[proxy]:-}" ] || next_port proxy
 	# variant tabletags: the endpoints cached under the table's tag, as before keyed tags (bench/data/api.sql)
 	[ "$variant" != tabletags ] || keyed=false
-	psql -X -q -d "$DB" -c "SELECT bench.use_tags($keyed)" >/dev/null || { log "proxy: bench.use_tags($keyed) failed"; return 1; }
+	psql -X -q -d "$DB" -c "SELECT bench.use_tags($keyed, '$PROXY_TTL_READ seconds', '$PROXY_TTL_SEARCH seconds')" >/dev/null ||
+		{ log "proxy: bench.use_tags($keyed) failed"; return 1; }
 	port=${PORTS[proxy]}
 	conf=$BENCH_DIR/proxy.yaml
 	[ "$variant" = nocache ] || redis="redis://127.0.0.1:$REDIS_PORT"

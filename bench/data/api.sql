@@ -152,14 +152,19 @@ GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA api TO api;
 -- the difference in the same run.  Writes need no tag: the proxy reads what
 -- a write bumped after its COMMIT (pulse.last_bumps).
 SELECT pulse.track('bench.events', keys => '{tenant_id,id}');
-CREATE OR REPLACE FUNCTION bench.use_tags(keyed boolean) RETURNS void LANGUAGE plpgsql AS $$
+-- read_ttl and search_ttl: the proxy's TTLs of the reads by id and of the
+-- searches (bench/run.sh PROXY_TTL_READ, PROXY_TTL_SEARCH).  With exact tags a
+-- TTL no longer bounds staleness, only how long an unused entry is kept.
+DROP FUNCTION IF EXISTS bench.use_tags(boolean);
+CREATE OR REPLACE FUNCTION bench.use_tags(keyed boolean, read_ttl interval DEFAULT '60 seconds',
+                                          search_ttl interval DEFAULT '10 seconds') RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
     by_tenant text[] := CASE WHEN keyed THEN ARRAY['bench.events:tenant_id={tenant}'] ELSE '{bench.events}' END;
     by_id text[] := CASE WHEN keyed THEN ARRAY['bench.events:id={id}'] ELSE '{bench.events}' END;
 BEGIN
-    PERFORM pulse.expose('api.event(bigint)', 'read', '60 seconds', by_id);
-    PERFORM pulse.expose('api.search_events(text, timestamptz, timestamptz, text, int)', 'search', '10 seconds', by_tenant);
-    PERFORM pulse.expose('api.search_events_offset(text, timestamptz, timestamptz, int, int)', 'search', '10 seconds',
+    PERFORM pulse.expose('api.event(bigint)', 'read', read_ttl, by_id);
+    PERFORM pulse.expose('api.search_events(text, timestamptz, timestamptz, text, int)', 'search', search_ttl, by_tenant);
+    PERFORM pulse.expose('api.search_events_offset(text, timestamptz, timestamptz, int, int)', 'search', search_ttl,
                          by_tenant);
     PERFORM pulse.expose('api.tenant_stats_live()', 'read', '10 seconds', by_tenant);
 END
