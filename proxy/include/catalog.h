@@ -52,6 +52,9 @@ int pulse_catalog_ready(void);
 /* The extension version whose pulse.endpoints this proxy reads (PULSE_ROUTER_CATALOG_SQL). */
 #define PULSE_EXTENSION_VERSION "1.2"
 
+/* The longest problem pulse_catalog_problem gives, with its terminating NUL. */
+#define PULSE_CATALOG_PROBLEM_MAX 320
+
 /**
  * Why the routes could not be read from the database, in words a DBA acts on ("the pulse extension is version 1.1,
  * this proxy needs 1.2: ALTER EXTENSION pulse UPDATE", "... not installed ...", or the SQL error), into `buf` (cut to

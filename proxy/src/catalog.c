@@ -56,10 +56,11 @@ static pulse_replicas_t *replicas; /* stamps of the generations (replicas.h); NU
 static pulse_channel_t *chan;      /* the heartbeat; NULL: none (no cache, or invalidation_heartbeat_ms 0) */
 static uint64_t query_timeout_us, beat_timeout_us, max_lag_us;
 static int poll_ms = 250;
-/* catalog thread only (or before it starts) */
-static int load_failed; /* the last read of the catalog failed: retried every few seconds */
+/* why the catalog cannot be read, for /ready ("" when it can): written by the catalog thread, read by any */
 static pthread_mutex_t problem_lock = PTHREAD_MUTEX_INITIALIZER;
-static char problem[320];         /* why the catalog cannot be read, for /ready ("" when it can); under problem_lock */
+static char problem[PULSE_CATALOG_PROBLEM_MAX];
+/* catalog thread only (or before it starts) */
+static int load_failed;           /* the last read of the catalog failed: retried every few seconds */
 static unsigned connect_failures; /* in a row; only some are logged */
 static int reload_pending;        /* a pulse_reload notification arrived */
 static int synced;                /* the next heartbeat may vouch for the map (see the header) */

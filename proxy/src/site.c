@@ -52,7 +52,7 @@ static int on_health(h2o_req_t *req, int ready)
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT("application/json"));
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL, H2O_STRLIT("no-store"));
     h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-request-id"), 0, NULL, rid, strlen(rid));
-    char body[192 + 340 + PULSE_REPLICAS_MAX * 160];
+    char body[192 + PULSE_CATALOG_PROBLEM_MAX + 16 + PULSE_REPLICAS_MAX * 160];
     int n;
     if (ready) {
         /* Redis down, a replica down, or an invalidation channel that cannot vouch for the cache, is degraded (slower,
@@ -63,15 +63,15 @@ static int on_health(h2o_req_t *req, int ready)
         int reps_up;
         pulse_replicas_ready_json(pulse_replicas_of(pulse_worker_of(req)->replicas), reps, sizeof(reps), &reps_up);
         /* routes the database could not give (the extension missing or too old) is degraded too: said in "catalog" */
-        char problem[320];
+        char problem[PULSE_CATALOG_PROBLEM_MAX], catalog[PULSE_CATALOG_PROBLEM_MAX + 16] = "";
         int bad_catalog = pulse_catalog_problem(problem, sizeof(problem));
+        if (bad_catalog)
+            snprintf(catalog, sizeof(catalog), ",\"catalog\":\"%s\"", problem);
         int up = (redis == NULL || pulse_redis_is_up(redis)) && reps_up && !bad_catalog &&
                  (ch == PULSE_CATALOG_CHANNEL_OFF || ch == PULSE_CATALOG_CHANNEL_VERIFIED || ch == PULSE_CATALOG_CHANNEL_UNCHECKED);
-        n = snprintf(body, sizeof(body),
-                     "{\"status\":\"%s\",\"postgresql\":\"up\",\"redis\":\"%s\",\"invalidation\":\"%s\"%s%s%s%s}",
+        n = snprintf(body, sizeof(body), "{\"status\":\"%s\",\"postgresql\":\"up\",\"redis\":\"%s\",\"invalidation\":\"%s\"%s%s}",
                      up ? "ok" : "degraded", redis == NULL ? "off" : pulse_redis_state_name(pulse_redis_state(redis)),
-                     pulse_catalog_channel_state_name(ch), reps, bad_catalog ? ",\"catalog\":\"" : "", bad_catalog ? problem : "",
-                     bad_catalog ? "\"" : "");
+                     pulse_catalog_channel_state_name(ch), reps, catalog);
     } else {
         n = snprintf(body, sizeof(body), "{\"status\":\"ok\"}");
     }
