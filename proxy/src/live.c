@@ -37,7 +37,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include "live_int.h"
 #include "log.h"
 
@@ -455,9 +454,7 @@ void pulse_live_notify(const char *payload, size_t len, uint64_t lsn, uint64_t c
         return;
     uint64_t now = pulse_generations_now_us(); /* monotonic; the commit time is the database's wall clock */
     if (commit_us != 0) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        uint64_t wall = (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+        uint64_t wall = pulse_trace_now_ns() / 1000;
         if (commit_us <= wall && wall - commit_us < now) /* else a database clock ahead of ours: from the arrival */
             now -= wall - commit_us;
     }
