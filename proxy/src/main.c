@@ -286,7 +286,6 @@ static int start_services(const pulse_config_t *conf)
             return 2;
         }
     }
-    /* the invalidation channel feeds the cache and the live streams: either needs it */
     if (conf->redis_url[0] != '\0' || conf->live_max_streams > 0) {
         if ((gens = pulse_generations_create()) == NULL || (keyed = pulse_keyed_create((size_t)conf->cache_keyed_tags)) == NULL)
             return 1;
@@ -332,7 +331,6 @@ static int start_h2o(const pulse_config_t *conf)
         fprintf(stderr, "pulse-proxy: cannot register handlers\n");
         return -1;
     }
-
     return 0;
 }
 

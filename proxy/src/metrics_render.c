@@ -516,28 +516,25 @@ static void render_ratelimit(buf_t *b)
 {
     if (pulse_metrics_src_ratelimit == NULL)
         return;
-    {
-        pulse_ratelimit_stats_t st;
-        pulse_ratelimit_stats(pulse_metrics_src_ratelimit, &st);
-        family(b, "pulse_ratelimit_requests_total", "counter",
-               "Rate limit decisions by class and result: allowed, or limited by the tenant, ip or global bucket.");
-        for (int c = 0; c < PULSE_CLASS_COUNT; c++) {
-            const char *cl = pulse_config_class_name((pulse_class_t)c);
-            bprintf(b, "pulse_ratelimit_requests_total{class=\"%s\",result=\"allowed\"} %llu\n", cl,
-                    (unsigned long long)st.allowed[c]);
-            for (int k = 0; k < PULSE_RATELIMIT_SCOPE_COUNT; k++)
-                bprintf(b, "pulse_ratelimit_requests_total{class=\"%s\",result=\"limited_%s\"} %llu\n", cl,
-                        pulse_ratelimit_scope_name((pulse_ratelimit_scope_t)k), (unsigned long long)st.limited[c][k]);
-        }
-        family(b, "pulse_ratelimit_decisions_total", "counter",
-               "Decisions with at least one bucket, by where they were made: redis (shared), lease (tokens leased from Redis "
-               "earlier), local (fallback).");
-        bprintf(b, "pulse_ratelimit_decisions_total{source=\"redis\"} %llu\n", (unsigned long long)st.redis_checks);
-        bprintf(b, "pulse_ratelimit_decisions_total{source=\"local\"} %llu\n", (unsigned long long)st.fallback_checks);
-        bprintf(b, "pulse_ratelimit_decisions_total{source=\"lease\"} %llu\n", (unsigned long long)st.lease_checks);
-        family(b, "pulse_ratelimit_redis_errors_total", "counter", "Rate limit checks Redis failed (decided locally).");
-        bprintf(b, "pulse_ratelimit_redis_errors_total %llu\n", (unsigned long long)st.errors);
+    pulse_ratelimit_stats_t st;
+    pulse_ratelimit_stats(pulse_metrics_src_ratelimit, &st);
+    family(b, "pulse_ratelimit_requests_total", "counter",
+           "Rate limit decisions by class and result: allowed, or limited by the tenant, ip or global bucket.");
+    for (int c = 0; c < PULSE_CLASS_COUNT; c++) {
+        const char *cl = pulse_config_class_name((pulse_class_t)c);
+        bprintf(b, "pulse_ratelimit_requests_total{class=\"%s\",result=\"allowed\"} %llu\n", cl, (unsigned long long)st.allowed[c]);
+        for (int k = 0; k < PULSE_RATELIMIT_SCOPE_COUNT; k++)
+            bprintf(b, "pulse_ratelimit_requests_total{class=\"%s\",result=\"limited_%s\"} %llu\n", cl,
+                    pulse_ratelimit_scope_name((pulse_ratelimit_scope_t)k), (unsigned long long)st.limited[c][k]);
     }
+    family(b, "pulse_ratelimit_decisions_total", "counter",
+           "Decisions with at least one bucket, by where they were made: redis (shared), lease (tokens leased from Redis "
+           "earlier), local (fallback).");
+    bprintf(b, "pulse_ratelimit_decisions_total{source=\"redis\"} %llu\n", (unsigned long long)st.redis_checks);
+    bprintf(b, "pulse_ratelimit_decisions_total{source=\"local\"} %llu\n", (unsigned long long)st.fallback_checks);
+    bprintf(b, "pulse_ratelimit_decisions_total{source=\"lease\"} %llu\n", (unsigned long long)st.lease_checks);
+    family(b, "pulse_ratelimit_redis_errors_total", "counter", "Rate limit checks Redis failed (decided locally).");
+    bprintf(b, "pulse_ratelimit_redis_errors_total %llu\n", (unsigned long long)st.errors);
 }
 
 /* the span exporter */
@@ -545,17 +542,15 @@ static void render_tracer(buf_t *b)
 {
     if (pulse_metrics_src_tracer == NULL)
         return;
-    {
-        pulse_tracer_stats_t st;
-        pulse_tracer_stats(pulse_metrics_src_tracer, &st);
-        family(b, "pulse_trace_spans_total", "counter",
-               "Spans by fate: exported, failed (the collector refused or was unreachable), dropped (queue full).");
-        bprintf(b, "pulse_trace_spans_total{result=\"exported\"} %llu\n", (unsigned long long)st.spans_exported);
-        bprintf(b, "pulse_trace_spans_total{result=\"failed\"} %llu\n", (unsigned long long)st.spans_failed);
-        bprintf(b, "pulse_trace_spans_total{result=\"dropped\"} %llu\n", (unsigned long long)st.spans_dropped);
-        family(b, "pulse_trace_spans_queued", "gauge", "Spans waiting for the exporter.");
-        bprintf(b, "pulse_trace_spans_queued %llu\n", (unsigned long long)st.spans_queued);
-    }
+    pulse_tracer_stats_t st;
+    pulse_tracer_stats(pulse_metrics_src_tracer, &st);
+    family(b, "pulse_trace_spans_total", "counter",
+           "Spans by fate: exported, failed (the collector refused or was unreachable), dropped (queue full).");
+    bprintf(b, "pulse_trace_spans_total{result=\"exported\"} %llu\n", (unsigned long long)st.spans_exported);
+    bprintf(b, "pulse_trace_spans_total{result=\"failed\"} %llu\n", (unsigned long long)st.spans_failed);
+    bprintf(b, "pulse_trace_spans_total{result=\"dropped\"} %llu\n", (unsigned long long)st.spans_dropped);
+    family(b, "pulse_trace_spans_queued", "gauge", "Spans waiting for the exporter.");
+    bprintf(b, "pulse_trace_spans_queued %llu\n", (unsigned long long)st.spans_queued);
 }
 
 char *pulse_metrics_render(const pulse_catalog_channel_stats_t *channel, size_t *len)
