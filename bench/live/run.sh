@@ -47,7 +47,7 @@ PROXY_BIN=${PROXY_BIN:-build/pulse-proxy}
 WORK=${WORK:-/tmp/pulse-bench-live.$$}
 OUT=${OUT:-bench/results/$(date -u +%F)-live.md}
 DB=pulse_bench
-CMD="STREAMS=$STREAMS KEYS=$KEYS TENANTS=$TENANTS LIVE_CLIENT=${LIVE_CLIENT:-c} WRITES_PER_S=$WRITES_PER_S DURATION=$SECONDS_RUN PROXY_THREADS=$PROXY_THREADS POOL_SIZE=$POOL_SIZE bench/live/run.sh"
+CMD="STREAMS=$STREAMS KEYS=$KEYS TENANTS=$TENANTS LIVE_CLIENT=$LIVE_CLIENT WRITES_PER_S=$WRITES_PER_S DURATION=$SECONDS_RUN PROXY_THREADS=$PROXY_THREADS POOL_SIZE=$POOL_SIZE bench/live/run.sh"
 PY=/usr/bin/python3
 
 log() { printf '%s bench-live: %s\n' "$(date -u +%T)" "$*" >&2; }
@@ -101,15 +101,7 @@ wait_for 15 curl -sf "http://127.0.0.1:$HPORT/ready" || die "proxy not ready: $(
 # the live run's client: C (sse_client.c, default) or node (client.mjs, as the polls)
 if [ "$LIVE_CLIENT" = c ]; then
 	cc -O2 -Wall -o "$WORK/sse_client" bench/live/sse_client.c || die "cannot build bench/live/sse_client.c"
-	$PY - "$SECRET" "$TENANTS" >"$WORK/tokens" <<'PY'
-import base64, hashlib, hmac, json, sys, time
-secret, n = sys.argv[1].encode(), int(sys.argv[2])
-b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
-for t in range(1, n + 1):
-    head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
-    body = b64(json.dumps({"tenant": t, "exp": int(time.time()) + 7200}).encode())
-    print(t, f"{head}.{body}." + b64(hmac.new(secret, f"{head}.{body}".encode(), hashlib.sha256).digest()))
-PY
+	$PY bench/data/tokens.py "$SECRET" "$TENANTS" 7200 >"$WORK/tokens" || die "cannot make the clients' tokens"
 fi
 
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$PROXY_PID/status"; }
