@@ -128,6 +128,10 @@ SELECT (s::json->>'snapshot') ~ '^\d+:\d+:[\d,]*$' AS has_snapshot,
        s::json->'tags' AS tags
   FROM pulse.keyed_state(ARRAY['ev:tenant_id=7', NULL, 'ev:tenant_id=404']) s;
 SELECT pulse.keyed_state('{}')::json->'tags' AS no_tags;
+SELECT pulse.keyed_state(NULL)::json->'tags' AS null_tags;
+-- a two-dimensional array is not a list of tags
+SELECT pulse.keyed_state(ARRAY[['ev:tenant_id=7', 'ev:tenant_id=8']]);
+\echo :LAST_ERROR_SQLSTATE
 
 -- pulse._tenant_key: the tenant as a key column's value spells it
 SELECT pulse._tenant_key('integer');
