@@ -1,8 +1,10 @@
 // Drives Debian's chromium (headless, through playwright-core from proxy/test/npm) for proxy/test/live_browser.sh:
 //   node live_browser.mjs <page url> <profile dir> <write cmd> <restart cmd> <other tenant cmd> <screenshot.png>
+//                         <short token cmd>
 // The page (served from another origin than the API) opens an EventSource on a live endpoint, records every event and
 // every (re)open, and shows the last result in its DOM (#result); a second EventSource with a token that expires soon
-// shows its state in #expiring. The script waits for the first result, runs `<write cmd> 77` (a psql UPDATE), waits
+// shows its state in #expiring (its token, from `<short token cmd>` run right before the page opens, in the URL's
+// fragment). The script waits for the first result, runs `<write cmd> 77` (a psql UPDATE), waits
 // for the pushed result in the DOM and takes a screenshot, runs `<other tenant cmd>` (another tenant's writes, one of
 // them to a row of the same group) and watches 1.5 s for a result (none must come), waits for the short token to
 // expire (the stream must end with an `error` event carrying problem+json), runs `<restart cmd>` (the proxy stopped
@@ -14,7 +16,7 @@ import { execFileSync } from "node:child_process";
 
 const require = createRequire(new URL("./npm/", import.meta.url));
 const { chromium } = require("playwright-core");
-const [pageUrl, profile, writeCmd, restartCmd, otherCmd, shot] = process.argv.slice(2);
+const [pageUrl, profile, writeCmd, restartCmd, otherCmd, shot, shortTokenCmd] = process.argv.slice(2);
 const context = await chromium.launchPersistentContext(profile, {
   executablePath: "/usr/bin/chromium",
   headless: true,
@@ -25,7 +27,7 @@ const out = {};
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 try {
   const page = await context.newPage();
-  await page.goto(pageUrl);
+  await page.goto(pageUrl + "#" + execFileSync(shortTokenCmd).toString().trim());
   const state = () =>
     page.evaluate(() => ({
       events: window.events, opens: window.opens, errors: window.errors, expired: window.expired,
